@@ -1,0 +1,124 @@
+-- Herald schema, version 1 (SQLite). Times are Unix milliseconds.
+
+CREATE TABLE workspaces (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    id             INTEGER PRIMARY KEY,
+    workspace_id   INTEGER NOT NULL REFERENCES workspaces(id),
+    email          TEXT NOT NULL UNIQUE,
+    display_name   TEXT NOT NULL,
+    role           TEXT NOT NULL CHECK (role IN ('administrator', 'developer', 'user')),
+    active         INTEGER NOT NULL DEFAULT 1,
+    password_hash  TEXT NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id),
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE webhook_events (
+    workspace_id  INTEGER NOT NULL REFERENCES workspaces(id),
+    event_type    TEXT NOT NULL,
+    enabled       INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, event_type)
+);
+
+CREATE TABLE webhook_urls (
+    workspace_id  INTEGER NOT NULL REFERENCES workspaces(id),
+    event_type    TEXT NOT NULL,
+    position      INTEGER NOT NULL,
+    url           TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, event_type, position)
+);
+
+CREATE TABLE processes (
+    id           INTEGER PRIMARY KEY,
+    workspace_id INTEGER NOT NULL REFERENCES workspaces(id),
+    name         TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    next_number  INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+
+CREATE TABLE instances (
+    id           INTEGER PRIMARY KEY,
+    workspace_id INTEGER NOT NULL REFERENCES workspaces(id),
+    process_id   INTEGER NOT NULL REFERENCES processes(id),
+    number       INTEGER NOT NULL,
+    instance_id  TEXT NOT NULL,
+    unique_id    TEXT NOT NULL UNIQUE,
+    data         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    modified_at  INTEGER NOT NULL,
+    modified_by  TEXT NOT NULL,
+    deleted_at   INTEGER,
+    deleted_by   TEXT,
+    UNIQUE (workspace_id, instance_id),
+    UNIQUE (process_id, number)
+);
+
+CREATE INDEX instances_recycle_bin ON instances (workspace_id, deleted_at) WHERE deleted_at IS NOT NULL;
+
+CREATE TABLE events (
+    id            INTEGER PRIMARY KEY,
+    workspace_id  INTEGER NOT NULL REFERENCES workspaces(id),
+    event_type    TEXT NOT NULL,
+    instance_id   TEXT NOT NULL,
+    process_name  TEXT NOT NULL,
+    occurred_at   INTEGER NOT NULL,
+    instance      TEXT
+);
+
+CREATE TABLE deliveries (
+    id                INTEGER PRIMARY KEY,
+    webhook_id        TEXT NOT NULL UNIQUE,
+    workspace_id      INTEGER NOT NULL REFERENCES workspaces(id),
+    event_id          INTEGER NOT NULL REFERENCES events(id),
+    event_type        TEXT NOT NULL,
+    instance_id       TEXT NOT NULL,
+    process_name      TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   INTEGER,
+    lease_until       INTEGER,
+    leased_by         TEXT,
+    last_attempt_at   INTEGER,
+    last_status_code  INTEGER,
+    last_error        TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+-- The worker's queue: pending rows by due time.
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
+-- Per-instance, per-URL ordering: is an earlier delivery still pending?
+CREATE INDEX deliveries_order ON deliveries (workspace_id, instance_id, url, id) WHERE status = 'pending';
+-- The delivery log, newest first.
+CREATE INDEX deliveries_log ON deliveries (workspace_id, id);
+
+CREATE TABLE delivery_attempts (
+    id                INTEGER PRIMARY KEY,
+    delivery_id       INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    started_at        INTEGER NOT NULL,
+    duration_ms       INTEGER NOT NULL,
+    outcome           TEXT NOT NULL,
+    status_code       INTEGER,
+    error             TEXT,
+    response_excerpt  TEXT
+);
+
+CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts (delivery_id, id);

@@ -1,0 +1,174 @@
+//! The delivery log: `/api/v1/deliveries`, one delivery with its attempts, and redelivery.
+
+use super::Paging;
+use super::extract::{ApiQuery, Auth};
+use crate::domain::webhook::redact;
+use crate::domain::{DeliveryId, DeliveryStatus, EventType, InstanceId, Millis};
+use crate::error::Result;
+use crate::service::Herald;
+use crate::storage::{AttemptRecord, DeliveryFilter, DeliveryRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub fn router() -> Router<Herald> {
+    Router::new()
+        .route("/deliveries", get(list))
+        .route("/deliveries/{id}", get(read))
+        .route("/deliveries/{id}/redeliver", post(redeliver))
+}
+
+/// A delivery as the log shows it; the URL never carries credentials.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    id: DeliveryId,
+    event_type: EventType,
+    instance_id: String,
+    process_name: String,
+    url: String,
+    status: DeliveryStatus,
+    attempt_count: i64,
+    next_attempt_at: Option<Millis>,
+    last_attempt_at: Option<Millis>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    created_at: Millis,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        Self {
+            id: d.id,
+            event_type: d.event_type,
+            instance_id: d.instance_id,
+            process_name: d.process_name,
+            url: redact(&d.url),
+            status: d.status,
+            attempt_count: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_attempt_at: d.last_attempt_at,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// One attempt in the log.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    started_at: Millis,
+    duration_ms: i64,
+    outcome: &'static str,
+    status_code: Option<i64>,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(a: AttemptRecord) -> Self {
+        Self {
+            started_at: a.started_at,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome.as_str(),
+            status_code: a.status_code,
+            error: a.error,
+            response_excerpt: a.response_excerpt,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Filter {
+    status: Option<String>,
+    event_type: Option<String>,
+    instance_id: Option<String>,
+    url: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl Filter {
+    fn parse(self) -> Result<(DeliveryFilter, Option<i64>, i64)> {
+        let filter = DeliveryFilter {
+            status: self
+                .status
+                .as_deref()
+                .map(DeliveryStatus::parse)
+                .transpose()?,
+            event_type: self
+                .event_type
+                .as_deref()
+                .map(EventType::parse)
+                .transpose()?,
+            instance_id: self
+                .instance_id
+                .as_deref()
+                .map(InstanceId::parse)
+                .transpose()?
+                .map(|i| i.as_str().to_owned()),
+            url: self.url.filter(|u| !u.is_empty()),
+            since: self
+                .since
+                .as_deref()
+                .map(Millis::parse_rfc3339)
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(Millis::parse_rfc3339)
+                .transpose()?,
+        };
+        let (cursor, limit) = Paging {
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+        .parse()?;
+        Ok((filter, cursor, limit))
+    }
+}
+
+async fn list(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    ApiQuery(filter): ApiQuery<Filter>,
+) -> Result<Json<Value>> {
+    let (filter, cursor, limit) = filter.parse()?;
+    let page = herald.deliveries(&caller, &filter, cursor, limit).await?;
+    let items: Vec<DeliveryView> = page.items.into_iter().map(Into::into).collect();
+    Ok(Json(super::page_json(items, page.next_cursor)))
+}
+
+async fn read(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let id = DeliveryId::parse(&id)?;
+    let (delivery, attempts) = herald.delivery(&caller, &id).await?;
+    let mut body = serde_json::to_value(DeliveryView::from(delivery)).unwrap_or_default();
+    let attempts: Vec<AttemptView> = attempts.into_iter().map(Into::into).collect();
+    body["attempts"] = json!(attempts);
+    Ok(Json(body))
+}
+
+async fn redeliver(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let id = DeliveryId::parse(&id)?;
+    herald.redeliver(&caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": "pending"})),
+    ))
+}

@@ -1,0 +1,63 @@
+//! Turns [`Error`] into HTTP: a stable JSON body `{"code", "message"}` (plus `errors` for bad
+//! callback URLs). Internal errors are logged with their causes and answered with an opaque 500.
+
+use crate::error::Error;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+impl Error {
+    /// The HTTP status and machine code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            Error::InvalidUrls(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback_urls"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = match &self {
+            Error::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error");
+                json!({"code": code, "message": "an internal error occurred; the server log has the details"})
+            }
+            Error::InvalidUrls(problems) => {
+                json!({"code": code, "message": self.to_string(), "errors": problems})
+            }
+            other => json!({"code": code, "message": other.to_string()}),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, Error::Unauthenticated) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A client error raised by the HTTP layer itself (bad JSON, bad query string, unknown route).
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}

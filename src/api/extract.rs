@@ -1,0 +1,90 @@
+//! Extractors whose rejections use Herald's JSON error body, and the caller's identity.
+
+use super::error::HttpError;
+use crate::domain::ApiToken;
+use crate::error::Error;
+use crate::service::Herald;
+use crate::storage::Caller;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// `axum::Json`, but malformed JSON, wrong types and unknown fields answer with Herald's error
+/// body: 400 for syntax, 415 for a missing content type, 422 for a body of the wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> HttpError {
+    let (status, code) = match &rejection {
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
+        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    HttpError {
+        status,
+        code,
+        message: rejection.body_text(),
+    }
+}
+
+/// `axum::extract::Query` with Herald's error body (400) on a bad query string.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> HttpError {
+    HttpError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_query",
+        message: rejection.body_text(),
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`. A handler that takes one
+/// can only be reached with a valid token of an active user.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<Herald> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        herald: &Herald,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Error::Unauthenticated)?;
+        let (scheme, token) = header.split_once(' ').ok_or(Error::Unauthenticated)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::Unauthenticated);
+        }
+        let token = ApiToken::parse(token.trim()).map_err(|_| Error::Unauthenticated)?;
+        Ok(Self(herald.authenticate(&token).await?))
+    }
+}

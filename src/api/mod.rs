@@ -1,0 +1,84 @@
+//! The REST API under `/api/v1`. Each resource has its own module exporting `router()`; they
+//! are merged here. Handlers parse input into domain types, call [`Herald`], and return JSON.
+//!
+//! **Architecture Invariant:** handlers never touch storage directly; every operation goes
+//! through [`crate::service::Herald`], which the web UI shares.
+
+mod deliveries;
+pub mod error;
+mod extract;
+mod instances;
+mod processes;
+mod webhooks;
+
+use crate::error::{Error, Result};
+use crate::service::Herald;
+use axum::Router;
+use axum::http::StatusCode;
+use error::HttpError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// All API routes, with JSON answers for unknown routes and methods.
+pub fn router() -> Router<Herald> {
+    let v1 = Router::new()
+        .merge(webhooks::router())
+        .merge(processes::router())
+        .merge(instances::router())
+        .merge(deliveries::router())
+        .method_not_allowed_fallback(|| async {
+            HttpError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "this method is not allowed on this resource".into(),
+            }
+        });
+    Router::new().nest("/api/v1", v1).fallback(|| async {
+        HttpError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "no such route".into(),
+        }
+    })
+}
+
+/// `?limit=&cursor=` of a list.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Paging {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    pub const DEFAULT_LIMIT: i64 = 50;
+    pub const MAX_LIMIT: i64 = 200;
+
+    /// The cursor and page size, checked.
+    pub fn parse(&self) -> Result<(Option<i64>, i64)> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => Self::DEFAULT_LIMIT,
+            Some(text) => match text.parse::<i64>() {
+                Ok(n) if (1..=Self::MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "`limit` must be a number from 1 to {}",
+                        Self::MAX_LIMIT
+                    )));
+                }
+            },
+        };
+        let cursor = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                Error::Invalid("`cursor` is not a cursor this API returned".into())
+            })?),
+        };
+        Ok((cursor, limit))
+    }
+}
+
+/// `{"items": [...], "nextCursor": "..." | null}`.
+pub(crate) fn page_json<T: Serialize>(items: Vec<T>, next_cursor: Option<i64>) -> Value {
+    json!({"items": items, "nextCursor": next_cursor.map(|c| c.to_string())})
+}

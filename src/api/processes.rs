@@ -1,0 +1,78 @@
+//! `/api/v1/processes`: create, list and read processes.
+
+use super::extract::{ApiJson, Auth};
+use crate::domain::{Millis, ProcessName, ProcessTitle};
+use crate::error::Result;
+use crate::service::Herald;
+use crate::storage::ProcessRecord;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<Herald> {
+    Router::new()
+        .route("/processes", get(list).post(create))
+        .route("/processes/{name}", get(read))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProcess {
+    name: String,
+    title: String,
+}
+
+/// A process as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessView {
+    name: String,
+    title: String,
+    created_at: Millis,
+    created_by: String,
+    instance_count: i64,
+}
+
+impl From<ProcessRecord> for ProcessView {
+    fn from(p: ProcessRecord) -> Self {
+        Self {
+            name: p.name.as_str().to_owned(),
+            title: p.title,
+            created_at: p.created_at,
+            created_by: p.created_by,
+            instance_count: p.instance_count,
+        }
+    }
+}
+
+async fn create(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<NewProcess>,
+) -> Result<(StatusCode, Json<ProcessView>)> {
+    let name = ProcessName::parse(&body.name)?;
+    let title = ProcessTitle::parse(&body.title)?;
+    let created = herald.create_process(&caller, &name, &title).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+async fn list(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<serde_json::Value>> {
+    let items: Vec<ProcessView> = herald
+        .processes(&caller)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+async fn read(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<ProcessView>> {
+    let name = ProcessName::parse(&name)?;
+    Ok(Json(herald.process(&caller, &name).await?.into()))
+}

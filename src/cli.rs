@@ -1,0 +1,183 @@
+//! The command line: `herald serve | migrate | users add`.
+
+use crate::config::{self, FileConfig, Overrides};
+use crate::domain::{ApiToken, DisplayName, Email, Password, Role};
+use crate::startup::{self, DEFAULT_WORKSPACE};
+use crate::storage::{self, NewUser};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Herald: process instances with durable, signed webhooks (Kianda-compatible callbacks).
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Read if present; an error if named here and missing.
+    #[arg(long, global = true, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API and the delivery worker.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// Database URL: sqlite://FILE (default sqlite://herald.db).
+    #[arg(long = "database", env = "HERALD_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+
+    /// Allow callbacks to loopback, private and other non-public addresses (for local
+    /// development and tests; off by default).
+    #[arg(long, env = "HERALD_ALLOW_PRIVATE_NETWORK", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_private_network: Option<bool>,
+
+    /// Seconds a callback attempt may take, connection included [default: 10].
+    #[arg(long, env = "HERALD_CALLBACK_TIMEOUT", value_name = "SECONDS")]
+    callback_timeout: Option<u64>,
+
+    /// Delays between attempts after a failure, e.g. 0s,5s,5m,30m,2h,5h,10h,10h (the default).
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_name = "LIST")]
+    retry_schedule: Option<String>,
+
+    /// Callback attempts in flight at once [default: 256].
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+
+    /// Do not apply migrations at start; refuse to start unless the schema is current.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Add a user to the default workspace and print a new API token and password once.
+    Add(AddUserArgs),
+}
+
+#[derive(Debug, Args)]
+struct AddUserArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The user's email address (their login).
+    #[arg(long)]
+    email: String,
+    /// administrator, developer or user.
+    #[arg(long)]
+    role: String,
+    /// Display name [default: the email address].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let explicit = self.config.is_some();
+        let path = self.config.unwrap_or_else(|| PathBuf::from("herald.toml"));
+        let file = FileConfig::load(&path, explicit)?;
+        match self.command {
+            Command::Serve(args) => serve(file, args).await,
+            Command::Migrate(db) => migrate(file, db).await,
+            Command::Users(UsersCommand::Add(args)) => add_user(file, args).await,
+        }
+    }
+}
+
+fn database_url(file: &FileConfig, db: DbArgs) -> String {
+    db.database_url
+        .or_else(|| file.database_url.clone())
+        .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
+}
+
+async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        database_url: args.db.database_url,
+        allow_private_network: args.allow_private_network,
+        callback_timeout: args.callback_timeout,
+        retry_schedule: args.retry_schedule,
+        max_in_flight: args.max_in_flight,
+        no_migrate: args.no_migrate,
+        admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
+    };
+    let config = config::resolve(file, overrides)?;
+    let running = startup::start(config).await?;
+    if let Some(b) = &running.bootstrapped {
+        println!(
+            "Herald created the workspace `{DEFAULT_WORKSPACE}` and its first administrator (shown once):"
+        );
+        println!("  email:     {}", b.email);
+        println!("  password:  {}", b.password.expose());
+        match &b.generated_token {
+            Some(token) => println!("  API token: {}", token.expose()),
+            None => println!("  API token: the one in HERALD_ADMIN_TOKEN"),
+        }
+    }
+    println!("Herald is listening on http://{}", running.addr);
+    let stop = running.shutdown_token();
+    tokio::spawn(async move {
+        startup::termination_signal().await;
+        tracing::info!("shutting down: no new work; finishing callbacks in flight");
+        stop.cancel();
+    });
+    running.wait().await
+}
+
+async fn migrate(file: FileConfig, db: DbArgs) -> anyhow::Result<()> {
+    startup::install_tls_provider();
+    let url = database_url(&file, db);
+    let store = storage::open(&url).await?;
+    store.migrate().await.context("migrating the database")?;
+    println!("database {} is up to date", storage::redact_db_url(&url));
+    Ok(())
+}
+
+async fn add_user(file: FileConfig, args: AddUserArgs) -> anyhow::Result<()> {
+    startup::install_tls_provider();
+    let email = Email::parse(&args.email)?;
+    let role = Role::parse(&args.role)?;
+    let name = DisplayName::parse(args.name.as_deref().unwrap_or(email.as_str()))?;
+    let url = database_url(&file, args.db);
+    let store = storage::open(&url).await?;
+    store.migrate().await.context("migrating the database")?;
+    let workspace = match store.workspace_id(DEFAULT_WORKSPACE).await? {
+        Some(ws) => ws,
+        None => anyhow::bail!("the database has no workspace yet: run `herald serve` once first"),
+    };
+    let password = Password::generate();
+    let token = ApiToken::generate();
+    let user = NewUser {
+        email: email.clone(),
+        display_name: name.as_str().to_owned(),
+        role,
+        password_hash: password.hash(),
+    };
+    let id = store.create_user(workspace, &user).await?;
+    store.add_token(id, &token.hash()).await?;
+    println!("added {} as {role} (shown once):", email.as_str());
+    println!("  password:  {}", password.expose());
+    println!("  API token: {}", token.expose());
+    Ok(())
+}

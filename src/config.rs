@@ -1,0 +1,207 @@
+//! Configuration: defaults, then an optional `herald.toml`, then `HERALD_*` environment
+//! variables, then command-line flags; validated once into [`Config`].
+
+use crate::domain::{ApiToken, Email, RetrySchedule};
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db";
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// What `herald serve` runs with, validated.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub allow_private_network: bool,
+    pub callback_timeout: Duration,
+    pub retry_schedule: RetrySchedule,
+    pub max_in_flight: usize,
+    /// Apply migrations at start (`--no-migrate` turns it off).
+    pub migrate: bool,
+    /// The first administrator's token on a fresh database (`HERALD_ADMIN_TOKEN`).
+    pub admin_token: Option<ApiToken>,
+    pub admin_email: Email,
+    /// How long an idle worker sleeps before looking for work other nodes queued.
+    pub idle_poll: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::storage::redact_db_url(&self.database_url),
+            )
+            .field("allow_private_network", &self.allow_private_network)
+            .field("callback_timeout", &self.callback_timeout)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("migrate", &self.migrate)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Config {
+    /// A configuration with every default and the given database, for tests and embedding.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            database_url: database_url.into(),
+            allow_private_network: false,
+            callback_timeout: Duration::from_secs(10),
+            retry_schedule: RetrySchedule::default(),
+            max_in_flight: 256,
+            migrate: true,
+            admin_token: None,
+            admin_email: Email::parse("admin@herald.local").expect("valid default"),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The optional `herald.toml`. Every key is optional; unknown keys are an error so typos show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub allow_private_network: Option<bool>,
+    /// Seconds.
+    pub callback_timeout: Option<u64>,
+    pub retry_schedule: Option<String>,
+    pub max_in_flight: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads `path`; a missing file is only an error when the operator named it explicitly.
+    pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// Values from the environment and flags (clap already let flags win over `HERALD_*`).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub allow_private_network: Option<bool>,
+    pub callback_timeout: Option<u64>,
+    pub retry_schedule: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub no_migrate: bool,
+    pub admin_token: Option<String>,
+}
+
+/// Layers overrides over the file over defaults, and validates the result.
+pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
+    let mut config = Config::with_database(
+        over.database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+    );
+    let listen = over
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    config.listen = listen.parse().with_context(|| {
+        format!("listen address `{listen}` is not an IP:port such as 127.0.0.1:8080")
+    })?;
+    config.allow_private_network = over
+        .allow_private_network
+        .or(file.allow_private_network)
+        .unwrap_or(false);
+    let timeout = over
+        .callback_timeout
+        .or(file.callback_timeout)
+        .unwrap_or(10);
+    if !(1..=300).contains(&timeout) {
+        bail!("callback timeout must be 1 to 300 seconds, not {timeout}");
+    }
+    config.callback_timeout = Duration::from_secs(timeout);
+    if let Some(schedule) = over.retry_schedule.or(file.retry_schedule) {
+        config.retry_schedule =
+            RetrySchedule::parse(&schedule).context("invalid retry schedule")?;
+    }
+    let in_flight = over.max_in_flight.or(file.max_in_flight).unwrap_or(256);
+    if !(1..=10_000).contains(&in_flight) {
+        bail!("max in flight must be 1 to 10000, not {in_flight}");
+    }
+    config.max_in_flight = in_flight;
+    config.migrate = !over.no_migrate;
+    if let Some(token) = over.admin_token.filter(|t| !t.is_empty()) {
+        config.admin_token =
+            Some(ApiToken::parse(&token).context("HERALD_ADMIN_TOKEN is not usable")?);
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\ncallback_timeout = 5\nretry_schedule = \"1s\"",
+        )
+        .unwrap();
+        let over = Overrides {
+            callback_timeout: Some(7),
+            ..Default::default()
+        };
+        let c = resolve(file, over).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.callback_timeout, Duration::from_secs(7));
+        assert_eq!(c.retry_schedule.max_attempts(), 2);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = resolve(
+            FileConfig::default(),
+            Overrides {
+                listen: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nope"));
+        let err = resolve(
+            FileConfig::default(),
+            Overrides {
+                callback_timeout: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("timeout"));
+        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = Config::with_database("postgres://u:hunter2@db/h");
+        c.admin_token = Some(ApiToken::parse("a-very-secret-admin-token").unwrap());
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2") && !text.contains("a-very-secret"));
+    }
+}

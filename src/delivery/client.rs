@@ -1,0 +1,204 @@
+//! The one place Herald makes outbound HTTP requests: a callback attempt.
+
+use super::egress::{DnsFailed, EgressPolicy, GuardedResolver, PrivateAddressRefused};
+use crate::domain::{AttemptOutcome, CallbackUrl, DeliveryId, EventType, Millis};
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much of a response body the delivery log keeps.
+pub const EXCERPT_BYTES: usize = 4096;
+
+/// What a callback carries.
+#[derive(Debug, Clone)]
+pub struct Callback<'a> {
+    pub id: &'a DeliveryId,
+    pub url: &'a CallbackUrl,
+    pub event_type: EventType,
+    pub instance_id: &'a str,
+    pub process_name: &'a str,
+    /// Marks a test callback (`webhook-test: true`).
+    pub test: bool,
+}
+
+/// The result of one attempt, before it is stored.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub started_at: Millis,
+    pub duration: Duration,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// An HTTP client for callbacks: no redirects, no proxies, a whole-attempt timeout, and the
+/// egress policy enforced on resolved addresses.
+#[derive(Clone)]
+pub struct CallbackClient {
+    http: reqwest::Client,
+    policy: Arc<EgressPolicy>,
+    timeout: Duration,
+}
+
+impl CallbackClient {
+    pub fn new(policy: EgressPolicy, timeout: Duration) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: Arc::clone(&policy),
+            }))
+            .build()?;
+        Ok(Self {
+            http,
+            policy,
+            timeout,
+        })
+    }
+
+    /// The configured whole-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Makes one attempt. Never fails: every problem becomes an outcome with a message.
+    pub async fn send(&self, cb: &Callback<'_>) -> Attempt {
+        let started_at = Millis::now();
+        let clock = Instant::now();
+        let result = self.try_send(cb, started_at).await;
+        let duration = clock.elapsed();
+        match result {
+            Ok((status, excerpt)) => {
+                let code = status.as_u16();
+                let (outcome, error) = if status.is_success() {
+                    (AttemptOutcome::Success, None)
+                } else if status.is_redirection() {
+                    (
+                        AttemptOutcome::Redirect,
+                        Some(format!("HTTP {code}: redirect not followed")),
+                    )
+                } else {
+                    (AttemptOutcome::HttpStatus, Some(format!("HTTP {code}")))
+                };
+                Attempt {
+                    started_at,
+                    duration,
+                    outcome,
+                    status_code: Some(code),
+                    error,
+                    response_excerpt: excerpt,
+                }
+            }
+            Err((outcome, mut message)) => {
+                if outcome == AttemptOutcome::Timeout {
+                    message = format!("timed out after {} ms", self.timeout.as_millis());
+                }
+                Attempt {
+                    started_at,
+                    duration,
+                    outcome,
+                    status_code: None,
+                    error: Some(message),
+                    response_excerpt: None,
+                }
+            }
+        }
+    }
+
+    async fn try_send(
+        &self,
+        cb: &Callback<'_>,
+        started_at: Millis,
+    ) -> Result<(reqwest::StatusCode, Option<String>), (AttemptOutcome, String)> {
+        let configured = cb.url.to_url();
+        // Literal IP hosts never go through the resolver, so they are checked here.
+        let literal = match configured.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !self.policy.allows(*ip)) {
+            let host = configured.host_str().unwrap_or_default().to_owned();
+            return Err((
+                AttemptOutcome::PrivateAddress,
+                PrivateAddressRefused { host, addr: ip }.to_string(),
+            ));
+        }
+        let url = cb
+            .url
+            .kianda_request(cb.instance_id, cb.process_name, cb.event_type);
+        let mut request = self
+            .http
+            .get(url)
+            .header("webhook-id", cb.id.as_str())
+            .header("webhook-timestamp", started_at.unix_seconds().to_string());
+        if cb.test {
+            request = request.header("webhook-test", "true");
+        }
+        if !configured.username().is_empty() {
+            let user = percent_decode(configured.username());
+            let password = configured.password().map(percent_decode);
+            request = request.basic_auth(user, password);
+        }
+        let mut response = request.send().await.map_err(classify)?;
+        let status = response.status();
+        let mut body: Vec<u8> = Vec::new();
+        while body.len() < EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                // The status already decided the outcome; a body cut short only loses the excerpt.
+                Err(_) => break,
+            }
+        }
+        body.truncate(EXCERPT_BYTES);
+        let excerpt = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+        Ok((status, excerpt))
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Names what went wrong with a request that got no response, without echoing the URL (which
+/// may hold credentials).
+fn classify(error: reqwest::Error) -> (AttemptOutcome, String) {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<PrivateAddressRefused>() {
+            return (AttemptOutcome::PrivateAddress, refused.to_string());
+        }
+        if let Some(dns) = cause.downcast_ref::<DnsFailed>() {
+            return (AttemptOutcome::DnsFailure, dns.to_string());
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return (
+                    AttemptOutcome::ConnectionRefused,
+                    "connection refused".to_owned(),
+                );
+            }
+        }
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return (AttemptOutcome::TlsError, format!("TLS error: {tls}"));
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        return (AttemptOutcome::Timeout, "timed out".to_owned());
+    }
+    let detail = error.without_url().to_string();
+    (AttemptOutcome::ConnectionError, detail)
+}

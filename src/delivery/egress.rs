@@ -1,0 +1,201 @@
+//! Which addresses a callback may reach. Checked after DNS resolution, on the very addresses the
+//! connection then uses, so a rebinding DNS server cannot slip a private address past the check.
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+/// The operator's rule for outbound callbacks.
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    /// `--allow-private-network`: every address may be called.
+    pub allow_private_network: bool,
+}
+
+impl EgressPolicy {
+    /// Whether a callback may connect to this address.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow_private_network || is_public(ip)
+    }
+}
+
+/// Whether an address is publicly routable. Everything else (loopback, private, link-local,
+/// CGNAT, multicast, documentation and reserved ranges, and the IPv6 forms that embed such an
+/// IPv4 address) is refused by default.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    let private = a == 0                                   // "this network", 0.0.0.0
+        || a == 10                                         // RFC 1918
+        || a == 127                                        // loopback
+        || (a == 100 && (64..128).contains(&b))            // CGNAT 100.64.0.0/10
+        || (a == 169 && b == 254)                          // link-local, cloud metadata
+        || (a == 172 && (16..32).contains(&b))             // RFC 1918
+        || (a == 192 && b == 0 && c == 0)                  // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)                  // TEST-NET-1
+        || (a == 192 && b == 88 && c == 99)                // 6to4 relay anycast
+        || (a == 192 && b == 168)                          // RFC 1918
+        || (a == 198 && (18..20).contains(&b))             // benchmarking
+        || (a == 198 && b == 51 && c == 100)               // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113)                // TEST-NET-3
+        || a >= 224; // multicast 224/4, reserved 240/4, broadcast
+    !private
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d)
+    // addresses reach the embedded IPv4 address: judge that one.
+    let embedded = Ipv4Addr::new(
+        (seg[6] >> 8) as u8,
+        seg[6] as u8,
+        (seg[7] >> 8) as u8,
+        seg[7] as u8,
+    );
+    if seg[..5] == [0, 0, 0, 0, 0] && (seg[5] == 0xffff || seg[5] == 0) {
+        if seg[5] == 0 && seg[6] == 0 && seg[7] <= 1 {
+            return false; // :: and ::1
+        }
+        return is_public_v4(embedded);
+    }
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        return is_public_v4(embedded);
+    }
+    let private = (seg[0] & 0xfe00) == 0xfc00     // unique local fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80            // link-local fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0            // site-local (deprecated) fec0::/10
+        || (seg[0] & 0xff00) == 0xff00            // multicast
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]; // discard-only 100::/64
+    !private
+}
+
+/// The callback was refused because its host resolves only to addresses the policy forbids.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused to call {host}: it resolves to {addr}, which is not a public address (start Herald with --allow-private-network to allow private targets)"
+)]
+pub struct PrivateAddressRefused {
+    pub host: String,
+    pub addr: IpAddr,
+}
+
+/// DNS resolution failed.
+#[derive(Debug, thiserror::Error)]
+#[error("could not resolve {host}: {reason}")]
+pub struct DnsFailed {
+    pub host: String,
+    pub reason: String,
+}
+
+/// A resolver for reqwest that drops forbidden addresses before any connection is tried.
+pub(crate) struct GuardedResolver {
+    pub policy: Arc<EgressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = Arc::clone(&self.policy);
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| DnsFailed {
+                    host: host.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| policy.allows(a.ip()))
+                .collect();
+            match (allowed.is_empty(), found.first()) {
+                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                (true, Some(first)) => Err(PrivateAddressRefused {
+                    host,
+                    addr: first.ip(),
+                }
+                .into()),
+                (true, None) => Err(DnsFailed {
+                    host,
+                    reason: "no addresses".to_owned(),
+                }
+                .into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public(text: &str) -> bool {
+        is_public(text.parse().unwrap())
+    }
+
+    #[test]
+    fn private_ranges_are_refused() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
+        ] {
+            assert!(!public(ip), "{ip} should be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            assert!(public(ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn policy_can_allow_everything() {
+        let p = EgressPolicy {
+            allow_private_network: true,
+        };
+        assert!(p.allows("127.0.0.1".parse().unwrap()));
+        assert!(!EgressPolicy::default().allows("127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,12 @@
+//! Delivery: the worker that claims due deliveries, calls their URLs and records the results.
+//!
+//! **Architecture Invariant:** this is the only module that makes outbound HTTP requests, and
+//! every request goes through [`client::CallbackClient`], which enforces the egress policy.
+
+pub mod client;
+pub mod egress;
+mod worker;
+
+pub use client::{Attempt, Callback, CallbackClient};
+pub use egress::EgressPolicy;
+pub use worker::{Worker, WorkerConfig, next_step};

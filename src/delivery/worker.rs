@@ -1,0 +1,247 @@
+//! The delivery loop.
+//!
+//! One task claims batches of due deliveries under a lease and spawns one task per attempt,
+//! bounded by a semaphore, so a hanging receiver holds one slot and never the loop. Results go
+//! through a channel to a writer task that stores them in batches (one transaction per batch)
+//! and wakes the loop, since a finished delivery may unblock the next one of its instance.
+
+use super::client::{Attempt, Callback, CallbackClient};
+use crate::domain::{AttemptOutcome, CallbackUrl, Millis, RetrySchedule};
+use crate::storage::{AttemptRecord, AttemptResult, ClaimedDelivery, NextStep, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How the worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this node in leases.
+    pub node_id: String,
+    /// Attempts in flight at once, over all URLs.
+    pub max_in_flight: usize,
+    /// Most deliveries claimed by one query.
+    pub claim_batch: usize,
+    /// Added to the attempt timeout to form the lease.
+    pub lease_margin: Duration,
+    /// Longest sleep when idle: how soon this node notices work other nodes queued or leases
+    /// that expired.
+    pub idle_poll: Duration,
+    pub retry: RetrySchedule,
+}
+
+/// The delivery worker of one node.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    client: CallbackClient,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+/// Decides what follows an attempt: success ends the delivery; 410 Gone ends it as failed;
+/// anything else is retried on the schedule until it runs out.
+pub fn next_step(
+    attempt: &Attempt,
+    attempts_before: i64,
+    retry: &RetrySchedule,
+    jitter: f64,
+) -> NextStep {
+    if attempt.outcome == AttemptOutcome::Success {
+        return NextStep::Succeeded;
+    }
+    if attempt.status_code == Some(410) {
+        return NextStep::Failed;
+    }
+    let made = u32::try_from(attempts_before.saturating_add(1)).unwrap_or(u32::MAX);
+    match retry.delay_after(made, jitter) {
+        Some(delay) => NextStep::RetryAt(Millis::now().plus(delay)),
+        None => NextStep::Failed,
+    }
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: CallbackClient,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            config,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops claiming, lets attempts in flight finish
+    /// (each is bounded by the timeout) and stores their results.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let (results_tx, results_rx) = mpsc::unbounded_channel::<AttemptResult>();
+        let writer = tokio::spawn(write_results(
+            Arc::clone(&self.store),
+            results_rx,
+            Arc::clone(&self.wake),
+        ));
+        let mut in_flight = JoinSet::new();
+        let lease = self.client.timeout() + self.config.lease_margin;
+
+        while !shutdown.is_cancelled() {
+            while in_flight.try_join_next().is_some() {}
+            let free = permits.available_permits().min(self.config.claim_batch);
+            if free == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let now = Millis::now();
+            let claimed = match self
+                .store
+                .claim_due(&self.config.node_id, now, now.plus(lease), free as i64)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::error!(error = %error_chain(&error), "claiming deliveries failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            let full_batch = claimed.len() == free;
+            for delivery in claimed {
+                let permit = Arc::clone(&permits)
+                    .try_acquire_owned()
+                    .expect("claims never exceed free permits");
+                let client = self.client.clone();
+                let retry = self.config.retry.clone();
+                let tx = results_tx.clone();
+                in_flight.spawn(async move {
+                    let result = attempt(&client, &delivery, &retry).await;
+                    drop(permit);
+                    let _ = tx.send(result);
+                });
+            }
+            if full_batch {
+                continue;
+            }
+            let sleep_for = match self.store.next_due_at().await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at.0 - Millis::now().0).unwrap_or(0))
+                }
+                _ => self.config.idle_poll,
+            }
+            .min(self.config.idle_poll);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+
+        let waiting = in_flight.len();
+        if waiting > 0 {
+            tracing::info!(
+                in_flight = waiting,
+                "shutting down: letting callbacks in flight finish"
+            );
+        }
+        while in_flight.join_next().await.is_some() {}
+        drop(results_tx);
+        let _ = writer.await;
+        tracing::info!("delivery worker stopped");
+    }
+}
+
+/// Makes one attempt of a claimed delivery and decides what follows.
+async fn attempt(
+    client: &CallbackClient,
+    delivery: &ClaimedDelivery,
+    retry: &RetrySchedule,
+) -> AttemptResult {
+    let result = match CallbackUrl::parse(&delivery.url) {
+        Ok(url) => {
+            let cb = Callback {
+                id: &delivery.id,
+                url: &url,
+                event_type: delivery.event_type,
+                instance_id: &delivery.instance_id,
+                process_name: &delivery.process_name,
+                test: false,
+            };
+            client.send(&cb).await
+        }
+        // Stored URLs were validated when saved; this only guards against hand-edited rows.
+        Err(why) => Attempt {
+            started_at: Millis::now(),
+            duration: Duration::ZERO,
+            outcome: AttemptOutcome::ConnectionError,
+            status_code: None,
+            error: Some(format!("invalid URL: {why}")),
+            response_excerpt: None,
+        },
+    };
+    let next = next_step(&result, delivery.attempts, retry, rand::random::<f64>());
+    tracing::debug!(
+        delivery = %delivery.id,
+        outcome = result.outcome.as_str(),
+        status = ?result.status_code,
+        ms = result.duration.as_millis() as u64,
+        "callback attempt"
+    );
+    AttemptResult {
+        key: delivery.key,
+        attempt: to_record(result),
+        next,
+    }
+}
+
+fn to_record(a: Attempt) -> AttemptRecord {
+    AttemptRecord {
+        started_at: a.started_at,
+        duration_ms: i64::try_from(a.duration.as_millis()).unwrap_or(i64::MAX),
+        outcome: a.outcome,
+        status_code: a.status_code.map(i64::from),
+        error: a.error,
+        response_excerpt: a.response_excerpt,
+    }
+}
+
+/// Stores results in batches. A failed write is retried, never dropped: the lease keeps the
+/// delivery from being attempted again meanwhile, and if the node dies the delivery is simply
+/// attempted again after the lease ends.
+async fn write_results(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<AttemptResult>,
+    wake: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut backoff = Duration::from_millis(50);
+        while let Err(error) = store.record_attempts(&batch).await {
+            tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        batch.clear();
+        wake.notify_one();
+    }
+}
+
+/// An error with its causes, for logs.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

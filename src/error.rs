@@ -1,0 +1,50 @@
+//! The error type of Herald's operations. The HTTP edge (`api::error`) turns it into a response.
+
+use crate::domain::{Invalid, UrlProblem};
+use crate::storage::StorageError;
+
+/// What an operation can fail with. Every variant but `Internal` is the caller's to fix and is
+/// shown to them; `Internal` is logged with its causes and shown as an opaque 500.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input broke a rule; the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Some callback URLs are invalid; nothing was saved.
+    #[error("{} callback URL(s) are invalid; nothing was saved", .0.len())]
+    InvalidUrls(Vec<UrlProblem>),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (duplicate name, wrong recycle-bin state).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// `If-Match` named a version that is no longer current.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("a valid API token is required: send `Authorization: Bearer <token>`")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Invalid> for Error {
+    fn from(e: Invalid) -> Self {
+        Error::Invalid(e.0)
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Duplicate(what) => Error::Conflict {
+                code: "already_exists",
+                message: format!("{what} already exists"),
+            },
+            other => Error::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

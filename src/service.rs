@@ -1,0 +1,339 @@
+//! Herald's operations, shared by the REST API and the web UI: each takes the caller, checks
+//! what the rules require, calls storage, and wakes the delivery worker after a change.
+
+use crate::domain::{
+    DeliveryId, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role,
+    WebhookSettings,
+};
+use crate::error::{Error, Result};
+use crate::storage::{
+    AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, Page,
+    ProcessRecord, Store, Written,
+};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The application: storage plus the worker's wake-up signal. Cheap to clone.
+#[derive(Clone)]
+pub struct Herald {
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+}
+
+/// A change to an instance: a merge patch of its data and/or a new status.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceChange {
+    pub data: Option<InstanceData>,
+    pub status: Option<InstanceStatus>,
+    /// The version the client last saw (`If-Match`); a different current version is refused.
+    pub if_match: Option<i64>,
+}
+
+/// The outcome of an update: the instance as it now is, and whether anything changed.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub instance: InstanceRecord,
+    pub changed: bool,
+}
+
+impl Herald {
+    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
+        Self { store, wake }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Resolves an API token to its caller.
+    pub async fn authenticate(&self, token: &crate::domain::ApiToken) -> Result<Caller> {
+        self.store
+            .caller_by_token(&token.hash())
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    // --- webhooks ---------------------------------------------------------------------------
+
+    pub async fn webhook_settings(&self, caller: &Caller) -> Result<WebhookSettings> {
+        require_webhook_manager(caller)?;
+        Ok(self.store.webhook_settings(caller.workspace_id).await?)
+    }
+
+    pub async fn save_webhook_settings(
+        &self,
+        caller: &Caller,
+        settings: &WebhookSettings,
+    ) -> Result<WebhookSettings> {
+        require_webhook_manager(caller)?;
+        self.store
+            .save_webhook_settings(caller.workspace_id, settings)
+            .await?;
+        tracing::info!(by = %caller.email, "webhook settings saved");
+        Ok(self.store.webhook_settings(caller.workspace_id).await?)
+    }
+
+    // --- processes --------------------------------------------------------------------------
+
+    pub async fn create_process(
+        &self,
+        caller: &Caller,
+        name: &ProcessName,
+        title: &ProcessTitle,
+    ) -> Result<ProcessRecord> {
+        self.store
+            .create_process(caller.workspace_id, name, title, &caller.email)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict { code, .. } => Error::Conflict {
+                    code,
+                    message: format!("a process named `{name}` already exists"),
+                },
+                other => other,
+            })
+    }
+
+    pub async fn processes(&self, caller: &Caller) -> Result<Vec<ProcessRecord>> {
+        Ok(self.store.processes(caller.workspace_id).await?)
+    }
+
+    pub async fn process(&self, caller: &Caller, name: &ProcessName) -> Result<ProcessRecord> {
+        self.store
+            .process(caller.workspace_id, name)
+            .await?
+            .ok_or_else(|| process_not_found(name))
+    }
+
+    // --- instances --------------------------------------------------------------------------
+
+    pub async fn create_instance(
+        &self,
+        caller: &Caller,
+        process: &ProcessName,
+        data: &InstanceData,
+        status: Option<InstanceStatus>,
+    ) -> Result<InstanceRecord> {
+        let status = status.unwrap_or_else(InstanceStatus::default_status);
+        let created = self
+            .store
+            .create_instance(caller.workspace_id, process, data, &status, &caller.email)
+            .await?
+            .ok_or_else(|| process_not_found(process))?;
+        self.wake.notify_one();
+        Ok(created)
+    }
+
+    pub async fn instance(&self, caller: &Caller, id: &InstanceId) -> Result<InstanceRecord> {
+        self.store
+            .instance(caller.workspace_id, id)
+            .await?
+            .ok_or_else(|| instance_not_found(id))
+    }
+
+    pub async fn instances(
+        &self,
+        caller: &Caller,
+        process: &ProcessName,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        self.process(caller, process).await?;
+        Ok(self
+            .store
+            .instances(caller.workspace_id, process, cursor, limit)
+            .await?)
+    }
+
+    /// Applies a change with optimistic concurrency. Without `If-Match`, a concurrent writer
+    /// makes this re-read and re-apply the patch (a merge patch composes); with it, the client
+    /// gets 412 instead.
+    pub async fn update_instance(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        change: &InstanceChange,
+    ) -> Result<Updated> {
+        for _ in 0..20 {
+            let current = self.instance(caller, id).await?;
+            if current.deleted_at.is_some() {
+                return Err(in_recycle_bin(id));
+            }
+            if let Some(expected) = change.if_match {
+                if expected != current.version {
+                    return Err(Error::PreconditionFailed(format!(
+                        "instance {id} is at version {}, not {expected}; read it again and retry",
+                        current.version
+                    )));
+                }
+            }
+            let data = match &change.data {
+                Some(patch) => current.data.merge_patch(patch)?,
+                None => current.data.clone(),
+            };
+            let status = change.status.clone().unwrap_or_else(|| {
+                InstanceStatus::parse(&current.status)
+                    .unwrap_or_else(|_| InstanceStatus::default_status())
+            });
+            if data == current.data && status.as_str() == current.status {
+                return Ok(Updated {
+                    instance: current,
+                    changed: false,
+                });
+            }
+            let update = InstanceUpdate {
+                data,
+                status,
+                expected_version: current.version,
+            };
+            match self
+                .store
+                .update_instance(caller.workspace_id, id, &update, &caller.email)
+                .await?
+            {
+                Written::Done(instance) => {
+                    self.wake.notify_one();
+                    return Ok(Updated {
+                        instance,
+                        changed: true,
+                    });
+                }
+                Written::NotFound => return Err(instance_not_found(id)),
+                Written::WrongState => return Err(in_recycle_bin(id)),
+                Written::VersionChanged => continue,
+            }
+        }
+        Err(Error::Conflict {
+            code: "too_much_contention",
+            message: format!("instance {id} is being changed by too many writers at once; retry"),
+        })
+    }
+
+    pub async fn delete_instance(&self, caller: &Caller, id: &InstanceId) -> Result<()> {
+        match self
+            .store
+            .delete_instance(caller.workspace_id, id, &caller.email)
+            .await?
+        {
+            Written::Done(_) => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Written::NotFound => Err(instance_not_found(id)),
+            Written::WrongState | Written::VersionChanged => Err(in_recycle_bin(id)),
+        }
+    }
+
+    /// Brings an instance back from the recycle bin; administrators only, as in the original.
+    pub async fn restore_instance(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+    ) -> Result<InstanceRecord> {
+        if caller.role != Role::Administrator {
+            return Err(Error::Forbidden(
+                "only administrators may restore instances from the recycle bin".into(),
+            ));
+        }
+        match self
+            .store
+            .restore_instance(caller.workspace_id, id, &caller.email)
+            .await?
+        {
+            Written::Done(instance) => {
+                self.wake.notify_one();
+                Ok(instance)
+            }
+            Written::NotFound => Err(instance_not_found(id)),
+            Written::WrongState | Written::VersionChanged => Err(Error::Conflict {
+                code: "instance_not_deleted",
+                message: format!("instance {id} is not in the recycle bin"),
+            }),
+        }
+    }
+
+    pub async fn recycle_bin(
+        &self,
+        caller: &Caller,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        if caller.role != Role::Administrator {
+            return Err(Error::Forbidden(
+                "only administrators may open the recycle bin".into(),
+            ));
+        }
+        Ok(self
+            .store
+            .recycle_bin(caller.workspace_id, cursor, limit)
+            .await?)
+    }
+
+    // --- deliveries -------------------------------------------------------------------------
+
+    pub async fn deliveries(
+        &self,
+        caller: &Caller,
+        filter: &DeliveryFilter,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<DeliveryRecord>> {
+        require_webhook_manager(caller)?;
+        Ok(self
+            .store
+            .deliveries(caller.workspace_id, filter, cursor, limit)
+            .await?)
+    }
+
+    pub async fn delivery(
+        &self,
+        caller: &Caller,
+        id: &DeliveryId,
+    ) -> Result<(DeliveryRecord, Vec<AttemptRecord>)> {
+        require_webhook_manager(caller)?;
+        self.store
+            .delivery(caller.workspace_id, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no delivery with ID {id}")))
+    }
+
+    /// Queues a new attempt now, with the same `webhook-id`, whatever the delivery's state.
+    pub async fn redeliver(&self, caller: &Caller, id: &DeliveryId) -> Result<()> {
+        require_webhook_manager(caller)?;
+        if !self
+            .store
+            .redeliver(caller.workspace_id, id, Millis::now())
+            .await?
+        {
+            return Err(Error::NotFound(format!("no delivery with ID {id}")));
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+fn require_webhook_manager(caller: &Caller) -> Result<()> {
+    if caller.role.manages_webhooks() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "only administrators and developers may manage webhooks".into(),
+        ))
+    }
+}
+
+fn process_not_found(name: &ProcessName) -> Error {
+    Error::NotFound(format!("no process named `{name}`"))
+}
+
+fn instance_not_found(id: &InstanceId) -> Error {
+    Error::NotFound(format!("no instance with ID {id}"))
+}
+
+fn in_recycle_bin(id: &InstanceId) -> Error {
+    Error::Conflict {
+        code: "instance_deleted",
+        message: format!(
+            "instance {id} is in the recycle bin; an administrator can restore it first"
+        ),
+    }
+}

@@ -1,0 +1,168 @@
+//! Wiring: open storage, migrate, bootstrap the first workspace, start the worker and the HTTP
+//! server, and shut both down gracefully.
+
+use crate::config::Config;
+use crate::delivery::{CallbackClient, EgressPolicy, Worker, WorkerConfig};
+use crate::domain::{ApiToken, Password, Role};
+use crate::service::Herald;
+use crate::storage::{self, NewUser};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The name of the workspace created on first start.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+/// Credentials of the administrator created on first start, shown once.
+pub struct Bootstrapped {
+    pub email: String,
+    pub password: Password,
+    /// `None` when the token came from `HERALD_ADMIN_TOKEN` (the operator already has it).
+    pub generated_token: Option<ApiToken>,
+}
+
+/// A running Herald: its address, and the handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub bootstrapped: Option<Bootstrapped>,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Asks the server and the worker to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that stops Herald when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until both have stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Installs the process-wide TLS provider once (ring: small and quick to build).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Creates the first workspace and administrator on an empty database.
+pub async fn bootstrap(
+    store: &dyn storage::Store,
+    config: &Config,
+) -> anyhow::Result<Option<Bootstrapped>> {
+    let password = Password::generate();
+    let (token, generated) = match &config.admin_token {
+        Some(t) => (t.clone(), false),
+        None => (ApiToken::generate(), true),
+    };
+    let admin = NewUser {
+        email: config.admin_email.clone(),
+        display_name: "Administrator".to_owned(),
+        role: Role::Administrator,
+        password_hash: password.hash(),
+    };
+    let created = store
+        .bootstrap(DEFAULT_WORKSPACE, &admin, &token.hash())
+        .await
+        .context("creating the first workspace")?;
+    Ok(created.then(|| Bootstrapped {
+        email: config.admin_email.as_str().to_owned(),
+        password,
+        generated_token: generated.then_some(token),
+    }))
+}
+
+/// Starts Herald: binds the listener, then serves and delivers until shut down.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    install_tls_provider();
+    let store = storage::open(&config.database_url).await?;
+    if config.migrate {
+        store.migrate().await.context("migrating the database")?;
+    } else {
+        store
+            .check_schema()
+            .await
+            .context("checking the database schema")?;
+    }
+    let bootstrapped = bootstrap(store.as_ref(), &config).await?;
+
+    let wake = Arc::new(Notify::new());
+    let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake));
+    let client = CallbackClient::new(
+        EgressPolicy {
+            allow_private_network: config.allow_private_network,
+        },
+        config.callback_timeout,
+    )?;
+    let worker = Worker::new(
+        Arc::clone(&store),
+        client,
+        WorkerConfig {
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            max_in_flight: config.max_in_flight,
+            claim_batch: 100,
+            lease_margin: Duration::from_secs(5),
+            idle_poll: config.idle_poll,
+            retry: config.retry_schedule.clone(),
+        },
+        wake,
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = crate::router(herald);
+    let shutdown = CancellationToken::new();
+
+    let server_stop = shutdown.clone();
+    let worker_stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let worker = tokio::spawn(worker.run(worker_stop));
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+            .context("serving HTTP");
+        worker.await.context("delivery worker panicked")?;
+        served
+    });
+    tracing::info!(%addr, database = %storage::redact_db_url(&config.database_url), "Herald is listening");
+    Ok(Running {
+        addr,
+        bootstrapped,
+        shutdown,
+        task,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,415 @@
+//! Storage: one trait, [`Store`], with a SQLite and a PostgreSQL implementation.
+//!
+//! Every change to an instance writes, in the same transaction, the event and one pending
+//! delivery per enabled URL (the transactional outbox). The delivery queue lives only here:
+//! workers claim rows with a lease and write results back in batches.
+//!
+//! **Architecture Invariant:** callers above this module never see SQL or a backend type; they
+//! hold an `Arc<dyn Store>` and both backends pass the same conformance suite
+//! (`tests/api/storage.rs`).
+
+mod migrate;
+pub mod sqlite;
+
+use crate::domain::{
+    AttemptOutcome, DeliveryId, DeliveryStatus, Email, EventType, InstanceData, InstanceId,
+    InstanceStatus, Millis, ProcessName, ProcessTitle, Role, TokenHash, WebhookSettings,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use migrate::SchemaError;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A unique constraint was hit; the string names what already exists.
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    /// The database schema cannot be used by this build.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Internal numeric key of a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkspaceId(pub i64);
+
+/// Internal numeric key of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub i64);
+
+/// Who is calling: resolved from an API token (or, later, a session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    pub email: String,
+    pub role: Role,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub display_name: String,
+    pub role: Role,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A stored process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub name: ProcessName,
+    pub title: String,
+    pub created_at: Millis,
+    pub created_by: String,
+    /// Instances that are not in the recycle bin.
+    pub instance_count: i64,
+}
+
+/// A stored instance. Its JSON form (camelCase) is what the API returns and what the event
+/// snapshot keeps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    pub unique_id: String,
+    pub process_name: String,
+    pub status: String,
+    pub version: i64,
+    pub data: InstanceData,
+    pub created_at: Millis,
+    pub created_by: String,
+    pub modified_at: Millis,
+    pub modified_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Millis>,
+}
+
+/// The new state of an instance after an update, written only if the stored version is still
+/// `expected_version`.
+#[derive(Debug, Clone)]
+pub struct InstanceUpdate {
+    pub data: InstanceData,
+    pub status: InstanceStatus,
+    pub expected_version: i64,
+}
+
+/// Result of a compare-and-set write on an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    Done(InstanceRecord),
+    NotFound,
+    /// The instance is in the recycle bin (delete, update) or not in it (restore).
+    WrongState,
+    /// Another writer changed the version first.
+    VersionChanged,
+}
+
+/// A page of results and the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<i64>,
+}
+
+/// Filters of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<EventType>,
+    pub instance_id: Option<String>,
+    /// Substring of the URL.
+    pub url: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+/// One delivery as the log shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub key: i64,
+    pub id: DeliveryId,
+    pub event_type: EventType,
+    pub instance_id: String,
+    pub process_name: String,
+    /// As configured; may hold credentials, so show it through `domain::webhook::redact`.
+    pub url: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Millis>,
+    pub last_attempt_at: Option<Millis>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// A delivery handed to a worker under a lease.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub key: i64,
+    pub id: DeliveryId,
+    pub event_type: EventType,
+    pub instance_id: String,
+    pub process_name: String,
+    pub url: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub occurred_at: Millis,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Millis),
+    Failed,
+}
+
+/// The result of one attempt, to be written back.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub key: i64,
+    pub attempt: AttemptRecord,
+    pub next: NextStep,
+}
+
+/// Everything Herald keeps. Implemented by [`sqlite::SqliteStore`] and
+/// [`postgres::PostgresStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations; fails if the schema is newer than this build knows.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Fails with [`SchemaError`] unless the schema is exactly current (used with `--no-migrate`).
+    async fn check_schema(&self) -> Result<()>;
+
+    // --- workspaces, users, tokens -------------------------------------------------------
+
+    /// Creates the workspace `name` with its first administrator and token, unless a workspace
+    /// already exists. Returns whether it created anything. Safe to race from several nodes.
+    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool>;
+
+    /// The ID of a workspace by name.
+    async fn workspace_id(&self, name: &str) -> Result<Option<WorkspaceId>>;
+
+    /// Adds a user to a workspace.
+    async fn create_user(&self, workspace: WorkspaceId, user: &NewUser) -> Result<UserId>;
+
+    /// Stores a token (its hash) for a user.
+    async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()>;
+
+    /// The active user holding this token.
+    async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>>;
+
+    // --- webhook settings ----------------------------------------------------------------
+
+    async fn webhook_settings(&self, workspace: WorkspaceId) -> Result<WebhookSettings>;
+
+    /// Replaces the settings atomically.
+    async fn save_webhook_settings(
+        &self,
+        workspace: WorkspaceId,
+        settings: &WebhookSettings,
+    ) -> Result<()>;
+
+    // --- processes -------------------------------------------------------------------------
+
+    async fn create_process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+        title: &ProcessTitle,
+        by: &str,
+    ) -> Result<ProcessRecord>;
+
+    async fn processes(&self, workspace: WorkspaceId) -> Result<Vec<ProcessRecord>>;
+
+    async fn process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+    ) -> Result<Option<ProcessRecord>>;
+
+    // --- instances (each write also writes its event and deliveries) ------------------------
+
+    /// Creates the next instance of a process (numbered gap-free per process) and fires
+    /// `created`. `None` when the process does not exist.
+    async fn create_instance(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        data: &InstanceData,
+        status: &InstanceStatus,
+        by: &str,
+    ) -> Result<Option<InstanceRecord>>;
+
+    /// An instance, including one in the recycle bin.
+    async fn instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>>;
+
+    /// Instances of a process, newest first; `deleted` picks the recycle bin instead.
+    async fn instances(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>>;
+
+    /// The recycle bin of a workspace, most recently deleted first.
+    async fn recycle_bin(
+        &self,
+        workspace: WorkspaceId,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>>;
+
+    /// Writes new data and status if the version still matches, bumps the version and fires
+    /// `updated`.
+    async fn update_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        update: &InstanceUpdate,
+        by: &str,
+    ) -> Result<Written>;
+
+    /// Moves an instance to the recycle bin and fires `deleted`.
+    async fn delete_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written>;
+
+    /// Brings an instance back from the recycle bin and fires `created`.
+    async fn restore_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written>;
+
+    // --- the delivery queue --------------------------------------------------------------------
+
+    /// Claims up to `limit` due deliveries for `node` until `lease_until`. A delivery is due when
+    /// it is pending, its time has come, nobody holds an unexpired lease on it, and no earlier
+    /// delivery for the same instance and URL is still pending (per-instance ordering).
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Writes the results of attempts, all in one transaction.
+    async fn record_attempts(&self, results: &[AttemptResult]) -> Result<()>;
+
+    /// Gives back leases that `node` holds on deliveries it did not attempt.
+    async fn release(&self, node: &str, keys: &[i64]) -> Result<()>;
+
+    /// The earliest time a pending delivery becomes due (or its lease ends), if any.
+    async fn next_due_at(&self) -> Result<Option<Millis>>;
+
+    // --- the delivery log -------------------------------------------------------------------
+
+    async fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<DeliveryRecord>>;
+
+    async fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
+
+    /// Makes a delivery pending and due now, whatever its state; `false` if it does not exist.
+    async fn redeliver(&self, workspace: WorkspaceId, id: &DeliveryId, now: Millis)
+    -> Result<bool>;
+}
+
+/// Opens the store a database URL names: `sqlite://path` or `postgres://…`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context;
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url)
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!(
+            "PostgreSQL is not supported by this version of Herald yet; use a sqlite:// URL"
+        )
+    } else {
+        anyhow::bail!(
+            "unsupported database URL `{}`: use sqlite://FILE or postgres://USER@HOST/DB",
+            redact_db_url(url)
+        )
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_db_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.split('@').next_back().unwrap_or_default().to_owned(),
+    }
+}
+
+fn event_from_stored(text: &str) -> EventType {
+    EventType::parse(text).unwrap_or(EventType::Updated)
+}
+
+fn status_from_stored(text: &str) -> DeliveryStatus {
+    DeliveryStatus::parse(text).unwrap_or(DeliveryStatus::Pending)
+}
+
+/// Rebuilds settings from `(event, enabled)` and ordered `(event, url)` rows.
+fn settings_from_rows(
+    enabled: Vec<(String, bool)>,
+    urls: Vec<(String, String)>,
+) -> WebhookSettings {
+    use crate::domain::CallbackUrl;
+    let mut settings = WebhookSettings::default();
+    for (event, on) in enabled {
+        if let Ok(e) = EventType::parse(&event) {
+            settings.event_mut(e).enabled = on;
+        }
+    }
+    for (event, url) in urls {
+        if let (Ok(e), Ok(u)) = (EventType::parse(&event), CallbackUrl::parse(&url)) {
+            settings.event_mut(e).urls.push(u);
+        }
+    }
+    settings
+}

@@ -1,0 +1,840 @@
+//! The SQLite backend: one file, WAL mode, zero set-up.
+//!
+//! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
+//! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
+
+use super::migrate::{self, SQLITE};
+use super::*;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Herald's store in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
+    let id_text: String = row.try_get("instance_id")?;
+    let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
+    let data: String = row.try_get("data")?;
+    Ok(InstanceRecord {
+        process_name: id.process_name().to_owned(),
+        id,
+        unique_id: row.try_get("unique_id")?,
+        status: row.try_get("status")?,
+        version: row.try_get("version")?,
+        data: InstanceData::from_stored(&data),
+        created_at: Millis(row.try_get("created_at")?),
+        created_by: row.try_get("created_by")?,
+        modified_at: Millis(row.try_get("modified_at")?),
+        modified_by: row.try_get("modified_by")?,
+        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        key: row.try_get("id")?,
+        id: DeliveryId::from_stored(row.try_get("webhook_id")?),
+        event_type: event_from_stored(row.try_get("event_type")?),
+        instance_id: row.try_get("instance_id")?,
+        process_name: row.try_get("process_name")?,
+        url: row.try_get("url")?,
+        status: status_from_stored(row.try_get("status")?),
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(Millis),
+        last_attempt_at: row
+            .try_get::<Option<i64>, _>("last_attempt_at")?
+            .map(Millis),
+        last_status_code: row.try_get("last_status_code")?,
+        last_error: row.try_get("last_error")?,
+        created_at: Millis(row.try_get("created_at")?),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file a `sqlite://` URL names.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Writes the event of a change and one pending delivery per enabled URL of that event.
+    async fn fire(
+        tx: &mut sqlx::SqliteConnection,
+        workspace: WorkspaceId,
+        event: EventType,
+        instance: &InstanceRecord,
+        now: Millis,
+    ) -> Result<()> {
+        let snapshot = match event {
+            EventType::Deleted => None,
+            _ => Some(serde_json::to_string(instance).unwrap_or_default()),
+        };
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .bind(instance.id.as_str())
+        .bind(&instance.process_name)
+        .bind(now.0)
+        .bind(snapshot)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url,
+                                     status, attempts, next_attempt_at, created_at, updated_at)
+             SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ?1, u.event_type, ?2, ?3, u.url,
+                    'pending', 0, ?4, ?4, ?4
+             FROM webhook_urls u
+             JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+             WHERE u.workspace_id = ?5 AND u.event_type = ?6 AND e.enabled = 1
+             ORDER BY u.position",
+        )
+        .bind(event_id)
+        .bind(instance.id.as_str())
+        .bind(&instance.process_name)
+        .bind(now.0)
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Why a compare-and-set on an instance matched no row.
+    async fn why_not_written(
+        tx: &mut sqlx::SqliteConnection,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        want_deleted: bool,
+    ) -> Result<Written> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT deleted_at FROM instances WHERE workspace_id = ?1 AND instance_id = ?2",
+        )
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(match row {
+            None => Written::NotFound,
+            Some((deleted,)) if deleted.is_some() != want_deleted => Written::WrongState,
+            Some(_) => Written::VersionChanged,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        let found = self.schema_version().await?;
+        let known = migrate::latest(SQLITE);
+        migrate::check(found, known, true)?;
+        for m in SQLITE.iter().filter(|m| m.version > found) {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO herald_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(Millis::now().0)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        let found = self.schema_version().await?;
+        migrate::check(found, migrate::latest(SQLITE), false)?;
+        Ok(())
+    }
+
+    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        let now = Millis::now().0;
+        let ws: i64 = sqlx::query_scalar(
+            "INSERT INTO workspaces (name, created_at) VALUES (?1, ?2) RETURNING id",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let user: i64 = sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, display_name, role, password_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(ws)
+        .bind(admin.email.as_str())
+        .bind(&admin.display_name)
+        .bind(admin.role.as_str())
+        .bind(&admin.password_hash)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?1, ?2, ?3)")
+            .bind(user)
+            .bind(token.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn workspace_id(&self, name: &str) -> Result<Option<WorkspaceId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM workspaces WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(id.map(WorkspaceId))
+    }
+
+    async fn create_user(&self, workspace: WorkspaceId, user: &NewUser) -> Result<UserId> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, display_name, role, password_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(user.email.as_str())
+        .bind(&user.display_name)
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(Millis::now().0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StorageError::Duplicate("a user with this email")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(UserId(id))
+    }
+
+    async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?1, ?2, ?3)")
+            .bind(user.0)
+            .bind(token.as_str())
+            .bind(Millis::now().0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StorageError::Duplicate("this API token")
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.workspace_id, u.email, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ?1 AND u.active = 1",
+        )
+        .bind(token.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Caller {
+                user_id: UserId(r.try_get("id")?),
+                workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+                email: r.try_get("email")?,
+                role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+            })
+        })
+        .transpose()
+    }
+
+    async fn webhook_settings(&self, workspace: WorkspaceId) -> Result<WebhookSettings> {
+        let enabled: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT event_type, enabled FROM webhook_events WHERE workspace_id = ?1",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let urls: Vec<(String, String)> = sqlx::query_as(
+            "SELECT event_type, url FROM webhook_urls WHERE workspace_id = ?1 ORDER BY event_type, position",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::settings_from_rows(enabled, urls))
+    }
+
+    async fn save_webhook_settings(
+        &self,
+        workspace: WorkspaceId,
+        settings: &WebhookSettings,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM webhook_urls WHERE workspace_id = ?1")
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_events WHERE workspace_id = ?1")
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
+        for event in EventType::ALL {
+            let s = settings.event(event);
+            sqlx::query("INSERT INTO webhook_events (workspace_id, event_type, enabled) VALUES (?1, ?2, ?3)")
+                .bind(workspace.0)
+                .bind(event.as_str())
+                .bind(s.enabled)
+                .execute(&mut *tx)
+                .await?;
+            for (position, url) in s.urls.iter().enumerate() {
+                sqlx::query("INSERT INTO webhook_urls (workspace_id, event_type, position, url) VALUES (?1, ?2, ?3, ?4)")
+                    .bind(workspace.0)
+                    .bind(event.as_str())
+                    .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                    .bind(url.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+        title: &ProcessTitle,
+        by: &str,
+    ) -> Result<ProcessRecord> {
+        let now = Millis::now();
+        sqlx::query("INSERT INTO processes (workspace_id, name, title, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(workspace.0)
+            .bind(name.as_str())
+            .bind(title.as_str())
+            .bind(now.0)
+            .bind(by)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { StorageError::Duplicate("a process with this name") } else { e.into() })?;
+        Ok(ProcessRecord {
+            name: name.clone(),
+            title: title.as_str().to_owned(),
+            created_at: now,
+            created_by: by.to_owned(),
+            instance_count: 0,
+        })
+    }
+
+    async fn processes(&self, workspace: WorkspaceId) -> Result<Vec<ProcessRecord>> {
+        let rows = sqlx::query(
+            "SELECT p.name, p.title, p.created_at, p.created_by,
+                    (SELECT COUNT(*) FROM instances i WHERE i.process_id = p.id AND i.deleted_at IS NULL) AS n
+             FROM processes p WHERE p.workspace_id = ?1 ORDER BY p.name",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(process_from_row).collect()
+    }
+
+    async fn process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+    ) -> Result<Option<ProcessRecord>> {
+        let row = sqlx::query(
+            "SELECT p.name, p.title, p.created_at, p.created_by,
+                    (SELECT COUNT(*) FROM instances i WHERE i.process_id = p.id AND i.deleted_at IS NULL) AS n
+             FROM processes p WHERE p.workspace_id = ?1 AND p.name = ?2",
+        )
+        .bind(workspace.0)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(process_from_row).transpose()
+    }
+
+    async fn create_instance(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        data: &InstanceData,
+        status: &InstanceStatus,
+        by: &str,
+    ) -> Result<Option<InstanceRecord>> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let numbered: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE processes SET next_number = next_number + 1 WHERE workspace_id = ?1 AND name = ?2
+             RETURNING id, next_number",
+        )
+        .bind(workspace.0)
+        .bind(process.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((process_key, number)) = numbered else {
+            return Ok(None);
+        };
+        let record = InstanceRecord {
+            id: InstanceId::new(process, number),
+            unique_id: crate::domain::UniqueId::generate().as_str().to_owned(),
+            process_name: process.as_str().to_owned(),
+            status: status.as_str().to_owned(),
+            version: 1,
+            data: data.clone(),
+            created_at: now,
+            created_by: by.to_owned(),
+            modified_at: now,
+            modified_by: by.to_owned(),
+            deleted_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                    created_at, created_by, modified_at, modified_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?8, ?9)",
+        )
+        .bind(workspace.0)
+        .bind(process_key)
+        .bind(number)
+        .bind(record.id.as_str())
+        .bind(&record.unique_id)
+        .bind(data.to_json())
+        .bind(status.as_str())
+        .bind(now.0)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE workspace_id = ?1 AND instance_id = ?2"
+        )))
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    async fn instances(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS}, number AS cursor FROM instances
+             WHERE process_id = (SELECT id FROM processes WHERE workspace_id = ?1 AND name = ?2)
+               AND deleted_at IS NULL AND (?3 IS NULL OR number < ?3)
+             ORDER BY number DESC LIMIT ?4"
+        )))
+        .bind(workspace.0)
+        .bind(process.as_str())
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, instance_from_row)
+    }
+
+    async fn recycle_bin(
+        &self,
+        workspace: WorkspaceId,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS}, id AS cursor FROM instances
+             WHERE workspace_id = ?1 AND deleted_at IS NOT NULL AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3"
+        )))
+        .bind(workspace.0)
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, instance_from_row)
+    }
+
+    async fn update_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        update: &InstanceUpdate,
+        by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
+             WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(update.data.to_json())
+        .bind(update.status.as_str())
+        .bind(now.0)
+        .bind(by)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .bind(update.expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, false).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Updated, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(record))
+    }
+
+    async fn delete_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
+             WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(now.0)
+        .bind(by)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, false).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Deleted, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(record))
+    }
+
+    async fn restore_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        _by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
+             WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, true).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(record))
+    }
+
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
+             WHERE id IN (
+                SELECT d.id FROM deliveries d
+                WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
+                  AND (d.lease_until IS NULL OR d.lease_until <= ?3)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries e
+                      WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                        AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT ?4)
+             RETURNING id, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+        )
+        .bind(lease_until.0)
+        .bind(node)
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedDelivery {
+                    key: r.try_get("id")?,
+                    id: DeliveryId::from_stored(r.try_get("webhook_id")?),
+                    event_type: event_from_stored(r.try_get("event_type")?),
+                    instance_id: r.try_get("instance_id")?,
+                    process_name: r.try_get("process_name")?,
+                    url: r.try_get("url")?,
+                    attempts: r.try_get("attempts")?,
+                    occurred_at: Millis(r.try_get("created_at")?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| c.key);
+        Ok(claimed)
+    }
+
+    async fn record_attempts(&self, results: &[AttemptResult]) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now = Millis::now().0;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for r in results {
+            let a = &r.attempt;
+            sqlx::query(
+                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(r.key)
+            .bind(a.started_at.0)
+            .bind(a.duration_ms)
+            .bind(a.outcome.as_str())
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(&a.response_excerpt)
+            .execute(&mut *tx)
+            .await?;
+            let (status, next_at) = match r.next {
+                NextStep::Succeeded => ("succeeded", None),
+                NextStep::Failed => ("failed", None),
+                NextStep::RetryAt(at) => ("pending", Some(at.0)),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = ?1, next_attempt_at = ?2, attempts = attempts + 1,
+                        lease_until = NULL, leased_by = NULL, last_attempt_at = ?3,
+                        last_status_code = ?4, last_error = ?5, updated_at = ?6
+                 WHERE id = ?7",
+            )
+            .bind(status)
+            .bind(next_at)
+            .bind(a.started_at.0)
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(now)
+            .bind(r.key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, node: &str, keys: &[i64]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+             WHERE leased_by = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(node)
+        .bind(list)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Millis>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
+        )
+        .bind(Millis::now().0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.map(Millis))
+    }
+
+    async fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT *, id AS cursor FROM deliveries
+             WHERE workspace_id = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR event_type = ?3)
+               AND (?4 IS NULL OR instance_id = ?4)
+               AND (?5 IS NULL OR instr(url, ?5) > 0)
+               AND (?6 IS NULL OR created_at >= ?6)
+               AND (?7 IS NULL OR created_at < ?7)
+               AND (?8 IS NULL OR id < ?8)
+             ORDER BY id DESC LIMIT ?9",
+        )
+        .bind(workspace.0)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.event_type.map(|e| e.as_str()))
+        .bind(filter.instance_id.as_deref())
+        .bind(filter.url.as_deref())
+        .bind(filter.since.map(|t| t.0))
+        .bind(filter.until.map(|t| t.0))
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, delivery_from_row)
+    }
+
+    async fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        let row =
+            sqlx::query("SELECT * FROM deliveries WHERE workspace_id = ?1 AND webhook_id = ?2")
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = delivery_from_row(&row)?;
+        let attempts = sqlx::query(
+            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt
+             FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+        )
+        .bind(delivery.key)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                started_at: Millis(r.try_get("started_at")?),
+                duration_ms: r.try_get("duration_ms")?,
+                outcome: AttemptOutcome::from_stored(r.try_get("outcome")?),
+                status_code: r.try_get("status_code")?,
+                error: r.try_get("error")?,
+                response_excerpt: r.try_get("response_excerpt")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn redeliver(
+        &self,
+        workspace: WorkspaceId,
+        id: &DeliveryId,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1
+             WHERE workspace_id = ?2 AND webhook_id = ?3",
+        )
+        .bind(now.0)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn process_from_row(row: &SqliteRow) -> Result<ProcessRecord> {
+    let name: String = row.try_get("name")?;
+    Ok(ProcessRecord {
+        name: ProcessName::parse(&name).map_err(|e| sqlx::Error::Decode(e.0.into()))?,
+        title: row.try_get("title")?,
+        created_at: Millis(row.try_get("created_at")?),
+        created_by: row.try_get("created_by")?,
+        instance_count: row.try_get("n")?,
+    })
+}
+
+/// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
+fn page<T>(
+    rows: Vec<SqliteRow>,
+    limit: i64,
+    decode: impl Fn(&SqliteRow) -> Result<T>,
+) -> Result<Page<T>> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut next_cursor = None;
+    for row in rows.iter().take(limit) {
+        items.push(decode(row)?);
+        next_cursor = Some(row.try_get::<i64, _>("cursor")?);
+    }
+    Ok(Page {
+        items,
+        next_cursor: if more { next_cursor } else { None },
+    })
+}
