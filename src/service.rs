@@ -1,14 +1,15 @@
 //! Herald's operations, shared by the REST API and the web UI: each takes the caller, checks
 //! what the rules require, calls storage, and wakes the delivery worker after a change.
 
+use crate::domain::{ApiToken, DisplayName, Email, Password};
 use crate::domain::{
     DeliveryId, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role,
     WebhookSettings,
 };
 use crate::error::{Error, Result};
 use crate::storage::{
-    AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, Page,
-    ProcessRecord, Store, Written,
+    AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, NewUser,
+    Page, ProcessRecord, Store, UserRecord, Written,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -27,6 +28,24 @@ pub struct InstanceChange {
     pub status: Option<InstanceStatus>,
     /// The version the client last saw (`If-Match`); a different current version is refused.
     pub if_match: Option<i64>,
+}
+
+/// A user an administrator adds.
+#[derive(Debug, Clone)]
+pub struct NewUserRequest {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub role: Role,
+    /// `None` generates one, returned once.
+    pub password: Option<Password>,
+}
+
+/// A user just added, with the secrets shown only now.
+#[derive(Debug)]
+pub struct CreatedUser {
+    pub user: UserRecord,
+    pub token: ApiToken,
+    pub generated_password: Option<Password>,
 }
 
 /// The outcome of an update: the instance as it now is, and whether anything changed.
@@ -51,6 +70,60 @@ impl Herald {
             .caller_by_token(&token.hash())
             .await?
             .ok_or(Error::Unauthenticated)
+    }
+
+    // --- users ------------------------------------------------------------------------------
+
+    /// Adds a user with a new API token; administrators only.
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        request: NewUserRequest,
+    ) -> Result<CreatedUser> {
+        require_administrator(caller, "add users")?;
+        let (password, generated) = match request.password {
+            Some(p) => (p, false),
+            None => (Password::generate(), true),
+        };
+        let user = NewUser {
+            email: request.email.clone(),
+            display_name: request.display_name.as_str().to_owned(),
+            role: request.role,
+            password_hash: password.hash(),
+        };
+        let id = self
+            .store
+            .create_user(caller.workspace_id, &user)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict { code, .. } => Error::Conflict {
+                    code,
+                    message: format!(
+                        "a user with the email {} already exists",
+                        request.email.as_str()
+                    ),
+                },
+                other => other,
+            })?;
+        let token = ApiToken::generate();
+        self.store.add_token(id, &token.hash()).await?;
+        tracing::info!(by = %caller.email, email = %request.email.as_str(), role = %request.role, "user added");
+        Ok(CreatedUser {
+            user: UserRecord {
+                email: request.email.as_str().to_owned(),
+                display_name: user.display_name,
+                role: request.role,
+                active: true,
+                created_at: Millis::now(),
+            },
+            token,
+            generated_password: generated.then_some(password),
+        })
+    }
+
+    pub async fn users(&self, caller: &Caller) -> Result<Vec<UserRecord>> {
+        require_administrator(caller, "list users")?;
+        Ok(self.store.users(caller.workspace_id).await?)
     }
 
     // --- webhooks ---------------------------------------------------------------------------
@@ -158,13 +231,13 @@ impl Herald {
             if current.deleted_at.is_some() {
                 return Err(in_recycle_bin(id));
             }
-            if let Some(expected) = change.if_match {
-                if expected != current.version {
-                    return Err(Error::PreconditionFailed(format!(
-                        "instance {id} is at version {}, not {expected}; read it again and retry",
-                        current.version
-                    )));
-                }
+            if let Some(expected) = change.if_match
+                && expected != current.version
+            {
+                return Err(Error::PreconditionFailed(format!(
+                    "instance {id} is at version {}, not {expected}; read it again and retry",
+                    current.version
+                )));
             }
             let data = match &change.data {
                 Some(patch) => current.data.merge_patch(patch)?,
@@ -193,7 +266,7 @@ impl Herald {
                 Written::Done(instance) => {
                     self.wake.notify_one();
                     return Ok(Updated {
-                        instance,
+                        instance: *instance,
                         changed: true,
                     });
                 }
@@ -241,7 +314,7 @@ impl Herald {
         {
             Written::Done(instance) => {
                 self.wake.notify_one();
-                Ok(instance)
+                Ok(*instance)
             }
             Written::NotFound => Err(instance_not_found(id)),
             Written::WrongState | Written::VersionChanged => Err(Error::Conflict {
@@ -308,6 +381,14 @@ impl Herald {
         }
         self.wake.notify_one();
         Ok(())
+    }
+}
+
+fn require_administrator(caller: &Caller, what: &str) -> Result<()> {
+    if caller.role == Role::Administrator {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("only administrators may {what}")))
     }
 }
 

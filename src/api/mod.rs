@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 mod instances;
 mod processes;
+mod users;
 mod webhooks;
 
 use crate::error::{Error, Result};
@@ -26,6 +27,7 @@ pub fn router() -> Router<Herald> {
         .merge(processes::router())
         .merge(instances::router())
         .merge(deliveries::router())
+        .merge(users::router())
         .method_not_allowed_fallback(|| async {
             HttpError {
                 status: StatusCode::METHOD_NOT_ALLOWED,

@@ -183,13 +183,13 @@ fn classify(error: reqwest::Error) -> (AttemptOutcome, String) {
         if let Some(dns) = cause.downcast_ref::<DnsFailed>() {
             return (AttemptOutcome::DnsFailure, dns.to_string());
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return (
-                    AttemptOutcome::ConnectionRefused,
-                    "connection refused".to_owned(),
-                );
-            }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return (
+                AttemptOutcome::ConnectionRefused,
+                "connection refused".to_owned(),
+            );
         }
         if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
             return (AttemptOutcome::TlsError, format!("TLS error: {tls}"));

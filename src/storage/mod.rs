@@ -62,6 +62,17 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+/// A user as listings show it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub created_at: Millis,
+}
+
 /// A stored process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecord {
@@ -104,7 +115,7 @@ pub struct InstanceUpdate {
 /// Result of a compare-and-set write on an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
-    Done(InstanceRecord),
+    Done(Box<InstanceRecord>),
     NotFound,
     /// The instance is in the recycle bin (delete, update) or not in it (restore).
     WrongState,
@@ -212,6 +223,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds a user to a workspace.
     async fn create_user(&self, workspace: WorkspaceId, user: &NewUser) -> Result<UserId>;
+
+    /// The users of a workspace, by email.
+    async fn users(&self, workspace: WorkspaceId) -> Result<Vec<UserRecord>>;
 
     /// Stores a token (its hash) for a user.
     async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()>;

@@ -261,6 +261,26 @@ impl Store for SqliteStore {
         Ok(UserId(id))
     }
 
+    async fn users(&self, workspace: WorkspaceId) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(
+            "SELECT email, display_name, role, active, created_at FROM users WHERE workspace_id = ?1 ORDER BY email",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserRecord {
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+                    active: r.try_get("active")?,
+                    created_at: Millis(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
     async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()> {
         sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?1, ?2, ?3)")
             .bind(user.0)
@@ -544,7 +564,7 @@ impl Store for SqliteStore {
         let record = instance_from_row(&row)?;
         Self::fire(&mut tx, workspace, EventType::Updated, &record, now).await?;
         tx.commit().await?;
-        Ok(Written::Done(record))
+        Ok(Written::Done(Box::new(record)))
     }
 
     async fn delete_instance(
@@ -572,7 +592,7 @@ impl Store for SqliteStore {
         let record = instance_from_row(&row)?;
         Self::fire(&mut tx, workspace, EventType::Deleted, &record, now).await?;
         tx.commit().await?;
-        Ok(Written::Done(record))
+        Ok(Written::Done(Box::new(record)))
     }
 
     async fn restore_instance(
@@ -598,7 +618,7 @@ impl Store for SqliteStore {
         let record = instance_from_row(&row)?;
         Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
         tx.commit().await?;
-        Ok(Written::Done(record))
+        Ok(Written::Done(Box::new(record)))
     }
 
     async fn claim_due(

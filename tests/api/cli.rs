@@ -1,0 +1,242 @@
+//! The `herald` binary as an operator uses it.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+#[test]
+fn version_and_help_document_every_option() {
+    let out = herald().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = herald().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--listen",
+        "--database",
+        "--allow-private-network",
+        "--callback-timeout",
+        "--retry-schedule",
+        "--no-migrate",
+        "HERALD_DATABASE_URL",
+    ] {
+        assert!(
+            help.contains(option),
+            "serve --help lacks {option}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn users_add_prints_a_token_that_works_and_bad_roles_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let out = herald()
+        .args([
+            "users",
+            "add",
+            "--email",
+            "a@example.com",
+            "--role",
+            "developer",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no workspace yet");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("herald serve"));
+
+    // `migrate` alone does not create the workspace; a first `serve` does.
+    let out = herald()
+        .args(["migrate", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut child, addr) = serve(&db, &[]);
+    let out = herald()
+        .args([
+            "users",
+            "add",
+            "--email",
+            "a@example.com",
+            "--role",
+            "developer",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API token: "))
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("hrld_"));
+    let status = reqwest::blocking_get_status(&format!("http://{addr}/api/v1/webhooks"), &token);
+    assert_eq!(status, 200);
+
+    let out = herald()
+        .args([
+            "users",
+            "add",
+            "--email",
+            "b@example.com",
+            "--role",
+            "boss",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boss"));
+    terminate(&mut child);
+}
+
+#[test]
+fn sigterm_stops_serve_cleanly_and_first_start_prints_credentials_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let (mut child, _) = serve(&db, &[]);
+    let code = terminate(&mut child);
+    assert_eq!(code, Some(0), "SIGTERM exits 0");
+    let first = read_stdout(&mut child);
+    assert!(
+        first.contains("password:") && first.contains("API token: hrld_"),
+        "{first}"
+    );
+
+    let (mut child, _) = serve(&db, &[]);
+    terminate(&mut child);
+    let second = read_stdout(&mut child);
+    assert!(
+        !second.contains("password:"),
+        "credentials are printed only on the first start: {second}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herald.toml"), "callback_timeout = 0\n").unwrap();
+    let out = herald()
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("callback timeout"));
+    let clean = tempfile::tempdir().unwrap();
+    let out = herald()
+        .current_dir(clean.path())
+        .args(["serve", "--retry-schedule", "5s,soon"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("entry 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `herald serve` on a free port and waits until it listens.
+fn serve(db: &str, extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", db])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut sent = false;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            if let Some(addr) = line.strip_prefix("Herald is listening on http://")
+                && !sent
+            {
+                tx.send(Ok(addr.to_owned())).unwrap();
+                sent = true;
+            }
+        }
+        let _ = tx.send(Err(all));
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve starts")
+        .expect("serve prints its address");
+    STDOUT.with(|s| s.borrow_mut().push(rx));
+    (child, addr)
+}
+
+thread_local! {
+    static STDOUT: std::cell::RefCell<Vec<std::sync::mpsc::Receiver<Result<String, String>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Everything the last started child printed, once it has exited.
+fn read_stdout(_child: &mut std::process::Child) -> String {
+    STDOUT.with(|s| {
+        let rx = s.borrow_mut().remove(0);
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Err(all)) => all,
+            other => panic!("no output: {other:?}"),
+        }
+    })
+}
+
+fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("herald did not stop within 10 s of SIGTERM");
+}
+
+mod reqwest {
+    /// A tiny blocking GET for the synchronous CLI tests.
+    pub fn blocking_get_status(url: &str, token: &str) -> u16 {
+        herald::startup::install_tls_provider();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ::reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    }
+}

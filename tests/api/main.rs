@@ -1,0 +1,8 @@
+//! Integration tests: Herald driven through its HTTP API, with real receiving servers.
+//! One binary for all of them keeps link time down.
+
+mod cli;
+mod delivery;
+mod helpers;
+mod instances;
+mod webhooks;
