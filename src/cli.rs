@@ -65,6 +65,14 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
 
+    /// Callback attempts in flight at once to one host:port, over all nodes [default: 8].
+    #[arg(long, env = "HERALD_MAX_PER_HOST", value_name = "N")]
+    max_per_host: Option<usize>,
+
+    /// Days finished deliveries stay in the delivery log [default: 30].
+    #[arg(long, env = "HERALD_RETENTION_DAYS", value_name = "DAYS")]
+    retention_days: Option<u64>,
+
     /// Do not apply migrations at start; refuse to start unless the schema is current.
     #[arg(long)]
     no_migrate: bool,
@@ -119,6 +127,8 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         callback_timeout: args.callback_timeout,
         retry_schedule: args.retry_schedule,
         max_in_flight: args.max_in_flight,
+        max_per_host: args.max_per_host,
+        retention_days: args.retention_days,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
     };

@@ -1,7 +1,7 @@
 //! Configuration: defaults, then an optional `herald.toml`, then `HERALD_*` environment
 //! variables, then command-line flags; validated once into [`Config`].
 
-use crate::domain::{ApiToken, Email, RetrySchedule};
+use crate::domain::{ApiToken, BreakerPolicy, Email, RetrySchedule};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::fmt;
@@ -23,6 +23,13 @@ pub struct Config {
     pub callback_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub max_in_flight: usize,
+    /// Attempts in flight at once to one host (`host:port`).
+    pub max_per_host: usize,
+    pub breaker: BreakerPolicy,
+    /// How long finished deliveries stay in the log.
+    pub retention: Duration,
+    /// How often the log is pruned.
+    pub prune_interval: Duration,
     /// Apply migrations at start (`--no-migrate` turns it off).
     pub migrate: bool,
     /// The first administrator's token on a fresh database (`HERALD_ADMIN_TOKEN`).
@@ -44,6 +51,8 @@ impl fmt::Debug for Config {
             .field("callback_timeout", &self.callback_timeout)
             .field("retry_schedule", &self.retry_schedule)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_per_host", &self.max_per_host)
+            .field("retention", &self.retention)
             .field("migrate", &self.migrate)
             .field(
                 "admin_token",
@@ -63,6 +72,10 @@ impl Config {
             callback_timeout: Duration::from_secs(10),
             retry_schedule: RetrySchedule::default(),
             max_in_flight: 256,
+            max_per_host: 8,
+            breaker: BreakerPolicy::default(),
+            retention: Duration::from_secs(30 * 86_400),
+            prune_interval: Duration::from_secs(60),
             migrate: true,
             admin_token: None,
             admin_email: Email::parse("admin@herald.local").expect("valid default"),
@@ -82,6 +95,8 @@ pub struct FileConfig {
     pub callback_timeout: Option<u64>,
     pub retry_schedule: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub max_per_host: Option<usize>,
+    pub retention_days: Option<u64>,
 }
 
 impl FileConfig {
@@ -106,6 +121,8 @@ pub struct Overrides {
     pub callback_timeout: Option<u64>,
     pub retry_schedule: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub max_per_host: Option<usize>,
+    pub retention_days: Option<u64>,
     pub no_migrate: bool,
     pub admin_token: Option<String>,
 }
@@ -145,6 +162,16 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         bail!("max in flight must be 1 to 10000, not {in_flight}");
     }
     config.max_in_flight = in_flight;
+    let per_host = over.max_per_host.or(file.max_per_host).unwrap_or(8);
+    if !(1..=10_000).contains(&per_host) {
+        bail!("max per host must be 1 to 10000, not {per_host}");
+    }
+    config.max_per_host = per_host;
+    let days = over.retention_days.or(file.retention_days).unwrap_or(30);
+    if !(1..=3650).contains(&days) {
+        bail!("retention must be 1 to 3650 days, not {days}");
+    }
+    config.retention = Duration::from_secs(days * 86_400);
     config.migrate = !over.no_migrate;
     if let Some(token) = over.admin_token.filter(|t| !t.is_empty()) {
         config.admin_token =

@@ -1,7 +1,10 @@
 //! Herald's operations, shared by the REST API and the web UI: each takes the caller, checks
 //! what the rules require, calls storage, and wakes the delivery worker after a change.
 
-use crate::domain::{ApiToken, DisplayName, Email, Password};
+use crate::delivery::CallbackClient;
+use crate::domain::{
+    ApiToken, BreakerPolicy, CallbackUrl, DisplayName, Email, EventType, Password, RetrySchedule,
+};
 use crate::domain::{
     DeliveryId, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role,
     WebhookSettings,
@@ -11,14 +14,35 @@ use crate::storage::{
     AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, NewUser,
     Page, ProcessRecord, Store, UserRecord, Written,
 };
+use crate::storage::{ClaimRequest, DestinationRecord};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// The application: storage plus the worker's wake-up signal. Cheap to clone.
+/// The application: storage, the worker's wake-up signal, and what test callbacks need.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Herald {
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
+    outbound: Arc<Outbound>,
+}
+
+/// What the API needs to make a test callback itself.
+pub struct Outbound {
+    pub client: CallbackClient,
+    pub node_id: String,
+    pub retry: RetrySchedule,
+    pub breaker: BreakerPolicy,
+    pub lease_margin: std::time::Duration,
+    pub per_host_cap: usize,
+}
+
+/// The outcome of a test callback.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub delivery_id: DeliveryId,
+    pub instance_id: String,
+    pub attempt: AttemptRecord,
 }
 
 /// A change to an instance: a merge patch of its data and/or a new status.
@@ -56,8 +80,12 @@ pub struct Updated {
 }
 
 impl Herald {
-    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
-        Self { store, wake }
+    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>, outbound: Arc<Outbound>) -> Self {
+        Self {
+            store,
+            wake,
+            outbound,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -144,6 +172,46 @@ impl Herald {
             .await?;
         tracing::info!(by = %caller.email, "webhook settings saved");
         Ok(self.store.webhook_settings(caller.workspace_id).await?)
+    }
+
+    /// Calls `url` now with a test callback of `event` (instance `herald-test-<n>`, header
+    /// `webhook-test: true`), logs it like any delivery, and returns the outcome.
+    pub async fn test_callback(
+        &self,
+        caller: &Caller,
+        event: EventType,
+        url: &CallbackUrl,
+    ) -> Result<TestOutcome> {
+        require_webhook_manager(caller)?;
+        let out = &self.outbound;
+        let now = Millis::now();
+        let instance_id = format!("herald-test-{}", now.0);
+        let request = ClaimRequest {
+            node: &out.node_id,
+            now,
+            lease_until: now.plus(out.client.timeout() + out.lease_margin),
+            limit: 1,
+            per_host_cap: out.per_host_cap as i64,
+        };
+        let claimed = self
+            .store
+            .create_test_delivery(caller.workspace_id, event, url, &instance_id, request)
+            .await?;
+        let result = crate::delivery::attempt(&out.client, &claimed, &out.retry).await;
+        self.store
+            .record_attempts(std::slice::from_ref(&result), &out.breaker)
+            .await?;
+        Ok(TestOutcome {
+            delivery_id: claimed.id,
+            instance_id,
+            attempt: result.attempt,
+        })
+    }
+
+    /// The health of every destination that has failed at least once.
+    pub async fn destinations(&self, caller: &Caller) -> Result<Vec<DestinationRecord>> {
+        require_webhook_manager(caller)?;
+        Ok(self.store.destinations(caller.workspace_id).await?)
     }
 
     // --- processes --------------------------------------------------------------------------
@@ -381,6 +449,35 @@ impl Herald {
         }
         self.wake.notify_one();
         Ok(())
+    }
+}
+
+impl Herald {
+    /// Redelivers every delivery matching a filter (at least one criterion); returns how many.
+    pub async fn redeliver_matching(
+        &self,
+        caller: &Caller,
+        filter: &DeliveryFilter,
+    ) -> Result<u64> {
+        require_webhook_manager(caller)?;
+        let empty = filter.status.is_none()
+            && filter.event_type.is_none()
+            && filter.instance_id.is_none()
+            && filter.url.is_none()
+            && filter.since.is_none()
+            && filter.until.is_none();
+        if empty {
+            return Err(Error::Invalid(
+                "give at least one of status, eventType, instanceId, url, since, until".into(),
+            ));
+        }
+        let n = self
+            .store
+            .redeliver_matching(caller.workspace_id, filter, Millis::now())
+            .await?;
+        tracing::info!(by = %caller.email, deliveries = n, "bulk redelivery");
+        self.wake.notify_one();
+        Ok(n)
     }
 }
 

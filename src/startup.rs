@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::delivery::{CallbackClient, EgressPolicy, Worker, WorkerConfig};
 use crate::domain::{ApiToken, Password, Role};
-use crate::service::Herald;
+use crate::service::{Herald, Outbound};
 use crate::storage::{self, NewUser};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -97,23 +97,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let bootstrapped = bootstrap(store.as_ref(), &config).await?;
 
     let wake = Arc::new(Notify::new());
-    let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake));
     let client = CallbackClient::new(
         EgressPolicy {
             allow_private_network: config.allow_private_network,
         },
         config.callback_timeout,
     )?;
+    let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let lease_margin = Duration::from_secs(5);
+    let outbound = Outbound {
+        client: client.clone(),
+        node_id: node_id.clone(),
+        retry: config.retry_schedule.clone(),
+        breaker: config.breaker,
+        lease_margin,
+        per_host_cap: config.max_per_host,
+    };
+    let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake), Arc::new(outbound));
     let worker = Worker::new(
         Arc::clone(&store),
         client,
         WorkerConfig {
-            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            node_id,
             max_in_flight: config.max_in_flight,
+            per_host_cap: config.max_per_host,
             claim_batch: 100,
-            lease_margin: Duration::from_secs(5),
+            lease_margin,
             idle_poll: config.idle_poll,
             retry: config.retry_schedule.clone(),
+            breaker: config.breaker,
+            retention: config.retention,
+            prune_interval: config.prune_interval,
         },
         wake,
     );

@@ -36,6 +36,7 @@ CREATE TABLE webhook_urls (
     event_type    TEXT NOT NULL,
     position      INTEGER NOT NULL,
     url           TEXT NOT NULL,
+    host          TEXT NOT NULL,
     PRIMARY KEY (workspace_id, event_type, position)
 );
 
@@ -91,6 +92,8 @@ CREATE TABLE deliveries (
     instance_id       TEXT NOT NULL,
     process_name      TEXT NOT NULL,
     url               TEXT NOT NULL,
+    host              TEXT NOT NULL,
+    test              INTEGER NOT NULL DEFAULT 0,
     status            TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
     attempts          INTEGER NOT NULL DEFAULT 0,
     next_attempt_at   INTEGER,
@@ -107,8 +110,28 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
 -- Per-instance, per-URL ordering: is an earlier delivery still pending?
 CREATE INDEX deliveries_order ON deliveries (workspace_id, instance_id, url, id) WHERE status = 'pending';
+-- Pending deliveries of one URL (circuit breaker holds and releases).
+CREATE INDEX deliveries_by_url ON deliveries (workspace_id, url, next_attempt_at) WHERE status = 'pending';
+-- Attempts in flight per host (the per-host concurrency cap); leases are cleared on completion.
+CREATE INDEX deliveries_leased ON deliveries (host, lease_until) WHERE lease_until IS NOT NULL;
 -- The delivery log, newest first.
 CREATE INDEX deliveries_log ON deliveries (workspace_id, id);
+-- Retention: finished deliveries by age.
+CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status <> 'pending';
+
+-- Health of each destination URL: the circuit breaker.
+CREATE TABLE destinations (
+    workspace_id          INTEGER NOT NULL REFERENCES workspaces(id),
+    url                   TEXT NOT NULL,
+    state                 TEXT NOT NULL CHECK (state IN ('closed', 'open')),
+    consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+    probe_interval_ms     INTEGER NOT NULL DEFAULT 0,
+    paused_until          INTEGER,
+    last_success_at       INTEGER,
+    last_failure_at       INTEGER,
+    last_error            TEXT,
+    PRIMARY KEY (workspace_id, url)
+);
 
 CREATE TABLE delivery_attempts (
     id                INTEGER PRIMARY KEY,

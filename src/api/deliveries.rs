@@ -19,6 +19,39 @@ pub fn router() -> Router<Herald> {
         .route("/deliveries", get(list))
         .route("/deliveries/{id}", get(read))
         .route("/deliveries/{id}/redeliver", post(redeliver))
+        .route("/deliveries/redeliver", post(redeliver_matching))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BulkBody {
+    status: Option<String>,
+    event_type: Option<String>,
+    instance_id: Option<String>,
+    url: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Redelivers every delivery that matches a filter.
+async fn redeliver_matching(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let (filter, _, _) = Filter {
+        status: body.status,
+        event_type: body.event_type,
+        instance_id: body.instance_id,
+        url: body.url,
+        since: body.since,
+        until: body.until,
+        limit: None,
+        cursor: None,
+    }
+    .parse()?;
+    let n = herald.redeliver_matching(&caller, &filter).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))))
 }
 
 /// A delivery as the log shows it; the URL never carries credentials.
@@ -31,6 +64,9 @@ pub struct DeliveryView {
     process_name: String,
     url: String,
     status: DeliveryStatus,
+    /// Held back because its URL is paused by the circuit breaker.
+    paused: bool,
+    test: bool,
     attempt_count: i64,
     next_attempt_at: Option<Millis>,
     last_attempt_at: Option<Millis>,
@@ -48,8 +84,12 @@ impl From<DeliveryRecord> for DeliveryView {
             process_name: d.process_name,
             url: redact(&d.url),
             status: d.status,
+            paused: d
+                .next_attempt_at
+                .is_some_and(|t| t.0 >= crate::storage::HELD),
+            test: d.test,
             attempt_count: d.attempts,
-            next_attempt_at: d.next_attempt_at,
+            next_attempt_at: d.next_attempt_at.filter(|t| t.0 < crate::storage::HELD),
             last_attempt_at: d.last_attempt_at,
             last_status_code: d.last_status_code,
             last_error: d.last_error,

@@ -10,7 +10,66 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<Herald> {
-    Router::new().route("/webhooks", get(read).put(replace))
+    Router::new()
+        .route("/webhooks", get(read).put(replace))
+        .route("/webhooks/test", axum::routing::post(test))
+        .route("/webhooks/health", get(health))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TestBody {
+    event_type: String,
+    url: String,
+}
+
+/// Calls a URL now with a test callback and answers with the outcome.
+async fn test(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<TestBody>,
+) -> Result<Json<serde_json::Value>> {
+    let event = EventType::parse(&body.event_type)?;
+    let url = crate::domain::CallbackUrl::parse(&body.url)
+        .map_err(|e| Error::Invalid(format!("url: {e}")))?;
+    let outcome = herald.test_callback(&caller, event, &url).await?;
+    let a = &outcome.attempt;
+    Ok(Json(serde_json::json!({
+        "deliveryId": outcome.delivery_id,
+        "eventType": event,
+        "instanceId": outcome.instance_id,
+        "url": url.redacted(),
+        "succeeded": a.outcome == crate::domain::AttemptOutcome::Success,
+        "outcome": a.outcome.as_str(),
+        "statusCode": a.status_code,
+        "durationMs": a.duration_ms,
+        "error": a.error,
+        "responseExcerpt": a.response_excerpt,
+    })))
+}
+
+/// The health of each destination URL that has failed at least once.
+async fn health(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+) -> Result<Json<serde_json::Value>> {
+    let items: Vec<serde_json::Value> = herald
+        .destinations(&caller)
+        .await?
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "url": crate::domain::webhook::redact(&d.url),
+                "state": if d.open { "paused" } else { "healthy" },
+                "consecutiveFailures": d.consecutive_failures,
+                "pausedUntil": d.paused_until.filter(|_| d.open),
+                "lastSuccessAt": d.last_success_at,
+                "lastFailureAt": d.last_failure_at,
+                "lastError": d.last_error,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
 }
 
 /// One event's slider and URLs, as the API shows and takes them.

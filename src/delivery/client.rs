@@ -30,6 +30,8 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// `Retry-After` of a 429 or 503 answer.
+    pub retry_after: Option<Duration>,
 }
 
 /// An HTTP client for callbacks: no redirects, no proxies, a whole-attempt timeout, and the
@@ -76,7 +78,7 @@ impl CallbackClient {
         let result = self.try_send(cb, started_at).await;
         let duration = clock.elapsed();
         match result {
-            Ok((status, excerpt)) => {
+            Ok((status, excerpt, retry_after)) => {
                 let code = status.as_u16();
                 let (outcome, error) = if status.is_success() {
                     (AttemptOutcome::Success, None)
@@ -95,6 +97,7 @@ impl CallbackClient {
                     status_code: Some(code),
                     error,
                     response_excerpt: excerpt,
+                    retry_after,
                 }
             }
             Err((outcome, mut message)) => {
@@ -108,6 +111,7 @@ impl CallbackClient {
                     status_code: None,
                     error: Some(message),
                     response_excerpt: None,
+                    retry_after: None,
                 }
             }
         }
@@ -117,7 +121,8 @@ impl CallbackClient {
         &self,
         cb: &Callback<'_>,
         started_at: Millis,
-    ) -> Result<(reqwest::StatusCode, Option<String>), (AttemptOutcome, String)> {
+    ) -> Result<(reqwest::StatusCode, Option<String>, Option<Duration>), (AttemptOutcome, String)>
+    {
         let configured = cb.url.to_url();
         // Literal IP hosts never go through the resolver, so they are checked here.
         let literal = match configured.host() {
@@ -150,6 +155,14 @@ impl CallbackClient {
         }
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
+        let retry_after = match status.as_u16() {
+            429 | 503 => response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, started_at)),
+            _ => None,
+        };
         let mut body: Vec<u8> = Vec::new();
         while body.len() < EXCERPT_BYTES {
             match response.chunk().await {
@@ -161,8 +174,22 @@ impl CallbackClient {
         }
         body.truncate(EXCERPT_BYTES);
         let excerpt = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-        Ok((status, excerpt))
+        Ok((status, excerpt, retry_after))
     }
+}
+
+/// Parses `Retry-After`: delay seconds, or an HTTP date (judged against `now`).
+pub fn parse_retry_after(value: &str, now: Millis) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
+    Some(Duration::from_millis(
+        u64::try_from(at_ms - now.0).unwrap_or(0),
+    ))
 }
 
 fn percent_decode(text: &str) -> String {
@@ -201,4 +228,27 @@ fn classify(error: reqwest::Error) -> (AttemptOutcome, String) {
     }
     let detail = error.without_url().to_string();
     (AttemptOutcome::ConnectionError, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = Millis(784_111_777_000); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 }

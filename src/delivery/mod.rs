@@ -9,4 +9,4 @@ mod worker;
 
 pub use client::{Attempt, Callback, CallbackClient};
 pub use egress::EgressPolicy;
-pub use worker::{Worker, WorkerConfig, next_step};
+pub use worker::{Worker, WorkerConfig, attempt, next_step};

@@ -4,23 +4,31 @@
 //! bounded by a semaphore, so a hanging receiver holds one slot and never the loop. Results go
 //! through a channel to a writer task that stores them in batches (one transaction per batch)
 //! and wakes the loop, since a finished delivery may unblock the next one of its instance.
+//! A housekeeping task promotes circuit-breaker probes and prunes the log.
 
 use super::client::{Attempt, Callback, CallbackClient};
-use crate::domain::{AttemptOutcome, CallbackUrl, Millis, RetrySchedule};
-use crate::storage::{AttemptRecord, AttemptResult, ClaimedDelivery, NextStep, Store};
+use crate::domain::{AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule};
+use crate::storage::{
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The longest a `Retry-After` answer can postpone the next attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// How the worker behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Names this node in leases.
     pub node_id: String,
-    /// Attempts in flight at once, over all URLs.
+    /// Attempts in flight at once on this node, over all URLs.
     pub max_in_flight: usize,
+    /// Attempts in flight at once to one host (`host:port`), over all nodes.
+    pub per_host_cap: usize,
     /// Most deliveries claimed by one query.
     pub claim_batch: usize,
     /// Added to the attempt timeout to form the lease.
@@ -29,6 +37,11 @@ pub struct WorkerConfig {
     /// that expired.
     pub idle_poll: Duration,
     pub retry: RetrySchedule,
+    pub breaker: BreakerPolicy,
+    /// Finished deliveries and their attempts are pruned after this long.
+    pub retention: Duration,
+    /// How often pruning runs.
+    pub prune_interval: Duration,
 }
 
 /// The delivery worker of one node.
@@ -40,22 +53,30 @@ pub struct Worker {
 }
 
 /// Decides what follows an attempt: success ends the delivery; 410 Gone ends it as failed;
-/// anything else is retried on the schedule until it runs out.
+/// anything else is retried on the schedule until it runs out. A `Retry-After` (on 429 and
+/// 503) can postpone the retry beyond the schedule, by at most [`MAX_RETRY_AFTER`]; it never
+/// brings a retry forward. Test callbacks are never retried.
 pub fn next_step(
     attempt: &Attempt,
     attempts_before: i64,
+    test: bool,
     retry: &RetrySchedule,
     jitter: f64,
 ) -> NextStep {
     if attempt.outcome == AttemptOutcome::Success {
         return NextStep::Succeeded;
     }
-    if attempt.status_code == Some(410) {
+    if test || attempt.status_code == Some(410) {
         return NextStep::Failed;
     }
     let made = u32::try_from(attempts_before.saturating_add(1)).unwrap_or(u32::MAX);
     match retry.delay_after(made, jitter) {
-        Some(delay) => NextStep::RetryAt(Millis::now().plus(delay)),
+        Some(delay) => {
+            let wanted = attempt
+                .retry_after
+                .map_or(Duration::ZERO, |d| d.min(MAX_RETRY_AFTER));
+            NextStep::RetryAt(Millis::now().plus(delay.max(wanted)))
+        }
         None => NextStep::Failed,
     }
 }
@@ -84,6 +105,13 @@ impl Worker {
             Arc::clone(&self.store),
             results_rx,
             Arc::clone(&self.wake),
+            self.config.breaker,
+        ));
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::clone(&self.store),
+            self.config.clone(),
+            Arc::clone(&self.wake),
+            shutdown.clone(),
         ));
         let mut in_flight = JoinSet::new();
         let lease = self.client.timeout() + self.config.lease_margin;
@@ -99,11 +127,14 @@ impl Worker {
                 continue;
             }
             let now = Millis::now();
-            let claimed = match self
-                .store
-                .claim_due(&self.config.node_id, now, now.plus(lease), free as i64)
-                .await
-            {
+            let request = ClaimRequest {
+                node: &self.config.node_id,
+                now,
+                lease_until: now.plus(lease),
+                limit: free as i64,
+                per_host_cap: self.config.per_host_cap as i64,
+            };
+            let claimed = match self.store.claim_due(request).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(error = %error_chain(&error), "claiming deliveries failed; retrying in 1 s");
@@ -155,12 +186,13 @@ impl Worker {
         while in_flight.join_next().await.is_some() {}
         drop(results_tx);
         let _ = writer.await;
+        let _ = housekeeping.await;
         tracing::info!("delivery worker stopped");
     }
 }
 
 /// Makes one attempt of a claimed delivery and decides what follows.
-async fn attempt(
+pub async fn attempt(
     client: &CallbackClient,
     delivery: &ClaimedDelivery,
     retry: &RetrySchedule,
@@ -173,7 +205,7 @@ async fn attempt(
                 event_type: delivery.event_type,
                 instance_id: &delivery.instance_id,
                 process_name: &delivery.process_name,
-                test: false,
+                test: delivery.test,
             };
             client.send(&cb).await
         }
@@ -185,9 +217,16 @@ async fn attempt(
             status_code: None,
             error: Some(format!("invalid URL: {why}")),
             response_excerpt: None,
+            retry_after: None,
         },
     };
-    let next = next_step(&result, delivery.attempts, retry, rand::random::<f64>());
+    let next = next_step(
+        &result,
+        delivery.attempts,
+        delivery.test,
+        retry,
+        rand::random::<f64>(),
+    );
     tracing::debug!(
         delivery = %delivery.id,
         outcome = result.outcome.as_str(),
@@ -197,6 +236,9 @@ async fn attempt(
     );
     AttemptResult {
         key: delivery.key,
+        workspace_id: delivery.workspace_id,
+        url: delivery.url.clone(),
+        test: delivery.test,
         attempt: to_record(result),
         next,
     }
@@ -220,17 +262,61 @@ async fn write_results(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<AttemptResult>,
     wake: Arc<Notify>,
+    breaker: BreakerPolicy,
 ) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut backoff = Duration::from_millis(50);
-        while let Err(error) = store.record_attempts(&batch).await {
+        while let Err(error) = store.record_attempts(&batch, &breaker).await {
             tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         batch.clear();
         wake.notify_one();
+    }
+}
+
+/// Once a second: give every paused URL whose pause is over its probe. Every `prune_interval`
+/// (and continuously while there is a backlog): prune the log in small batches, so pruning never
+/// holds the database for long.
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    const PRUNE_BATCH: i64 = 500;
+    let mut last_prune = tokio::time::Instant::now();
+    while !shutdown.is_cancelled() {
+        match store.promote_probes(Millis::now()).await {
+            Ok(()) => wake.notify_one(),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "promoting circuit-breaker probes failed")
+            }
+        }
+        if last_prune.elapsed() >= config.prune_interval {
+            let before = Millis(
+                Millis::now().0 - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
+            );
+            match store.prune(before, PRUNE_BATCH).await {
+                Ok(n) if n == PRUNE_BATCH as u64 => {}
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deliveries = n, "pruned the delivery log");
+                    }
+                    last_prune = tokio::time::Instant::now();
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "pruning the delivery log failed");
+                    last_prune = tokio::time::Instant::now();
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.idle_poll) => {}
+            _ = shutdown.cancelled() => break,
+        }
     }
 }
 
@@ -244,4 +330,72 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(status: u16, retry_after: Option<u64>) -> Attempt {
+        Attempt {
+            started_at: Millis::now(),
+            duration: Duration::ZERO,
+            outcome: AttemptOutcome::HttpStatus,
+            status_code: Some(status),
+            error: None,
+            response_excerpt: None,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    fn delay(step: NextStep) -> i64 {
+        match step {
+            NextStep::RetryAt(at) => (at.0 - Millis::now().0 + 500) / 1000,
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_postpones_but_never_hastens() {
+        let schedule = RetrySchedule::parse("60s,60s").unwrap();
+        assert_eq!(
+            delay(next_step(&failed(503, Some(600)), 0, false, &schedule, 0.5)),
+            600
+        );
+        assert_eq!(
+            delay(next_step(&failed(429, Some(5)), 0, false, &schedule, 0.5)),
+            60
+        );
+        assert_eq!(
+            delay(next_step(
+                &failed(503, Some(7 * 86_400)),
+                0,
+                false,
+                &schedule,
+                0.5
+            )),
+            86_400
+        );
+        assert_eq!(
+            next_step(&failed(503, Some(5)), 2, false, &schedule, 0.5),
+            NextStep::Failed
+        );
+    }
+
+    #[test]
+    fn gone_and_test_callbacks_are_not_retried() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(
+            next_step(&failed(410, None), 0, false, &schedule, 0.5),
+            NextStep::Failed
+        );
+        assert_eq!(
+            next_step(&failed(500, None), 0, true, &schedule, 0.5),
+            NextStep::Failed
+        );
+        assert!(matches!(
+            next_step(&failed(500, None), 0, false, &schedule, 0.5),
+            NextStep::RetryAt(_)
+        ));
+    }
 }

@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** nothing in this module performs I/O or imports axum, sqlx or
 //! reqwest. Storage, delivery and the HTTP edge depend on the domain, never the reverse.
 
+pub mod breaker;
 pub mod delivery;
 pub mod instance;
 pub mod process;
@@ -10,6 +11,7 @@ pub mod retry;
 pub mod user;
 pub mod webhook;
 
+pub use breaker::{AfterFailure, BreakerPolicy};
 pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus};
 pub use instance::{InstanceData, InstanceId, InstanceStatus, UniqueId};
 pub use process::{ProcessName, ProcessTitle};

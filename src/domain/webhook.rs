@@ -101,6 +101,17 @@ impl CallbackUrl {
         url::Url::parse(&self.0).expect("CallbackUrl holds a parsed URL")
     }
 
+    /// The destination host as `host:port` (port defaulted by scheme): the unit of the per-host
+    /// concurrency cap.
+    pub fn host_key(&self) -> String {
+        let url = self.to_url();
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
+    }
+
     /// The URL without user name, password or fragment: safe for logs and listings.
     pub fn redacted(&self) -> String {
         redact(&self.0)
@@ -334,6 +345,13 @@ mod tests {
         assert!(!format!("{u:?}").contains("secret"));
         let req = u.kianda_request("p-1", "p", EventType::Created);
         assert!(!req.as_str().contains("secret"));
+    }
+
+    #[test]
+    fn host_keys_include_the_port() {
+        assert_eq!(url("https://Example.com/a").host_key(), "example.com:443");
+        assert_eq!(url("http://10.0.0.1:8080/a").host_key(), "10.0.0.1:8080");
+        assert_eq!(url("http://[::1]/").host_key(), "[::1]:80");
     }
 
     #[test]

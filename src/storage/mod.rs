@@ -12,8 +12,9 @@ mod migrate;
 pub mod sqlite;
 
 use crate::domain::{
-    AttemptOutcome, DeliveryId, DeliveryStatus, Email, EventType, InstanceData, InstanceId,
-    InstanceStatus, Millis, ProcessName, ProcessTitle, Role, TokenHash, WebhookSettings,
+    AttemptOutcome, BreakerPolicy, DeliveryId, DeliveryStatus, Email, EventType, InstanceData,
+    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, TokenHash,
+    WebhookSettings,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -146,6 +147,8 @@ pub struct DeliveryFilter {
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub key: i64,
+    /// A test callback from `POST /webhooks/test`.
+    pub test: bool,
     pub id: DeliveryId,
     pub event_type: EventType,
     pub instance_id: String,
@@ -172,10 +175,42 @@ pub struct AttemptRecord {
     pub response_excerpt: Option<String>,
 }
 
+/// `next_attempt_at` of a delivery held back by an open circuit breaker: far in the future, so
+/// held rows leave the front of the queue; the first successful probe releases them.
+pub const HELD: i64 = 4_000_000_000_000_000;
+
+/// What a worker asks for when it claims work.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub node: &'a str,
+    pub now: Millis,
+    pub lease_until: Millis,
+    /// Most deliveries to return.
+    pub limit: i64,
+    /// Most attempts in flight to one host (`host:port`) across all nodes.
+    pub per_host_cap: i64,
+}
+
+/// The health of one destination URL, as `GET /api/v1/webhooks/health` shows it.
+#[derive(Debug, Clone)]
+pub struct DestinationRecord {
+    /// As configured; show it through `domain::webhook::redact`.
+    pub url: String,
+    pub open: bool,
+    pub consecutive_failures: i64,
+    pub paused_until: Option<Millis>,
+    pub last_success_at: Option<Millis>,
+    pub last_failure_at: Option<Millis>,
+    pub last_error: Option<String>,
+}
+
 /// A delivery handed to a worker under a lease.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub key: i64,
+    pub workspace_id: WorkspaceId,
+    /// A test callback (`POST /webhooks/test`): marked with `webhook-test: true`, never retried.
+    pub test: bool,
     pub id: DeliveryId,
     pub event_type: EventType,
     pub instance_id: String,
@@ -198,6 +233,11 @@ pub enum NextStep {
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub key: i64,
+    pub workspace_id: WorkspaceId,
+    /// The destination URL as configured (the circuit breaker's key).
+    pub url: String,
+    /// Test callbacks do not count towards a destination's health.
+    pub test: bool,
     pub attempt: AttemptRecord,
     pub next: NextStep,
 }
@@ -327,22 +367,49 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the delivery queue --------------------------------------------------------------------
 
-    /// Claims up to `limit` due deliveries for `node` until `lease_until`. A delivery is due when
-    /// it is pending, its time has come, nobody holds an unexpired lease on it, and no earlier
-    /// delivery for the same instance and URL is still pending (per-instance ordering).
-    async fn claim_due(
+    /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
+    /// come, nobody holds an unexpired lease on it, no earlier delivery for the same instance and
+    /// URL is still pending (per-instance ordering), and its host has fewer than
+    /// `per_host_cap` attempts in flight.
+    async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Writes the results of attempts, all in one transaction, and updates the health of their
+    /// destinations under `breaker` (pausing a failing URL's deliveries, or releasing them).
+    async fn record_attempts(
         &self,
-        node: &str,
+        results: &[AttemptResult],
+        breaker: &BreakerPolicy,
+    ) -> Result<()>;
+
+    /// Housekeeping run about once a second by each worker: makes sure every paused URL whose
+    /// pause is over has exactly one probe due.
+    async fn promote_probes(&self, now: Millis) -> Result<()>;
+
+    /// The destinations of a workspace that have failed at least once.
+    async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>>;
+
+    /// Creates a test delivery of `event` to `url`, already leased to `request.node`, for an
+    /// immediate attempt by the caller.
+    async fn create_test_delivery(
+        &self,
+        workspace: WorkspaceId,
+        event: EventType,
+        url: &crate::domain::CallbackUrl,
+        instance_id: &str,
+        request: ClaimRequest<'_>,
+    ) -> Result<ClaimedDelivery>;
+
+    /// Deletes up to `batch` finished deliveries (with their attempts) last changed before
+    /// `before`, and events no delivery refers to; returns how many deliveries went.
+    async fn prune(&self, before: Millis, batch: i64) -> Result<u64>;
+
+    /// Makes every (non-test) delivery matching the filter pending and due now; returns how many.
+    async fn redeliver_matching(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
         now: Millis,
-        lease_until: Millis,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>>;
-
-    /// Writes the results of attempts, all in one transaction.
-    async fn record_attempts(&self, results: &[AttemptResult]) -> Result<()>;
-
-    /// Gives back leases that `node` holds on deliveries it did not attempt.
-    async fn release(&self, node: &str, keys: &[i64]) -> Result<()>;
+    ) -> Result<u64>;
 
     /// The earliest time a pending delivery becomes due (or its lease ends), if any.
     async fn next_due_at(&self) -> Result<Option<Millis>>;

@@ -46,6 +46,7 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
 fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord> {
     Ok(DeliveryRecord {
         key: row.try_get("id")?,
+        test: row.try_get("test")?,
         id: DeliveryId::from_stored(row.try_get("webhook_id")?),
         event_type: event_from_stored(row.try_get("event_type")?),
         instance_id: row.try_get("instance_id")?,
@@ -119,12 +120,13 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url,
+            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
                                      status, attempts, next_attempt_at, created_at, updated_at)
-             SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ?1, u.event_type, ?2, ?3, u.url,
-                    'pending', 0, ?4, ?4, ?4
+             SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ?1, u.event_type, ?2, ?3, u.url, u.host,
+                    'pending', 0, CASE WHEN x.state = 'open' THEN ?7 ELSE ?4 END, ?4, ?4
              FROM webhook_urls u
              JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+             LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
              WHERE u.workspace_id = ?5 AND u.event_type = ?6 AND e.enabled = 1
              ORDER BY u.position",
         )
@@ -134,6 +136,7 @@ impl SqliteStore {
         .bind(now.0)
         .bind(workspace.0)
         .bind(event.as_str())
+        .bind(HELD)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -356,11 +359,14 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             for (position, url) in s.urls.iter().enumerate() {
-                sqlx::query("INSERT INTO webhook_urls (workspace_id, event_type, position, url) VALUES (?1, ?2, ?3, ?4)")
+                sqlx::query(
+                    "INSERT INTO webhook_urls (workspace_id, event_type, position, url, host) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                     .bind(workspace.0)
                     .bind(event.as_str())
                     .bind(i64::try_from(position).unwrap_or(i64::MAX))
                     .bind(url.as_str())
+                    .bind(url.host_key())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -621,59 +627,62 @@ impl Store for SqliteStore {
         Ok(Written::Done(Box::new(record)))
     }
 
-    async fn claim_due(
-        &self,
-        node: &str,
-        now: Millis,
-        lease_until: Millis,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>> {
+    async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The inner query takes a window of the due queue (skipping hosts already at their cap);
+        // the window function then keeps, per host, only as many as its free slots.
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
              WHERE id IN (
-                SELECT d.id FROM deliveries d
-                WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
-                  AND (d.lease_until IS NULL OR d.lease_until <= ?3)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM deliveries e
-                      WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                        AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
-                ORDER BY d.next_attempt_at, d.id
+                SELECT c.id FROM (
+                    SELECT w.id, w.host, w.next_attempt_at,
+                           ROW_NUMBER() OVER (PARTITION BY w.host ORDER BY w.next_attempt_at, w.id) AS host_rank
+                    FROM (
+                        SELECT d.id, d.host, d.next_attempt_at FROM deliveries d
+                        WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
+                          AND (d.lease_until IS NULL OR d.lease_until <= ?3)
+                          AND d.host NOT IN (
+                              SELECT l.host FROM deliveries l WHERE l.lease_until > ?3
+                              GROUP BY l.host HAVING COUNT(*) >= ?5)
+                          AND NOT EXISTS (
+                              SELECT 1 FROM deliveries e
+                              WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                                AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
+                        ORDER BY d.next_attempt_at, d.id
+                        LIMIT ?6
+                    ) w
+                ) c
+                WHERE c.host_rank + (SELECT COUNT(*) FROM deliveries l WHERE l.host = c.host AND l.lease_until > ?3) <= ?5
+                ORDER BY c.next_attempt_at, c.id
                 LIMIT ?4)
-             RETURNING id, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
         )
-        .bind(lease_until.0)
-        .bind(node)
-        .bind(now.0)
-        .bind(limit)
+        .bind(request.lease_until.0)
+        .bind(request.node)
+        .bind(request.now.0)
+        .bind(request.limit)
+        .bind(request.per_host_cap)
+        .bind(request.limit.saturating_mul(4))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         let mut claimed = rows
             .iter()
-            .map(|r| {
-                Ok(ClaimedDelivery {
-                    key: r.try_get("id")?,
-                    id: DeliveryId::from_stored(r.try_get("webhook_id")?),
-                    event_type: event_from_stored(r.try_get("event_type")?),
-                    instance_id: r.try_get("instance_id")?,
-                    process_name: r.try_get("process_name")?,
-                    url: r.try_get("url")?,
-                    attempts: r.try_get("attempts")?,
-                    occurred_at: Millis(r.try_get("created_at")?),
-                })
-            })
+            .map(claimed_from_row)
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|c| c.key);
         Ok(claimed)
     }
 
-    async fn record_attempts(&self, results: &[AttemptResult]) -> Result<()> {
+    async fn record_attempts(
+        &self,
+        results: &[AttemptResult],
+        breaker: &BreakerPolicy,
+    ) -> Result<()> {
         if results.is_empty() {
             return Ok(());
         }
-        let now = Millis::now().0;
+        let now = Millis::now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for r in results {
             let a = &r.attempt;
@@ -706,29 +715,155 @@ impl Store for SqliteStore {
             .bind(a.started_at.0)
             .bind(a.status_code)
             .bind(&a.error)
-            .bind(now)
+            .bind(now.0)
             .bind(r.key)
             .execute(&mut *tx)
             .await?;
         }
+        record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn release(&self, node: &str, keys: &[i64]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let list = serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned());
+    async fn promote_probes(&self, now: Millis) -> Result<()> {
         sqlx::query(
-            "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
-             WHERE leased_by = ?1 AND id IN (SELECT value FROM json_each(?2))",
+            "UPDATE deliveries SET next_attempt_at = ?1
+             WHERE id IN (
+                SELECT (SELECT MIN(d.id) FROM deliveries d
+                        WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending')
+                FROM destinations x
+                WHERE x.state = 'open' AND x.paused_until <= ?1
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries p
+                      WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
+                        AND p.next_attempt_at < ?2))",
         )
-        .bind(node)
-        .bind(list)
+        .bind(now.0)
+        .bind(HELD)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
+        let rows = sqlx::query(
+            "SELECT url, state, consecutive_failures, paused_until, last_success_at, last_failure_at, last_error
+             FROM destinations WHERE workspace_id = ?1 ORDER BY url",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(DestinationRecord {
+                    url: r.try_get("url")?,
+                    open: state == "open",
+                    consecutive_failures: r.try_get("consecutive_failures")?,
+                    paused_until: r.try_get::<Option<i64>, _>("paused_until")?.map(Millis),
+                    last_success_at: r.try_get::<Option<i64>, _>("last_success_at")?.map(Millis),
+                    last_failure_at: r.try_get::<Option<i64>, _>("last_failure_at")?.map(Millis),
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_test_delivery(
+        &self,
+        workspace: WorkspaceId,
+        event: EventType,
+        url: &crate::domain::CallbackUrl,
+        instance_id: &str,
+        request: ClaimRequest<'_>,
+    ) -> Result<ClaimedDelivery> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .bind(instance_id)
+        .bind(TEST_PROCESS)
+        .bind(request.now.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                     test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 'pending', 0, ?9, ?10, ?11, ?9, ?9)
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+        )
+        .bind(DeliveryId::generate().as_str())
+        .bind(workspace.0)
+        .bind(event_id)
+        .bind(event.as_str())
+        .bind(instance_id)
+        .bind(TEST_PROCESS)
+        .bind(url.as_str())
+        .bind(url.host_key())
+        .bind(request.now.0)
+        .bind(request.lease_until.0)
+        .bind(request.node)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        claimed_from_row(&row)
+    }
+
+    async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (
+                SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < ?1 LIMIT ?2)",
+        )
+        .bind(before.0)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM events WHERE id IN (
+                SELECT ev.id FROM events ev WHERE ev.occurred_at < ?1
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id) LIMIT ?2)",
+        )
+        .bind(before.0)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn redeliver_matching(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        now: Millis,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?8, updated_at = ?8
+             WHERE workspace_id = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR event_type = ?3)
+               AND (?4 IS NULL OR instance_id = ?4)
+               AND (?5 IS NULL OR instr(url, ?5) > 0)
+               AND (?6 IS NULL OR created_at >= ?6)
+               AND (?7 IS NULL OR created_at < ?7)
+               AND test = 0",
+        )
+        .bind(workspace.0)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.event_type.map(|e| e.as_str()))
+        .bind(filter.instance_id.as_deref())
+        .bind(filter.url.as_deref())
+        .bind(filter.since.map(|t| t.0))
+        .bind(filter.until.map(|t| t.0))
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn next_due_at(&self) -> Result<Option<Millis>> {
@@ -779,11 +914,13 @@ impl Store for SqliteStore {
         workspace: WorkspaceId,
         id: &DeliveryId,
     ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        // One read transaction, so the delivery and its attempts are one consistent snapshot.
+        let mut tx = self.pool.begin().await?;
         let row =
             sqlx::query("SELECT * FROM deliveries WHERE workspace_id = ?1 AND webhook_id = ?2")
                 .bind(workspace.0)
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
         let Some(row) = row else { return Ok(None) };
         let delivery = delivery_from_row(&row)?;
@@ -792,7 +929,7 @@ impl Store for SqliteStore {
              FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
         )
         .bind(delivery.key)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -826,6 +963,114 @@ impl Store for SqliteStore {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// The process name of test callbacks.
+const TEST_PROCESS: &str = "herald-test";
+
+fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        key: r.try_get("id")?,
+        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+        test: r.try_get("test")?,
+        id: DeliveryId::from_stored(r.try_get("webhook_id")?),
+        event_type: event_from_stored(r.try_get("event_type")?),
+        instance_id: r.try_get("instance_id")?,
+        process_name: r.try_get("process_name")?,
+        url: r.try_get("url")?,
+        attempts: r.try_get("attempts")?,
+        occurred_at: Millis(r.try_get("created_at")?),
+    })
+}
+
+/// Updates the health of the destinations of these results: a success closes the breaker and
+/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
+/// pauses the URL, holding its deliveries except the one that will probe.
+async fn record_health(
+    tx: &mut sqlx::SqliteConnection,
+    results: &[AttemptResult],
+    breaker: &BreakerPolicy,
+    now: Millis,
+) -> Result<()> {
+    use crate::domain::{AfterFailure, AttemptOutcome};
+    for r in results.iter().filter(|r| !r.test) {
+        if r.attempt.outcome == AttemptOutcome::Success {
+            let was_open: Option<(String, i64)> = sqlx::query_as(
+                "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
+                        probe_interval_ms = 0, last_success_at = ?1
+                 WHERE workspace_id = ?2 AND url = ?3 RETURNING state, consecutive_failures",
+            )
+            .bind(now.0)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if was_open.is_some() {
+                sqlx::query(
+                    "UPDATE deliveries SET next_attempt_at = ?1
+                     WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at >= ?4",
+                )
+                .bind(now.0)
+                .bind(r.workspace_id.0)
+                .bind(&r.url)
+                .bind(HELD)
+                .execute(&mut *tx)
+                .await?;
+            }
+            continue;
+        }
+        let (state, failures, interval_ms): (String, i64, i64) = sqlx::query_as(
+            "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
+             VALUES (?1, ?2, 'closed', 1, ?3, ?4)
+             ON CONFLICT (workspace_id, url) DO UPDATE SET
+                consecutive_failures = consecutive_failures + 1,
+                last_failure_at = excluded.last_failure_at,
+                last_error = excluded.last_error
+             RETURNING state, consecutive_failures, probe_interval_ms",
+        )
+        .bind(r.workspace_id.0)
+        .bind(&r.url)
+        .bind(now.0)
+        .bind(&r.attempt.error)
+        .fetch_one(&mut *tx)
+        .await?;
+        let last = std::time::Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
+        let was_open = state == "open";
+        if was_open {
+            // A failed probe: the delivery waits with the others, even if its own schedule ran
+            // out, because nothing is dropped while its URL is paused.
+            sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = ?1 WHERE id = ?2 AND status = 'failed'")
+                .bind(HELD)
+                .bind(r.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let AfterFailure::Pause(pause) = breaker.after_failure(failures, was_open, last) {
+            let until = now.plus(pause);
+            sqlx::query(
+                "UPDATE destinations SET state = 'open', probe_interval_ms = ?1, paused_until = ?2
+                 WHERE workspace_id = ?3 AND url = ?4",
+            )
+            .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
+            .bind(until.0)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+            // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
+            // pause is over. Rows leased by attempts still in flight keep their lease.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = ?1
+                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
+            )
+            .bind(HELD)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 fn process_from_row(row: &SqliteRow) -> Result<ProcessRecord> {

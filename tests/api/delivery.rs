@@ -424,5 +424,9 @@ async fn shutdown_lets_a_callback_in_flight_finish_and_records_it() {
     let log = app.deliveries("").await;
     assert_eq!(log[0]["status"], "succeeded", "{log:?}");
     assert_eq!(log[0]["attemptCount"], 1);
-    assert_eq!(rx.requests_to("/slow").len(), 1, "no second attempt after restart");
+    assert_eq!(
+        rx.requests_to("/slow").len(),
+        1,
+        "no second attempt after restart"
+    );
 }

@@ -236,6 +236,8 @@ pub enum Behaviour {
     Hang,
     /// Answer 200 after this many milliseconds.
     Delay(u64),
+    /// Answer with this status and one header.
+    WithHeader(u16, &'static str, &'static str),
 }
 
 /// One request the receiver got.
@@ -245,6 +247,7 @@ pub struct Received {
     pub path: String,
     pub query: Option<String>,
     pub headers: HashMap<String, String>,
+    pub at: Instant,
 }
 
 impl Received {
@@ -348,6 +351,7 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
                 )
             })
             .collect(),
+        at: Instant::now(),
     };
     let behaviour = state
         .behaviours
@@ -373,6 +377,12 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
         }
         Behaviour::FailFirst(..) => (StatusCode::OK, "ok now").into_response(),
         Behaviour::Hang => std::future::pending().await,
+        Behaviour::WithHeader(code, name, value) => (
+            StatusCode::from_u16(code).unwrap(),
+            [(name, value)],
+            "with header",
+        )
+            .into_response(),
         Behaviour::Delay(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (StatusCode::OK, "slow but fine").into_response()

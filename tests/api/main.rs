@@ -5,4 +5,5 @@ mod cli;
 mod delivery;
 mod helpers;
 mod instances;
+mod reliability;
 mod webhooks;
