@@ -97,6 +97,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let bootstrapped = bootstrap(store.as_ref(), &config).await?;
 
     let wake = Arc::new(Notify::new());
+    store
+        .subscribe(Arc::clone(&wake))
+        .await
+        .context("subscribing to new work")?;
     let client = CallbackClient::new(
         EgressPolicy {
             allow_private_network: config.allow_private_network,

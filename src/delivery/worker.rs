@@ -162,13 +162,9 @@ impl Worker {
             if full_batch {
                 continue;
             }
-            let sleep_for = match self.store.next_due_at().await {
-                Ok(Some(at)) => {
-                    Duration::from_millis(u64::try_from(at.0 - Millis::now().0).unwrap_or(0))
-                }
-                _ => self.config.idle_poll,
-            }
-            .min(self.config.idle_poll);
+            // Idle: sleep until a write wakes us (ours, or another node's NOTIFY) or the poll
+            // interval passes (retries coming due, leases expiring, other nodes' work on SQLite).
+            let sleep_for = self.config.idle_poll;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
@@ -277,7 +273,7 @@ async fn write_results(
     }
 }
 
-/// Once a second: give every paused URL whose pause is over its probe. Every `prune_interval`
+/// Every five idle polls: give every paused URL whose pause is over its probe. Every `prune_interval`
 /// (and continuously while there is a backlog): prune the log in small batches, so pruning never
 /// holds the database for long.
 async fn housekeeping(
@@ -314,7 +310,7 @@ async fn housekeeping(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(config.idle_poll) => {}
+            _ = tokio::time::sleep(config.idle_poll * 5) => {}
             _ = shutdown.cancelled() => break,
         }
     }

@@ -39,6 +39,12 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
     sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
 }];
 
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+}];
+
 /// The newest version among migrations.
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {
     migrations.iter().map(|m| m.version).max().unwrap_or(0)
@@ -50,8 +56,14 @@ mod tests {
 
     #[test]
     fn versions_are_increasing() {
-        assert!(SQLITE.windows(2).all(|w| w[0].version < w[1].version));
-        assert_eq!(latest(SQLITE), 1);
+        for set in [SQLITE, POSTGRES] {
+            assert!(set.windows(2).all(|w| w[0].version < w[1].version));
+        }
+        assert_eq!(
+            latest(SQLITE),
+            latest(POSTGRES),
+            "both backends are at the same version"
+        );
     }
 
     #[test]

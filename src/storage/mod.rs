@@ -9,6 +9,7 @@
 //! (`tests/api/storage.rs`).
 
 mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{
@@ -249,6 +250,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; fails if the schema is newer than this build knows.
     async fn migrate(&self) -> Result<()>;
 
+    /// Wakes `wake` whenever another node queues deliveries (PostgreSQL `LISTEN`). SQLite has a
+    /// single node, whose own writes wake its worker directly.
+    async fn subscribe(&self, _wake: Arc<tokio::sync::Notify>) -> Result<()> {
+        Ok(())
+    }
+
     /// Fails with [`SchemaError`] unless the schema is exactly current (used with `--no-migrate`).
     async fn check_schema(&self) -> Result<()>;
 
@@ -411,9 +418,6 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<u64>;
 
-    /// The earliest time a pending delivery becomes due (or its lease ends), if any.
-    async fn next_due_at(&self) -> Result<Option<Millis>>;
-
     // --- the delivery log -------------------------------------------------------------------
 
     async fn deliveries(
@@ -444,9 +448,10 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("opening SQLite database {url}"))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!(
-            "PostgreSQL is not supported by this version of Herald yet; use a sqlite:// URL"
-        )
+        let store = postgres::PostgresStore::open(url)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", redact_db_url(url)))?;
+        Ok(Arc::new(store))
     } else {
         anyhow::bail!(
             "unsupported database URL `{}`: use sqlite://FILE or postgres://USER@HOST/DB",

@@ -866,16 +866,6 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn next_due_at(&self) -> Result<Option<Millis>> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
-        )
-        .bind(Millis::now().0)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(at.map(Millis))
-    }
-
     async fn deliveries(
         &self,
         workspace: WorkspaceId,

@@ -2,8 +2,10 @@
 //! One binary for all of them keeps link time down.
 
 mod cli;
+mod db;
 mod delivery;
 mod helpers;
 mod instances;
 mod reliability;
+mod storage;
 mod webhooks;

@@ -1,0 +1,1143 @@
+//! The PostgreSQL backend: several Herald nodes share one database.
+//!
+//! Claims lock candidate rows with `FOR UPDATE SKIP LOCKED`, so nodes never wait on each other
+//! and never claim the same delivery while its lease runs. Every write that queues deliveries
+//! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
+
+use super::migrate::{self, POSTGRES};
+use super::*;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The channel that announces new due deliveries to every node.
+const CHANNEL: &str = "herald_deliveries";
+
+/// Herald's store in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
+    let id_text: String = row.try_get("instance_id")?;
+    let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
+    let data: String = row.try_get("data")?;
+    Ok(InstanceRecord {
+        process_name: id.process_name().to_owned(),
+        id,
+        unique_id: row.try_get("unique_id")?,
+        status: row.try_get("status")?,
+        version: row.try_get("version")?,
+        data: InstanceData::from_stored(&data),
+        created_at: Millis(row.try_get("created_at")?),
+        created_by: row.try_get("created_by")?,
+        modified_at: Millis(row.try_get("modified_at")?),
+        modified_by: row.try_get("modified_by")?,
+        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
+    })
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        key: row.try_get("id")?,
+        test: row.try_get("test")?,
+        id: DeliveryId::from_stored(row.try_get("webhook_id")?),
+        event_type: event_from_stored(row.try_get("event_type")?),
+        instance_id: row.try_get("instance_id")?,
+        process_name: row.try_get("process_name")?,
+        url: row.try_get("url")?,
+        status: status_from_stored(row.try_get("status")?),
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(Millis),
+        last_attempt_at: row
+            .try_get::<Option<i64>, _>("last_attempt_at")?
+            .map(Millis),
+        last_status_code: row.try_get("last_status_code")?,
+        last_error: row.try_get("last_error")?,
+        created_at: Millis(row.try_get("created_at")?),
+    })
+}
+
+impl PostgresStore {
+    /// Opens (creating if missing) the database file a `sqlite://` URL names.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("herald");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS herald_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Writes the event of a change and one pending delivery per enabled URL of that event.
+    async fn fire(
+        tx: &mut sqlx::PgConnection,
+        workspace: WorkspaceId,
+        event: EventType,
+        instance: &InstanceRecord,
+        now: Millis,
+    ) -> Result<()> {
+        let snapshot = match event {
+            EventType::Deleted => None,
+            _ => Some(serde_json::to_string(instance).unwrap_or_default()),
+        };
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .bind(instance.id.as_str())
+        .bind(&instance.process_name)
+        .bind(now.0)
+        .bind(snapshot)
+        .fetch_one(&mut *tx)
+        .await?;
+        let queued = sqlx::query(
+            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                     status, attempts, next_attempt_at, created_at, updated_at)
+             SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.workspace_id, $1, u.event_type, $2, $3, u.url, u.host,
+                    'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $4 END, $4, $4
+             FROM webhook_urls u
+             JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+             LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+             WHERE u.workspace_id = $5 AND u.event_type = $6 AND e.enabled
+             ORDER BY u.position",
+        )
+        .bind(event_id)
+        .bind(instance.id.as_str())
+        .bind(&instance.process_name)
+        .bind(now.0)
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .bind(HELD)
+        .execute(&mut *tx)
+        .await?;
+        if queued.rows_affected() > 0 {
+            notify(tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Why a compare-and-set on an instance matched no row.
+    async fn why_not_written(
+        tx: &mut sqlx::PgConnection,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        want_deleted: bool,
+    ) -> Result<Written> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT deleted_at FROM instances WHERE workspace_id = $1 AND instance_id = $2",
+        )
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(match row {
+            None => Written::NotFound,
+            Some((deleted,)) if deleted.is_some() != want_deleted => Written::WrongState,
+            Some(_) => Written::VersionChanged,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<()> {
+        // One transaction under an advisory lock: nodes starting together migrate one at a time,
+        // and each re-reads the version inside the lock.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7265726164)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS herald_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let found = found.unwrap_or(0);
+        migrate::check(found, migrate::latest(POSTGRES), true)?;
+        for m in POSTGRES.iter().filter(|m| m.version > found) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO herald_schema (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(Millis::now().0)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, wake: Arc<tokio::sync::Notify>) -> Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => wake.notify_one(),
+                    Err(error) => {
+                        // The listener reconnects on its next call; the idle poll covers the gap.
+                        tracing::warn!(%error, "lost the PostgreSQL notification connection; reconnecting");
+                        wake.notify_one();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        let found = self.schema_version().await?;
+        migrate::check(found, migrate::latest(POSTGRES), false)?;
+        Ok(())
+    }
+
+    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Nodes starting together on an empty database: one bootstraps, the others see it done.
+        sqlx::query("SELECT pg_advisory_xact_lock(7265726165)")
+            .execute(&mut *tx)
+            .await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        let now = Millis::now().0;
+        let ws: i64 = sqlx::query_scalar(
+            "INSERT INTO workspaces (name, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let user: i64 = sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, display_name, role, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(ws)
+        .bind(admin.email.as_str())
+        .bind(&admin.display_name)
+        .bind(admin.role.as_str())
+        .bind(&admin.password_hash)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(user)
+            .bind(token.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn workspace_id(&self, name: &str) -> Result<Option<WorkspaceId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM workspaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(id.map(WorkspaceId))
+    }
+
+    async fn create_user(&self, workspace: WorkspaceId, user: &NewUser) -> Result<UserId> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, display_name, role, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(user.email.as_str())
+        .bind(&user.display_name)
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(Millis::now().0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StorageError::Duplicate("a user with this email")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(UserId(id))
+    }
+
+    async fn users(&self, workspace: WorkspaceId) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(
+            "SELECT email, display_name, role, active, created_at FROM users WHERE workspace_id = $1 ORDER BY email",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserRecord {
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+                    active: r.try_get("active")?,
+                    created_at: Millis(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(user.0)
+            .bind(token.as_str())
+            .bind(Millis::now().0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StorageError::Duplicate("this API token")
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.workspace_id, u.email, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND u.active",
+        )
+        .bind(token.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Caller {
+                user_id: UserId(r.try_get("id")?),
+                workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+                email: r.try_get("email")?,
+                role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+            })
+        })
+        .transpose()
+    }
+
+    async fn webhook_settings(&self, workspace: WorkspaceId) -> Result<WebhookSettings> {
+        let enabled: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT event_type, enabled FROM webhook_events WHERE workspace_id = $1",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let urls: Vec<(String, String)> = sqlx::query_as(
+            "SELECT event_type, url FROM webhook_urls WHERE workspace_id = $1 ORDER BY event_type, position",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::settings_from_rows(enabled, urls))
+    }
+
+    async fn save_webhook_settings(
+        &self,
+        workspace: WorkspaceId,
+        settings: &WebhookSettings,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM webhook_urls WHERE workspace_id = $1")
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_events WHERE workspace_id = $1")
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
+        for event in EventType::ALL {
+            let s = settings.event(event);
+            sqlx::query("INSERT INTO webhook_events (workspace_id, event_type, enabled) VALUES ($1, $2, $3)")
+                .bind(workspace.0)
+                .bind(event.as_str())
+                .bind(s.enabled)
+                .execute(&mut *tx)
+                .await?;
+            for (position, url) in s.urls.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO webhook_urls (workspace_id, event_type, position, url, host) VALUES ($1, $2, $3, $4, $5)",
+                )
+                    .bind(workspace.0)
+                    .bind(event.as_str())
+                    .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                    .bind(url.as_str())
+                    .bind(url.host_key())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+        title: &ProcessTitle,
+        by: &str,
+    ) -> Result<ProcessRecord> {
+        let now = Millis::now();
+        sqlx::query("INSERT INTO processes (workspace_id, name, title, created_at, created_by) VALUES ($1, $2, $3, $4, $5)")
+            .bind(workspace.0)
+            .bind(name.as_str())
+            .bind(title.as_str())
+            .bind(now.0)
+            .bind(by)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { StorageError::Duplicate("a process with this name") } else { e.into() })?;
+        Ok(ProcessRecord {
+            name: name.clone(),
+            title: title.as_str().to_owned(),
+            created_at: now,
+            created_by: by.to_owned(),
+            instance_count: 0,
+        })
+    }
+
+    async fn processes(&self, workspace: WorkspaceId) -> Result<Vec<ProcessRecord>> {
+        let rows = sqlx::query(
+            "SELECT p.name, p.title, p.created_at, p.created_by,
+                    (SELECT COUNT(*) FROM instances i WHERE i.process_id = p.id AND i.deleted_at IS NULL) AS n
+             FROM processes p WHERE p.workspace_id = $1 ORDER BY p.name",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(process_from_row).collect()
+    }
+
+    async fn process(
+        &self,
+        workspace: WorkspaceId,
+        name: &ProcessName,
+    ) -> Result<Option<ProcessRecord>> {
+        let row = sqlx::query(
+            "SELECT p.name, p.title, p.created_at, p.created_by,
+                    (SELECT COUNT(*) FROM instances i WHERE i.process_id = p.id AND i.deleted_at IS NULL) AS n
+             FROM processes p WHERE p.workspace_id = $1 AND p.name = $2",
+        )
+        .bind(workspace.0)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(process_from_row).transpose()
+    }
+
+    async fn create_instance(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        data: &InstanceData,
+        status: &InstanceStatus,
+        by: &str,
+    ) -> Result<Option<InstanceRecord>> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        let numbered: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE processes SET next_number = next_number + 1 WHERE workspace_id = $1 AND name = $2
+             RETURNING id, next_number",
+        )
+        .bind(workspace.0)
+        .bind(process.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((process_key, number)) = numbered else {
+            return Ok(None);
+        };
+        let record = InstanceRecord {
+            id: InstanceId::new(process, number),
+            unique_id: crate::domain::UniqueId::generate().as_str().to_owned(),
+            process_name: process.as_str().to_owned(),
+            status: status.as_str().to_owned(),
+            version: 1,
+            data: data.clone(),
+            created_at: now,
+            created_by: by.to_owned(),
+            modified_at: now,
+            modified_by: by.to_owned(),
+            deleted_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                    created_at, created_by, modified_at, modified_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $9)",
+        )
+        .bind(workspace.0)
+        .bind(process_key)
+        .bind(number)
+        .bind(record.id.as_str())
+        .bind(&record.unique_id)
+        .bind(data.to_json())
+        .bind(status.as_str())
+        .bind(now.0)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE workspace_id = $1 AND instance_id = $2"
+        )))
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    async fn instances(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS}, number AS cursor FROM instances
+             WHERE process_id = (SELECT id FROM processes WHERE workspace_id = $1 AND name = $2)
+               AND deleted_at IS NULL AND ($3 IS NULL OR number < $3)
+             ORDER BY number DESC LIMIT $4"
+        )))
+        .bind(workspace.0)
+        .bind(process.as_str())
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, instance_from_row)
+    }
+
+    async fn recycle_bin(
+        &self,
+        workspace: WorkspaceId,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<InstanceRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS}, id AS cursor FROM instances
+             WHERE workspace_id = $1 AND deleted_at IS NOT NULL AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(workspace.0)
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, instance_from_row)
+    }
+
+    async fn update_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        update: &InstanceUpdate,
+        by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET data = $1, status = $2, version = version + 1, modified_at = $3, modified_by = $4
+             WHERE workspace_id = $5 AND instance_id = $6 AND version = $7 AND deleted_at IS NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(update.data.to_json())
+        .bind(update.status.as_str())
+        .bind(now.0)
+        .bind(by)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .bind(update.expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, false).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Updated, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(Box::new(record)))
+    }
+
+    async fn delete_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET deleted_at = $1, deleted_by = $2
+             WHERE workspace_id = $3 AND instance_id = $4 AND deleted_at IS NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(now.0)
+        .bind(by)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, false).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Deleted, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(Box::new(record)))
+    }
+
+    async fn restore_instance(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        _by: &str,
+    ) -> Result<Written> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
+             WHERE workspace_id = $1 AND instance_id = $2 AND deleted_at IS NOT NULL
+             RETURNING {INSTANCE_COLUMNS}"
+        )))
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, true).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(Box::new(record)))
+    }
+
+    async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
+        let mut tx = self.pool.begin().await?;
+        // The inner query takes a window of the due queue (skipping hosts already at their cap);
+        // the window function then keeps, per host, only as many as its free slots.
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_until = $1, leased_by = $2
+             WHERE id IN (
+                SELECT c.id FROM (
+                    SELECT w.id, w.host, w.next_attempt_at,
+                           ROW_NUMBER() OVER (PARTITION BY w.host ORDER BY w.next_attempt_at, w.id) AS host_rank
+                    FROM (
+                        SELECT d.id, d.host, d.next_attempt_at FROM deliveries d
+                        WHERE d.status = 'pending' AND d.next_attempt_at <= $3
+                          AND (d.lease_until IS NULL OR d.lease_until <= $3)
+                          AND d.host NOT IN (
+                              SELECT l.host FROM deliveries l WHERE l.lease_until > $3
+                              GROUP BY l.host HAVING COUNT(*) >= $5)
+                          AND NOT EXISTS (
+                              SELECT 1 FROM deliveries e
+                              WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                                AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
+                        ORDER BY d.next_attempt_at, d.id
+                        LIMIT $6
+                        FOR UPDATE SKIP LOCKED
+                    ) w
+                ) c
+                WHERE c.host_rank + (SELECT COUNT(*) FROM deliveries l WHERE l.host = c.host AND l.lease_until > $3) <= $5
+                ORDER BY c.next_attempt_at, c.id
+                LIMIT $4)
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+        )
+        .bind(request.lease_until.0)
+        .bind(request.node)
+        .bind(request.now.0)
+        .bind(request.limit)
+        .bind(request.per_host_cap)
+        .bind(request.limit.saturating_mul(4))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(claimed_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| c.key);
+        Ok(claimed)
+    }
+
+    async fn record_attempts(
+        &self,
+        results: &[AttemptResult],
+        breaker: &BreakerPolicy,
+    ) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        for r in results {
+            let a = &r.attempt;
+            sqlx::query(
+                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(r.key)
+            .bind(a.started_at.0)
+            .bind(a.duration_ms)
+            .bind(a.outcome.as_str())
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(&a.response_excerpt)
+            .execute(&mut *tx)
+            .await?;
+            let (status, next_at) = match r.next {
+                NextStep::Succeeded => ("succeeded", None),
+                NextStep::Failed => ("failed", None),
+                NextStep::RetryAt(at) => ("pending", Some(at.0)),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = attempts + 1,
+                        lease_until = NULL, leased_by = NULL, last_attempt_at = $3,
+                        last_status_code = $4, last_error = $5, updated_at = $6
+                 WHERE id = $7",
+            )
+            .bind(status)
+            .bind(next_at)
+            .bind(a.started_at.0)
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(now.0)
+            .bind(r.key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        record_health(&mut tx, results, breaker, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn promote_probes(&self, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $1
+             WHERE id IN (
+                SELECT (SELECT MIN(d.id) FROM deliveries d
+                        WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending')
+                FROM destinations x
+                WHERE x.state = 'open' AND x.paused_until <= $1
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries p
+                      WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
+                        AND p.next_attempt_at < $2))",
+        )
+        .bind(now.0)
+        .bind(HELD)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
+        let rows = sqlx::query(
+            "SELECT url, state, consecutive_failures, paused_until, last_success_at, last_failure_at, last_error
+             FROM destinations WHERE workspace_id = $1 ORDER BY url",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(DestinationRecord {
+                    url: r.try_get("url")?,
+                    open: state == "open",
+                    consecutive_failures: r.try_get("consecutive_failures")?,
+                    paused_until: r.try_get::<Option<i64>, _>("paused_until")?.map(Millis),
+                    last_success_at: r.try_get::<Option<i64>, _>("last_success_at")?.map(Millis),
+                    last_failure_at: r.try_get::<Option<i64>, _>("last_failure_at")?.map(Millis),
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_test_delivery(
+        &self,
+        workspace: WorkspaceId,
+        event: EventType,
+        url: &crate::domain::CallbackUrl,
+        instance_id: &str,
+        request: ClaimRequest<'_>,
+    ) -> Result<ClaimedDelivery> {
+        let mut tx = self.pool.begin().await?;
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+             VALUES ($1, $2, $3, $4, $5, NULL) RETURNING id",
+        )
+        .bind(workspace.0)
+        .bind(event.as_str())
+        .bind(instance_id)
+        .bind(TEST_PROCESS)
+        .bind(request.now.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                     test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, 'pending', 0, $9, $10, $11, $9, $9)
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+        )
+        .bind(DeliveryId::generate().as_str())
+        .bind(workspace.0)
+        .bind(event_id)
+        .bind(event.as_str())
+        .bind(instance_id)
+        .bind(TEST_PROCESS)
+        .bind(url.as_str())
+        .bind(url.host_key())
+        .bind(request.now.0)
+        .bind(request.lease_until.0)
+        .bind(request.node)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        claimed_from_row(&row)
+    }
+
+    async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (
+                SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < $1 LIMIT $2)",
+        )
+        .bind(before.0)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM events WHERE id IN (
+                SELECT ev.id FROM events ev WHERE ev.occurred_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id) LIMIT $2)",
+        )
+        .bind(before.0)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn redeliver_matching(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        now: Millis,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8
+             WHERE workspace_id = $1
+               AND ($2 IS NULL OR status = $2)
+               AND ($3 IS NULL OR event_type = $3)
+               AND ($4 IS NULL OR instance_id = $4)
+               AND ($5 IS NULL OR strpos(url, $5) > 0)
+               AND ($6 IS NULL OR created_at >= $6)
+               AND ($7 IS NULL OR created_at < $7)
+               AND NOT test",
+        )
+        .bind(workspace.0)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.event_type.map(|e| e.as_str()))
+        .bind(filter.instance_id.as_deref())
+        .bind(filter.url.as_deref())
+        .bind(filter.since.map(|t| t.0))
+        .bind(filter.until.map(|t| t.0))
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            notify(&mut *self.pool.acquire().await?).await?;
+        }
+        Ok(done.rows_affected())
+    }
+
+    async fn deliveries(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT *, id AS cursor FROM deliveries
+             WHERE workspace_id = $1
+               AND ($2 IS NULL OR status = $2)
+               AND ($3 IS NULL OR event_type = $3)
+               AND ($4 IS NULL OR instance_id = $4)
+               AND ($5 IS NULL OR strpos(url, $5) > 0)
+               AND ($6 IS NULL OR created_at >= $6)
+               AND ($7 IS NULL OR created_at < $7)
+               AND ($8 IS NULL OR id < $8)
+             ORDER BY id DESC LIMIT $9",
+        )
+        .bind(workspace.0)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.event_type.map(|e| e.as_str()))
+        .bind(filter.instance_id.as_deref())
+        .bind(filter.url.as_deref())
+        .bind(filter.since.map(|t| t.0))
+        .bind(filter.until.map(|t| t.0))
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        page(rows, limit, delivery_from_row)
+    }
+
+    async fn delivery(
+        &self,
+        workspace: WorkspaceId,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        // One read transaction, so the delivery and its attempts are one consistent snapshot.
+        let mut tx = self.pool.begin().await?;
+        let row =
+            sqlx::query("SELECT * FROM deliveries WHERE workspace_id = $1 AND webhook_id = $2")
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = delivery_from_row(&row)?;
+        let attempts = sqlx::query(
+            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt
+             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+        )
+        .bind(delivery.key)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                started_at: Millis(r.try_get("started_at")?),
+                duration_ms: r.try_get("duration_ms")?,
+                outcome: AttemptOutcome::from_stored(r.try_get("outcome")?),
+                status_code: r.try_get("status_code")?,
+                error: r.try_get("error")?,
+                response_excerpt: r.try_get("response_excerpt")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn redeliver(
+        &self,
+        workspace: WorkspaceId,
+        id: &DeliveryId,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1
+             WHERE workspace_id = $2 AND webhook_id = $3",
+        )
+        .bind(now.0)
+        .bind(workspace.0)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            notify(&mut *self.pool.acquire().await?).await?;
+        }
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Announces due deliveries to every node; PostgreSQL delivers it when the transaction commits.
+async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The process name of test callbacks.
+const TEST_PROCESS: &str = "herald-test";
+
+fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        key: r.try_get("id")?,
+        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+        test: r.try_get("test")?,
+        id: DeliveryId::from_stored(r.try_get("webhook_id")?),
+        event_type: event_from_stored(r.try_get("event_type")?),
+        instance_id: r.try_get("instance_id")?,
+        process_name: r.try_get("process_name")?,
+        url: r.try_get("url")?,
+        attempts: r.try_get("attempts")?,
+        occurred_at: Millis(r.try_get("created_at")?),
+    })
+}
+
+/// Updates the health of the destinations of these results: a success closes the breaker and
+/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
+/// pauses the URL, holding its deliveries except the one that will probe.
+async fn record_health(
+    tx: &mut sqlx::PgConnection,
+    results: &[AttemptResult],
+    breaker: &BreakerPolicy,
+    now: Millis,
+) -> Result<()> {
+    use crate::domain::{AfterFailure, AttemptOutcome};
+    for r in results.iter().filter(|r| !r.test) {
+        if r.attempt.outcome == AttemptOutcome::Success {
+            let was_open: Option<(String, i64)> = sqlx::query_as(
+                "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
+                        probe_interval_ms = 0, last_success_at = $1
+                 WHERE workspace_id = $2 AND url = $3 RETURNING state, consecutive_failures",
+            )
+            .bind(now.0)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if was_open.is_some() {
+                sqlx::query(
+                    "UPDATE deliveries SET next_attempt_at = $1
+                     WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at >= $4",
+                )
+                .bind(now.0)
+                .bind(r.workspace_id.0)
+                .bind(&r.url)
+                .bind(HELD)
+                .execute(&mut *tx)
+                .await?;
+            }
+            continue;
+        }
+        let (state, failures, interval_ms): (String, i64, i64) = sqlx::query_as(
+            "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
+             VALUES ($1, $2, 'closed', 1, $3, $4)
+             ON CONFLICT (workspace_id, url) DO UPDATE SET
+                consecutive_failures = destinations.consecutive_failures + 1,
+                last_failure_at = excluded.last_failure_at,
+                last_error = excluded.last_error
+             RETURNING state, consecutive_failures, probe_interval_ms",
+        )
+        .bind(r.workspace_id.0)
+        .bind(&r.url)
+        .bind(now.0)
+        .bind(&r.attempt.error)
+        .fetch_one(&mut *tx)
+        .await?;
+        let last = std::time::Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
+        let was_open = state == "open";
+        if was_open {
+            // A failed probe: the delivery waits with the others, even if its own schedule ran
+            // out, because nothing is dropped while its URL is paused.
+            sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1 WHERE id = $2 AND status = 'failed'")
+                .bind(HELD)
+                .bind(r.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let AfterFailure::Pause(pause) = breaker.after_failure(failures, was_open, last) {
+            let until = now.plus(pause);
+            sqlx::query(
+                "UPDATE destinations SET state = 'open', probe_interval_ms = $1, paused_until = $2
+                 WHERE workspace_id = $3 AND url = $4",
+            )
+            .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
+            .bind(until.0)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+            // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
+            // pause is over. Rows leased by attempts still in flight keep their lease.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1
+                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
+            )
+            .bind(HELD)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn process_from_row(row: &PgRow) -> Result<ProcessRecord> {
+    let name: String = row.try_get("name")?;
+    Ok(ProcessRecord {
+        name: ProcessName::parse(&name).map_err(|e| sqlx::Error::Decode(e.0.into()))?,
+        title: row.try_get("title")?,
+        created_at: Millis(row.try_get("created_at")?),
+        created_by: row.try_get("created_by")?,
+        instance_count: row.try_get("n")?,
+    })
+}
+
+/// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
+fn page<T>(rows: Vec<PgRow>, limit: i64, decode: impl Fn(&PgRow) -> Result<T>) -> Result<Page<T>> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut next_cursor = None;
+    for row in rows.iter().take(limit) {
+        items.push(decode(row)?);
+        next_cursor = Some(row.try_get::<i64, _>("cursor")?);
+    }
+    Ok(Page {
+        items,
+        next_cursor: if more { next_cursor } else { None },
+    })
+}

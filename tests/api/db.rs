@@ -1,0 +1,109 @@
+//! Fresh databases for tests: a SQLite file in a temporary folder, or a new PostgreSQL database
+//! on the machine's server (or `HERALD_TEST_POSTGRES_URL`), dropped afterwards.
+//!
+//! PostgreSQL tests never skip silently: an unreachable server fails them, unless the person
+//! running the tests sets `HERALD_TEST_SKIP_POSTGRES=1` on purpose (refused under `CI=true`).
+
+use herald::storage::{self, Store};
+use std::sync::Arc;
+
+/// The server PostgreSQL tests use, as a URL to its maintenance database.
+pub fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Whether PostgreSQL tests were switched off explicitly (never under CI).
+pub fn postgres_skipped() -> bool {
+    let skip = std::env::var("HERALD_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+    if skip && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("HERALD_TEST_SKIP_POSTGRES=1 is not allowed under CI=true");
+    }
+    if skip {
+        eprintln!("SKIPPED: PostgreSQL test (HERALD_TEST_SKIP_POSTGRES=1)");
+    }
+    skip
+}
+
+/// A database that exists for one test.
+pub enum TestDb {
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        name: String,
+    },
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+        TestDb::Sqlite { url, _dir: dir }
+    }
+
+    /// Creates `herald_test_<random>` on the test server.
+    pub async fn postgres() -> Self {
+        herald::startup::install_tls_provider();
+        let admin = postgres_admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is needed for this test and {admin} is unreachable: {e}")
+            });
+        let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        TestDb::Postgres {
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Opens and migrates a store on this database.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let store = storage::open(self.url()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { name, .. } = self {
+            let name = name.clone();
+            // Drop runs outside any runtime guarantee: use a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(mut conn) =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url())
+                            .await
+                    {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}

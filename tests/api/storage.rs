@@ -1,0 +1,1026 @@
+//! The storage conformance suite: every `Store` operation, written once, run against SQLite and
+//! PostgreSQL (each test on a fresh database).
+
+use crate::db::{TestDb, postgres_skipped};
+use herald::domain::{
+    AttemptOutcome, BreakerPolicy, CallbackUrl, DeliveryStatus, Email, EventType, InstanceData,
+    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, WebhookSettings,
+};
+use herald::storage::{
+    AttemptRecord, AttemptResult, ClaimRequest, DeliveryFilter, HELD, InstanceUpdate, NewUser,
+    NextStep, Store, WorkspaceId, Written,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs each named test against both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::db::TestDb::sqlite();
+                    super::$name(db.store().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if crate::db::postgres_skipped() {
+                        return;
+                    }
+                    let db = crate::db::TestDb::postgres().await;
+                    super::$name(db.store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    bootstrap_happens_once_and_tokens_resolve,
+    settings_round_trip,
+    processes_are_unique_per_workspace,
+    concurrent_creates_are_numbered_gap_free,
+    updates_are_compare_and_set,
+    delete_and_restore_move_through_the_recycle_bin,
+    the_outbox_queues_one_delivery_per_enabled_url,
+    claims_lease_and_never_hand_out_a_delivery_twice,
+    claims_keep_per_instance_order,
+    claims_respect_the_per_host_cap,
+    results_are_recorded_and_the_log_filters,
+    the_breaker_holds_and_releases_a_url,
+    pruning_removes_only_old_finished_deliveries,
+    redelivery_single_and_bulk,
+    test_deliveries_are_leased_and_logged,
+    concurrent_claimers_never_overlap,
+);
+
+const NODE: &str = "node-a";
+
+async fn setup(store: &Arc<dyn Store>) -> WorkspaceId {
+    let admin = NewUser {
+        email: Email::parse("admin@example.com").unwrap(),
+        display_name: "Admin".into(),
+        role: Role::Administrator,
+        password_hash: "x".into(),
+    };
+    let token = herald::domain::ApiToken::parse("conformance-token-123456").unwrap();
+    assert!(
+        store
+            .bootstrap("default", &admin, &token.hash())
+            .await
+            .unwrap()
+    );
+    store.workspace_id("default").await.unwrap().unwrap()
+}
+
+fn settings(created: &[&str], updated: &[&str], deleted: &[&str]) -> WebhookSettings {
+    let list = |urls: &[&str]| urls.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+    let (c, u, d) = (list(created), list(updated), list(deleted));
+    WebhookSettings::parse([
+        (!c.is_empty(), &c),
+        (!u.is_empty(), &u),
+        (!d.is_empty(), &d),
+    ])
+    .unwrap()
+}
+
+async fn process(store: &Arc<dyn Store>, ws: WorkspaceId, name: &str) -> ProcessName {
+    let name = ProcessName::parse(name).unwrap();
+    store
+        .create_process(ws, &name, &ProcessTitle::parse("T").unwrap(), "me")
+        .await
+        .unwrap();
+    name
+}
+
+async fn create(store: &Arc<dyn Store>, ws: WorkspaceId, p: &ProcessName) -> InstanceId {
+    store
+        .create_instance(
+            ws,
+            p,
+            &InstanceData::empty(),
+            &InstanceStatus::default_status(),
+            "me",
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+fn claim(now: Millis, limit: i64, cap: i64) -> ClaimRequest<'static> {
+    ClaimRequest {
+        node: NODE,
+        now,
+        lease_until: now.plus(Duration::from_secs(15)),
+        limit,
+        per_host_cap: cap,
+    }
+}
+
+fn result(
+    c: &herald::storage::ClaimedDelivery,
+    ws: WorkspaceId,
+    ok: bool,
+    next: NextStep,
+) -> AttemptResult {
+    AttemptResult {
+        key: c.key,
+        workspace_id: ws,
+        url: c.url.clone(),
+        test: c.test,
+        attempt: AttemptRecord {
+            started_at: Millis::now(),
+            duration_ms: 3,
+            outcome: if ok {
+                AttemptOutcome::Success
+            } else {
+                AttemptOutcome::HttpStatus
+            },
+            status_code: Some(if ok { 200 } else { 500 }),
+            error: (!ok).then(|| "HTTP 500".to_owned()),
+            response_excerpt: Some("body".into()),
+        },
+        next,
+    }
+}
+
+async fn bootstrap_happens_once_and_tokens_resolve(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let again = NewUser {
+        email: Email::parse("other@example.com").unwrap(),
+        display_name: "O".into(),
+        role: Role::Administrator,
+        password_hash: "x".into(),
+    };
+    let token = herald::domain::ApiToken::generate();
+    assert!(
+        !store
+            .bootstrap("default", &again, &token.hash())
+            .await
+            .unwrap(),
+        "only the first bootstrap creates"
+    );
+    let caller = store
+        .caller_by_token(
+            &herald::domain::ApiToken::parse("conformance-token-123456")
+                .unwrap()
+                .hash(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (caller.workspace_id, caller.role),
+        (ws, Role::Administrator)
+    );
+    assert!(
+        store
+            .caller_by_token(&token.hash())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let dev = NewUser {
+        email: Email::parse("dev@example.com").unwrap(),
+        display_name: "D".into(),
+        role: Role::Developer,
+        password_hash: "x".into(),
+    };
+    let id = store.create_user(ws, &dev).await.unwrap();
+    store.add_token(id, &token.hash()).await.unwrap();
+    assert_eq!(
+        store
+            .caller_by_token(&token.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
+        Role::Developer
+    );
+    assert!(matches!(
+        store.create_user(ws, &dev).await,
+        Err(herald::storage::StorageError::Duplicate(_))
+    ));
+    let users = store.users(ws).await.unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+        ["admin@example.com", "dev@example.com"]
+    );
+}
+
+async fn settings_round_trip(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    assert_eq!(
+        store.webhook_settings(ws).await.unwrap(),
+        WebhookSettings::default()
+    );
+    let mut s = settings(
+        &["https://b.example/2", "https://a.example/1"],
+        &[],
+        &["https://d.example/"],
+    );
+    s.deleted.enabled = false;
+    store.save_webhook_settings(ws, &s).await.unwrap();
+    let read = store.webhook_settings(ws).await.unwrap();
+    assert_eq!(read, s, "order kept, a disabled event keeps its URLs");
+    store
+        .save_webhook_settings(ws, &WebhookSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook_settings(ws).await.unwrap(),
+        WebhookSettings::default()
+    );
+}
+
+async fn processes_are_unique_per_workspace(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "leave-request").await;
+    let dup = store
+        .create_process(ws, &p, &ProcessTitle::parse("Again").unwrap(), "me")
+        .await;
+    assert!(matches!(
+        dup,
+        Err(herald::storage::StorageError::Duplicate(_))
+    ));
+    process(&store, ws, "audit").await;
+    let names: Vec<String> = store
+        .processes(ws)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["audit", "leave-request"]);
+    assert!(
+        store
+            .process(ws, &ProcessName::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let missing = store
+        .create_instance(
+            ws,
+            &ProcessName::parse("nope").unwrap(),
+            &InstanceData::empty(),
+            &InstanceStatus::default_status(),
+            "me",
+        )
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+}
+
+async fn concurrent_creates_are_numbered_gap_free(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "p").await;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let (store, p) = (Arc::clone(&store), p.clone());
+        tasks.push(tokio::spawn(async move {
+            create(&store, ws, &p).await.number()
+        }));
+    }
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.push(t.await.unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=30).collect::<Vec<i64>>());
+    let page = store.instances(ws, &p, None, 10).await.unwrap();
+    assert_eq!(page.items[0].id.as_str(), "p-30");
+    let next = store
+        .instances(ws, &p, page.next_cursor, 100)
+        .await
+        .unwrap();
+    assert_eq!(next.items.len(), 20);
+    assert!(next.next_cursor.is_none());
+}
+
+async fn updates_are_compare_and_set(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "p").await;
+    let id = create(&store, ws, &p).await;
+    let data = InstanceData::parse(json!({"a": 1})).unwrap();
+    let update = |v| InstanceUpdate {
+        data: data.clone(),
+        status: InstanceStatus::parse("Review").unwrap(),
+        expected_version: v,
+    };
+    let Written::Done(done) = store
+        .update_instance(ws, &id, &update(1), "you")
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            done.version,
+            done.status.as_str(),
+            done.modified_by.as_str()
+        ),
+        (2, "Review", "you")
+    );
+    assert_eq!(done.data, data);
+    assert_eq!(
+        store
+            .update_instance(ws, &id, &update(1), "you")
+            .await
+            .unwrap(),
+        Written::VersionChanged
+    );
+    let ghost = InstanceId::parse("p-99").unwrap();
+    assert_eq!(
+        store
+            .update_instance(ws, &ghost, &update(1), "you")
+            .await
+            .unwrap(),
+        Written::NotFound
+    );
+    store.delete_instance(ws, &id, "you").await.unwrap();
+    assert_eq!(
+        store
+            .update_instance(ws, &id, &update(2), "you")
+            .await
+            .unwrap(),
+        Written::WrongState
+    );
+}
+
+async fn delete_and_restore_move_through_the_recycle_bin(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "p").await;
+    let id = create(&store, ws, &p).await;
+    assert!(matches!(
+        store.restore_instance(ws, &id, "me").await.unwrap(),
+        Written::WrongState
+    ));
+    assert!(matches!(
+        store.delete_instance(ws, &id, "me").await.unwrap(),
+        Written::Done(_)
+    ));
+    assert!(matches!(
+        store.delete_instance(ws, &id, "me").await.unwrap(),
+        Written::WrongState
+    ));
+    assert!(
+        store
+            .instance(ws, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_some()
+    );
+    assert!(
+        store
+            .instances(ws, &p, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        store.recycle_bin(ws, None, 10).await.unwrap().items[0].id,
+        id
+    );
+    assert_eq!(
+        store.process(ws, &p).await.unwrap().unwrap().instance_count,
+        0
+    );
+    let Written::Done(back) = store.restore_instance(ws, &id, "me").await.unwrap() else {
+        panic!()
+    };
+    assert!(back.deleted_at.is_none());
+    assert!(
+        store
+            .recycle_bin(ws, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .delete_instance(ws, &InstanceId::parse("p-7").unwrap(), "me")
+            .await
+            .unwrap(),
+        Written::NotFound
+    );
+}
+
+async fn the_outbox_queues_one_delivery_per_enabled_url(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let mut s = settings(
+        &["https://a.example/", "https://b.example/"],
+        &["https://u.example/"],
+        &["https://d.example/"],
+    );
+    s.deleted.enabled = false;
+    store.save_webhook_settings(ws, &s).await.unwrap();
+    let p = process(&store, ws, "p").await;
+    let id = create(&store, ws, &p).await;
+    let update = InstanceUpdate {
+        data: InstanceData::parse(json!({"x": 1})).unwrap(),
+        status: InstanceStatus::default_status(),
+        expected_version: 1,
+    };
+    store.update_instance(ws, &id, &update, "me").await.unwrap();
+    store.delete_instance(ws, &id, "me").await.unwrap();
+    store.restore_instance(ws, &id, "me").await.unwrap();
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 50)
+        .await
+        .unwrap()
+        .items;
+    let mut seen: Vec<(EventType, String)> =
+        log.iter().map(|d| (d.event_type, d.url.clone())).collect();
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        seen.len(),
+        5,
+        "2 created + 1 updated + 0 deleted + 2 created on restore: {seen:?}"
+    );
+    assert!(log.iter().all(|d| d.status == DeliveryStatus::Pending
+        && d.instance_id == "p-1"
+        && d.process_name == "p"));
+    assert!(
+        log.iter()
+            .all(|d| d.id.as_str().starts_with("msg_") && d.id.as_str().len() == 36)
+    );
+}
+
+async fn claims_lease_and_never_hand_out_a_delivery_twice(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let now = Millis::now();
+    let first = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    assert_eq!(first.len(), 6);
+    assert!(
+        store
+            .claim_due(claim(now, 100, 100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased rows are not claimed again"
+    );
+    // After the lease ends (a crashed node), another claim takes them over.
+    let later = now.plus(Duration::from_secs(16));
+    let again = store.claim_due(claim(later, 100, 100)).await.unwrap();
+    assert_eq!(again.len(), 6);
+    // Not due yet: nothing.
+    let none = store
+        .claim_due(claim(Millis(now.0 - 60_000), 100, 100))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn claims_keep_per_instance_order(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/"], &["https://a.example/"], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    let one = create(&store, ws, &p).await;
+    let two = create(&store, ws, &p).await;
+    for v in 1..=2 {
+        let update = InstanceUpdate {
+            data: InstanceData::parse(json!({"v": v})).unwrap(),
+            status: InstanceStatus::default_status(),
+            expected_version: v,
+        };
+        store
+            .update_instance(ws, &one, &update, "me")
+            .await
+            .unwrap();
+    }
+    let now = Millis::now();
+    let claimed = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    let got: Vec<(String, EventType)> = claimed
+        .iter()
+        .map(|c| (c.instance_id.clone(), c.event_type))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (one.to_string(), EventType::Created),
+            (two.to_string(), EventType::Created)
+        ],
+        "later events of p-1 wait"
+    );
+    let first = claimed
+        .iter()
+        .find(|c| c.instance_id == one.as_str())
+        .unwrap();
+    store
+        .record_attempts(
+            &[result(first, ws, true, NextStep::Succeeded)],
+            &BreakerPolicy::default(),
+        )
+        .await
+        .unwrap();
+    let next = store
+        .claim_due(claim(now.plus(Duration::from_millis(1)), 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (next[0].instance_id.as_str(), next[0].event_type),
+        (one.as_str(), EventType::Updated)
+    );
+    // A retry scheduled later still holds back the rest of its instance.
+    store
+        .record_attempts(
+            &[result(
+                &next[0],
+                ws,
+                false,
+                NextStep::RetryAt(now.plus(Duration::from_secs(60))),
+            )],
+            &BreakerPolicy::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due(claim(now.plus(Duration::from_secs(1)), 100, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn claims_respect_the_per_host_cap(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(
+                &[
+                    "https://one.example/a",
+                    "https://one.example/b",
+                    "https://two.example/",
+                ],
+                &[],
+                &[],
+            ),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..4 {
+        create(&store, ws, &p).await;
+    }
+    let now = Millis::now();
+    let first = store.claim_due(claim(now, 100, 3)).await.unwrap();
+    let count = |list: &[herald::storage::ClaimedDelivery], host: &str| {
+        list.iter().filter(|c| c.url.contains(host)).count()
+    };
+    assert_eq!(
+        (count(&first, "one.example"), count(&first, "two.example")),
+        (3, 3)
+    );
+    let second = store.claim_due(claim(now, 100, 3)).await.unwrap();
+    assert!(
+        second.is_empty(),
+        "both hosts are at their cap while leases run"
+    );
+    store
+        .record_attempts(
+            &[result(&first[0], ws, true, NextStep::Succeeded)],
+            &BreakerPolicy::default(),
+        )
+        .await
+        .unwrap();
+    let third = store.claim_due(claim(now, 100, 3)).await.unwrap();
+    assert_eq!(third.len(), 1, "one slot freed on one host");
+}
+
+async fn results_are_recorded_and_the_log_filters(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    create(&store, ws, &p).await;
+    create(&store, ws, &p).await;
+    let now = Millis::now();
+    let claimed = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| {
+            if c.url.contains("a.example") {
+                result(c, ws, true, NextStep::Succeeded)
+            } else {
+                result(c, ws, false, NextStep::Failed)
+            }
+        })
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    let filter = |status| DeliveryFilter {
+        status: Some(status),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .deliveries(ws, &filter(DeliveryStatus::Succeeded), None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let failed = store
+        .deliveries(ws, &filter(DeliveryStatus::Failed), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(failed.len(), 2);
+    assert_eq!(
+        (
+            failed[0].attempts,
+            failed[0].last_status_code,
+            failed[0].last_error.as_deref()
+        ),
+        (1, Some(500), Some("HTTP 500"))
+    );
+    let by_instance = DeliveryFilter {
+        instance_id: Some("p-2".into()),
+        url: Some("b.example".into()),
+        ..Default::default()
+    };
+    let one = store
+        .deliveries(ws, &by_instance, None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(one.len(), 1);
+    let (d, attempts) = store.delivery(ws, &one[0].id).await.unwrap().unwrap();
+    assert_eq!(d.id, one[0].id);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, AttemptOutcome::HttpStatus);
+    assert_eq!(attempts[0].response_excerpt.as_deref(), Some("body"));
+    let page = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 3)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let rest = store
+        .deliveries(ws, &DeliveryFilter::default(), page.next_cursor, 3)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(page.items[0].key > page.items[1].key, "newest first");
+    let future = DeliveryFilter {
+        since: Some(now.plus(Duration::from_secs(60))),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .deliveries(ws, &future, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://down.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    let policy = BreakerPolicy {
+        threshold: 3,
+        first_probe: Duration::from_secs(10),
+        max_probe: Duration::from_secs(60),
+    };
+    for _ in 0..4 {
+        create(&store, ws, &p).await;
+    }
+    let now = Millis::now();
+    let claimed = store.claim_due(claim(now, 3, 100)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let retry = NextStep::RetryAt(now.plus(Duration::from_secs(1)));
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| result(c, ws, false, retry))
+        .collect();
+    store.record_attempts(&results, &policy).await.unwrap();
+    let health = store.destinations(ws).await.unwrap();
+    assert!(health[0].open);
+    assert_eq!(health[0].consecutive_failures, 3);
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        log.iter().all(|d| d.next_attempt_at == Some(Millis(HELD))),
+        "every delivery of the URL is held"
+    );
+    // New events while paused are held too.
+    create(&store, ws, &p).await;
+    assert!(
+        store
+            .claim_due(claim(now.plus(Duration::from_secs(5)), 100, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the pause is over exactly one probe becomes due.
+    let after = now.plus(Duration::from_secs(11));
+    store.promote_probes(after).await.unwrap();
+    store.promote_probes(after).await.unwrap();
+    let probe = store.claim_due(claim(after, 100, 100)).await.unwrap();
+    assert_eq!(probe.len(), 1);
+    store
+        .record_attempts(&[result(&probe[0], ws, true, NextStep::Succeeded)], &policy)
+        .await
+        .unwrap();
+    assert!(!store.destinations(ws).await.unwrap()[0].open);
+    let released = store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        released.len(),
+        4,
+        "the first success releases every held delivery"
+    );
+}
+
+async fn pruning_removes_only_old_finished_deliveries(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let claimed = store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| {
+            if c.url.contains("a.example") {
+                result(c, ws, true, NextStep::Succeeded)
+            } else {
+                result(
+                    c,
+                    ws,
+                    false,
+                    NextStep::RetryAt(Millis::now().plus(Duration::from_secs(3600))),
+                )
+            }
+        })
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    let later = Millis::now().plus(Duration::from_secs(1));
+    assert_eq!(
+        store.prune(Millis(0), 100).await.unwrap(),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(
+        store.prune(later, 2).await.unwrap(),
+        2,
+        "batches are bounded"
+    );
+    assert_eq!(store.prune(later, 2).await.unwrap(), 1);
+    let left = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|d| d.status == DeliveryStatus::Pending));
+}
+
+async fn redelivery_single_and_bulk(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    create(&store, ws, &p).await;
+    let claimed = store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| result(c, ws, false, NextStep::Failed))
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    let now = Millis::now();
+    assert!(store.redeliver(ws, &claimed[0].id, now).await.unwrap());
+    assert!(
+        !store
+            .redeliver(ws, &herald::domain::DeliveryId::generate(), now)
+            .await
+            .unwrap()
+    );
+    let failed = DeliveryFilter {
+        status: Some(DeliveryStatus::Failed),
+        ..Default::default()
+    };
+    assert_eq!(store.redeliver_matching(ws, &failed, now).await.unwrap(), 1);
+    let again = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again.iter().map(|c| c.attempts).collect::<Vec<_>>(), [1, 1]);
+}
+
+async fn test_deliveries_are_leased_and_logged(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let url = CallbackUrl::parse("https://t.example/hook").unwrap();
+    let now = Millis::now();
+    let c = store
+        .create_test_delivery(
+            ws,
+            EventType::Deleted,
+            &url,
+            "herald-test-1",
+            claim(now, 1, 8),
+        )
+        .await
+        .unwrap();
+    assert!(c.test);
+    assert_eq!(
+        (
+            c.event_type,
+            c.instance_id.as_str(),
+            c.process_name.as_str()
+        ),
+        (EventType::Deleted, "herald-test-1", "herald-test")
+    );
+    assert!(
+        store.claim_due(claim(now, 10, 8)).await.unwrap().is_empty(),
+        "the API holds its lease"
+    );
+    store
+        .record_attempts(
+            &[result(&c, ws, false, NextStep::Failed)],
+            &BreakerPolicy::default(),
+        )
+        .await
+        .unwrap();
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert!(log[0].test);
+    assert!(
+        store.destinations(ws).await.unwrap().is_empty(),
+        "test callbacks do not count towards health"
+    );
+}
+
+async fn concurrent_claimers_never_overlap(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..100 {
+        create(&store, ws, &p).await;
+    }
+    let mut tasks = Vec::new();
+    for node in ["n1", "n2", "n3", "n4"] {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let now = Millis::now();
+                let request = ClaimRequest {
+                    node,
+                    now,
+                    lease_until: now.plus(Duration::from_secs(30)),
+                    limit: 7,
+                    per_host_cap: 1000,
+                };
+                let got = store.claim_due(request).await.unwrap();
+                if got.is_empty() {
+                    break mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.key));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), total, "a delivery was claimed twice");
+    assert_eq!(total, 200);
+}
+
+/// A node refuses a schema newer than it knows, on both backends, with a message that says what
+/// to do; and `--no-migrate` refuses an old one.
+async fn schema_versions_are_checked(db: TestDb, bump: &'static str) {
+    let store = db.store().await;
+    store.check_schema().await.unwrap();
+    match &db {
+        TestDb::Sqlite { url, .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(bump).execute(&mut c).await.unwrap();
+        }
+        TestDb::Postgres { url, .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(bump).execute(&mut c).await.unwrap();
+        }
+    }
+    let err = store.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("newer than this Herald knows"), "{err}");
+    assert!(store.check_schema().await.is_err());
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    schema_versions_are_checked(
+        TestDb::sqlite(),
+        "INSERT INTO herald_schema (version, name, applied_at) VALUES (999, 'future', 0)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_newer_schema() {
+    if postgres_skipped() {
+        return;
+    }
+    schema_versions_are_checked(
+        TestDb::postgres().await,
+        "INSERT INTO herald_schema (version, name, applied_at) VALUES (999, 'future', 0)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn no_migrate_refuses_an_unmigrated_database() {
+    let db = TestDb::sqlite();
+    let store = herald::storage::open(db.url()).await.unwrap();
+    let err = store.check_schema().await.unwrap_err().to_string();
+    assert!(err.contains("herald migrate"), "{err}");
+}
