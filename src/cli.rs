@@ -133,6 +133,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
     };
     let config = config::resolve(file, overrides)?;
+    let signal = startup::termination_signal()?;
     let running = startup::start(config).await?;
     if let Some(b) = &running.bootstrapped {
         println!(
@@ -148,7 +149,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
     println!("Herald is listening on http://{}", running.addr);
     let stop = running.shutdown_token();
     tokio::spawn(async move {
-        startup::termination_signal().await;
+        signal.await;
         tracing::info!("shutting down: no new work; finishing callbacks in flight");
         stop.cancel();
     });
