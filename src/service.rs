@@ -197,7 +197,8 @@ impl Herald {
             .store
             .create_test_delivery(caller.workspace_id, event, url, &instance_id, request)
             .await?;
-        let result = crate::delivery::attempt(&out.client, &claimed, &out.retry).await;
+        let result =
+            crate::delivery::attempt(&out.client, &claimed, &out.retry, &out.node_id).await;
         self.store
             .record_attempts(std::slice::from_ref(&result), &out.breaker)
             .await?;

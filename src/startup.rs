@@ -107,7 +107,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         config.callback_timeout,
     )?;
-    let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let node_id = format!(
+        "node-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
     let lease_margin = Duration::from_secs(5);
     let outbound = Outbound {
         client: client.clone(),

@@ -106,12 +106,13 @@ CREATE TABLE deliveries (
     updated_at        INTEGER NOT NULL
 );
 
--- The worker's queue: pending rows by due time.
+-- The worker's queue: pending rows by due time, overall and per destination host.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
--- Per-instance, per-URL ordering: is an earlier delivery still pending?
-CREATE INDEX deliveries_order ON deliveries (workspace_id, instance_id, url, id) WHERE status = 'pending';
--- Pending deliveries of one URL (circuit breaker holds and releases).
-CREATE INDEX deliveries_by_url ON deliveries (workspace_id, url, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_due_by_host ON deliveries (host, next_attempt_at, id) WHERE status = 'pending';
+-- Pending deliveries by destination: per-instance, per-URL ordering ("is an earlier delivery of
+-- this instance to this URL still pending?") and the circuit breaker's holds and releases of one
+-- URL. One index serves both, so the planner cannot pick a URL-wide scan for the ordering check.
+CREATE INDEX deliveries_pending_key ON deliveries (workspace_id, url, instance_id, id) WHERE status = 'pending';
 -- Attempts in flight per host (the per-host concurrency cap); leases are cleared on completion.
 CREATE INDEX deliveries_leased ON deliveries (host, lease_until) WHERE lease_until IS NOT NULL;
 -- The delivery log, newest first.
@@ -136,6 +137,7 @@ CREATE TABLE destinations (
 CREATE TABLE delivery_attempts (
     id                INTEGER PRIMARY KEY,
     delivery_id       INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    node              TEXT NOT NULL,
     started_at        INTEGER NOT NULL,
     duration_ms       INTEGER NOT NULL,
     outcome           TEXT NOT NULL,

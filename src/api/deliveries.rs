@@ -108,6 +108,7 @@ pub struct AttemptView {
     status_code: Option<i64>,
     error: Option<String>,
     response_excerpt: Option<String>,
+    node: String,
 }
 
 impl From<AttemptRecord> for AttemptView {
@@ -119,6 +120,7 @@ impl From<AttemptRecord> for AttemptView {
             status_code: a.status_code,
             error: a.error,
             response_excerpt: a.response_excerpt,
+            node: a.node,
         }
     }
 }

@@ -101,10 +101,13 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
         let (results_tx, results_rx) = mpsc::unbounded_channel::<AttemptResult>();
+        // Results stored mean slots freed (here and in the per-host counts) and maybe the next
+        // delivery of an instance unblocked: that wakes the loop at once.
+        let stored = Arc::new(Notify::new());
         let writer = tokio::spawn(write_results(
             Arc::clone(&self.store),
             results_rx,
-            Arc::clone(&self.wake),
+            Arc::clone(&stored),
             self.config.breaker,
         ));
         let housekeeping = tokio::spawn(housekeeping(
@@ -115,13 +118,17 @@ impl Worker {
         ));
         let mut in_flight = JoinSet::new();
         let lease = self.client.timeout() + self.config.lease_margin;
+        // Claims in a row that found nothing: while work is announced but cannot be claimed (its
+        // host is at its cap, or it waits for an earlier delivery), announcements are coalesced
+        // over a growing quiet period instead of each triggering a claim.
+        let mut empty_claims: u32 = 0;
 
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
             let free = permits.available_permits().min(self.config.claim_batch);
             if free == 0 {
                 tokio::select! {
-                    _ = self.wake.notified() => {}
+                    _ = stored.notified() => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -146,6 +153,11 @@ impl Worker {
                 }
             };
             let full_batch = claimed.len() == free;
+            empty_claims = if claimed.is_empty() {
+                empty_claims.saturating_add(1)
+            } else {
+                0
+            };
             for delivery in claimed {
                 let permit = Arc::clone(&permits)
                     .try_acquire_owned()
@@ -153,8 +165,9 @@ impl Worker {
                 let client = self.client.clone();
                 let retry = self.config.retry.clone();
                 let tx = results_tx.clone();
+                let node = self.config.node_id.clone();
                 in_flight.spawn(async move {
-                    let result = attempt(&client, &delivery, &retry).await;
+                    let result = attempt(&client, &delivery, &retry, &node).await;
                     drop(permit);
                     let _ = tx.send(result);
                 });
@@ -164,10 +177,19 @@ impl Worker {
             }
             // Idle: sleep until a write wakes us (ours, or another node's NOTIFY) or the poll
             // interval passes (retries coming due, leases expiring, other nodes' work on SQLite).
-            let sleep_for = self.config.idle_poll;
+            let quiet = match empty_claims {
+                0 => Duration::ZERO,
+                n => (Duration::from_millis(2) * 2u32.saturating_pow(n.min(8) - 1))
+                    .min(Duration::from_millis(200)),
+            };
+            let announced = async {
+                tokio::time::sleep(quiet).await;
+                self.wake.notified().await;
+            };
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
+                _ = stored.notified() => {}
+                _ = announced => {}
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -192,6 +214,7 @@ pub async fn attempt(
     client: &CallbackClient,
     delivery: &ClaimedDelivery,
     retry: &RetrySchedule,
+    node: &str,
 ) -> AttemptResult {
     let result = match CallbackUrl::parse(&delivery.url) {
         Ok(url) => {
@@ -235,12 +258,12 @@ pub async fn attempt(
         workspace_id: delivery.workspace_id,
         url: delivery.url.clone(),
         test: delivery.test,
-        attempt: to_record(result),
+        attempt: to_record(result, node),
         next,
     }
 }
 
-fn to_record(a: Attempt) -> AttemptRecord {
+fn to_record(a: Attempt, node: &str) -> AttemptRecord {
     AttemptRecord {
         started_at: a.started_at,
         duration_ms: i64::try_from(a.duration.as_millis()).unwrap_or(i64::MAX),
@@ -248,6 +271,7 @@ fn to_record(a: Attempt) -> AttemptRecord {
         status_code: a.status_code.map(i64::from),
         error: a.error,
         response_excerpt: a.response_excerpt,
+        node: node.to_owned(),
     }
 }
 
@@ -257,7 +281,7 @@ fn to_record(a: Attempt) -> AttemptRecord {
 async fn write_results(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<AttemptResult>,
-    wake: Arc<Notify>,
+    stored: Arc<Notify>,
     breaker: BreakerPolicy,
 ) {
     let mut batch = Vec::with_capacity(256);
@@ -269,7 +293,7 @@ async fn write_results(
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         batch.clear();
-        wake.notify_one();
+        stored.notify_one();
     }
 }
 

@@ -174,6 +174,8 @@ pub struct AttemptRecord {
     pub status_code: Option<i64>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// The node that made the attempt.
+    pub node: String,
 }
 
 /// `next_attempt_at` of a delivery held back by an open circuit breaker: far in the future, so

@@ -665,32 +665,38 @@ impl Store for PostgresStore {
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
         let mut tx = self.pool.begin().await?;
-        // The inner query takes a window of the due queue (skipping hosts already at their cap);
-        // the window function then keeps, per host, only as many as its free slots.
+        // Per destination host (those configured, and any at the front of the queue), take as
+        // many due rows as the host has free slots, in due order, from the per-host index: a
+        // host at its cap costs nothing and never hides the others behind its backlog.
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = $1, leased_by = $2
              WHERE id IN (
-                SELECT c.id FROM (
-                    SELECT w.id, w.host, w.next_attempt_at,
-                           ROW_NUMBER() OVER (PARTITION BY w.host ORDER BY w.next_attempt_at, w.id) AS host_rank
-                    FROM (
-                        SELECT d.id, d.host, d.next_attempt_at FROM deliveries d
-                        WHERE d.status = 'pending' AND d.next_attempt_at <= $3
-                          AND (d.lease_until IS NULL OR d.lease_until <= $3)
-                          AND d.host NOT IN (
-                              SELECT l.host FROM deliveries l WHERE l.lease_until > $3
-                              GROUP BY l.host HAVING COUNT(*) >= $5)
-                          AND NOT EXISTS (
-                              SELECT 1 FROM deliveries e
-                              WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                                AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
-                        ORDER BY d.next_attempt_at, d.id
-                        LIMIT $6
-                        FOR UPDATE SKIP LOCKED
-                    ) w
-                ) c
-                WHERE c.host_rank + (SELECT COUNT(*) FROM deliveries l WHERE l.host = c.host AND l.lease_until > $3) <= $5
-                ORDER BY c.next_attempt_at, c.id
+                WITH busy AS (
+                    SELECT host, COUNT(*) AS n FROM deliveries
+                    WHERE lease_until IS NOT NULL AND lease_until > $3
+                    GROUP BY host),
+                hosts AS (
+                    SELECT DISTINCT host FROM webhook_urls
+                    UNION
+                    SELECT host FROM (
+                        SELECT host FROM deliveries
+                        WHERE status = 'pending' AND next_attempt_at <= $3
+                        ORDER BY next_attempt_at, id LIMIT $6) front)
+                SELECT picked.id FROM hosts h
+                LEFT JOIN busy b ON b.host = h.host
+                CROSS JOIN LATERAL (
+                    SELECT d.id, d.next_attempt_at FROM deliveries d
+                    WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
+                      AND (d.lease_until IS NULL OR d.lease_until <= $3)
+                      AND NOT EXISTS (
+                          SELECT 1 FROM deliveries e
+                          WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                            AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
+                    ORDER BY d.next_attempt_at, d.id
+                    LIMIT GREATEST($5 - COALESCE(b.n, 0), 0)
+                    FOR UPDATE SKIP LOCKED
+                ) picked
+                ORDER BY picked.next_attempt_at, picked.id
                 LIMIT $4)
              RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
         )
@@ -724,8 +730,8 @@ impl Store for PostgresStore {
         for r in results {
             let a = &r.attempt;
             sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(r.key)
             .bind(a.started_at.0)
@@ -734,6 +740,7 @@ impl Store for PostgresStore {
             .bind(a.status_code)
             .bind(&a.error)
             .bind(&a.response_excerpt)
+            .bind(&a.node)
             .execute(&mut *tx)
             .await?;
             let (status, next_at) = match r.next {
@@ -955,7 +962,7 @@ impl Store for PostgresStore {
         let Some(row) = row else { return Ok(None) };
         let delivery = delivery_from_row(&row)?;
         let attempts = sqlx::query(
-            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt
+            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt, node
              FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
         )
         .bind(delivery.key)
@@ -970,6 +977,7 @@ impl Store for PostgresStore {
                 status_code: r.try_get("status_code")?,
                 error: r.try_get("error")?,
                 response_excerpt: r.try_get("response_excerpt")?,
+                node: r.try_get("node")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

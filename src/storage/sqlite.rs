@@ -628,41 +628,71 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
+        // Per destination host (those configured, and any at the front of the queue), take as
+        // many due rows as the host has free slots, in due order, from the per-host index: a
+        // host at its cap costs nothing and never hides the others behind its backlog. SQLite
+        // has no LATERAL join, so this is one small query per host, all in one transaction.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The inner query takes a window of the due queue (skipping hosts already at their cap);
-        // the window function then keeps, per host, only as many as its free slots.
+        let hosts: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT host FROM webhook_urls
+             UNION
+             SELECT host FROM (
+                SELECT host FROM deliveries
+                WHERE status = 'pending' AND next_attempt_at <= ?1
+                ORDER BY next_attempt_at, id LIMIT ?2)",
+        )
+        .bind(request.now.0)
+        .bind(request.limit.saturating_mul(4))
+        .fetch_all(&mut *tx)
+        .await?;
+        let busy: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT host, COUNT(*) FROM deliveries
+             WHERE lease_until IS NOT NULL AND lease_until > ?1 GROUP BY host",
+        )
+        .bind(request.now.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut picked: Vec<(i64, i64)> = Vec::new();
+        for host in hosts {
+            let in_flight = busy.iter().find(|(h, _)| *h == host).map_or(0, |(_, n)| *n);
+            let free = (request.per_host_cap - in_flight).min(request.limit);
+            if free <= 0 {
+                continue;
+            }
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT d.id, d.next_attempt_at FROM deliveries d
+                 WHERE d.host = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+                   AND (d.lease_until IS NULL OR d.lease_until <= ?2)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                         AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
+                 ORDER BY d.next_attempt_at, d.id
+                 LIMIT ?3",
+            )
+            .bind(&host)
+            .bind(request.now.0)
+            .bind(free)
+            .fetch_all(&mut *tx)
+            .await?;
+            picked.extend(rows);
+        }
+        picked.sort_by_key(|(id, at)| (*at, *id));
+        picked.truncate(usize::try_from(request.limit).unwrap_or(0));
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&picked.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .unwrap_or_default();
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
-             WHERE id IN (
-                SELECT c.id FROM (
-                    SELECT w.id, w.host, w.next_attempt_at,
-                           ROW_NUMBER() OVER (PARTITION BY w.host ORDER BY w.next_attempt_at, w.id) AS host_rank
-                    FROM (
-                        SELECT d.id, d.host, d.next_attempt_at FROM deliveries d
-                        WHERE d.status = 'pending' AND d.next_attempt_at <= ?3
-                          AND (d.lease_until IS NULL OR d.lease_until <= ?3)
-                          AND d.host NOT IN (
-                              SELECT l.host FROM deliveries l WHERE l.lease_until > ?3
-                              GROUP BY l.host HAVING COUNT(*) >= ?5)
-                          AND NOT EXISTS (
-                              SELECT 1 FROM deliveries e
-                              WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                                AND e.instance_id = d.instance_id AND e.url = d.url AND e.id < d.id)
-                        ORDER BY d.next_attempt_at, d.id
-                        LIMIT ?6
-                    ) w
-                ) c
-                WHERE c.host_rank + (SELECT COUNT(*) FROM deliveries l WHERE l.host = c.host AND l.lease_until > ?3) <= ?5
-                ORDER BY c.next_attempt_at, c.id
-                LIMIT ?4)
+             WHERE id IN (SELECT value FROM json_each(?3))
              RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
         )
         .bind(request.lease_until.0)
         .bind(request.node)
-        .bind(request.now.0)
-        .bind(request.limit)
-        .bind(request.per_host_cap)
-        .bind(request.limit.saturating_mul(4))
+        .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -687,8 +717,8 @@ impl Store for SqliteStore {
         for r in results {
             let a = &r.attempt;
             sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .bind(r.key)
             .bind(a.started_at.0)
@@ -697,6 +727,7 @@ impl Store for SqliteStore {
             .bind(a.status_code)
             .bind(&a.error)
             .bind(&a.response_excerpt)
+            .bind(&a.node)
             .execute(&mut *tx)
             .await?;
             let (status, next_at) = match r.next {
@@ -915,7 +946,7 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let delivery = delivery_from_row(&row)?;
         let attempts = sqlx::query(
-            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt
+            "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt, node
              FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
         )
         .bind(delivery.key)
@@ -930,6 +961,7 @@ impl Store for SqliteStore {
                 status_code: r.try_get("status_code")?,
                 error: r.try_get("error")?,
                 response_excerpt: r.try_get("response_excerpt")?,
+                node: r.try_get("node")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

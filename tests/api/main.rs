@@ -4,6 +4,7 @@
 mod cli;
 mod db;
 mod delivery;
+mod fleet;
 mod helpers;
 mod instances;
 mod reliability;

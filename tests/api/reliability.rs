@@ -1,7 +1,7 @@
 //! Reliable delivery: Retry-After, test callbacks, bulk redelivery, the circuit breaker,
 //! per-host caps, pruning, and surviving a SIGKILL.
 
-use crate::helpers::{ADMIN_TOKEN, Behaviour, Receiver, TestApp, eventually};
+use crate::helpers::{Behaviour, Receiver, Remote, TestApp, eventually, spawn_herald};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashMap;
@@ -247,7 +247,7 @@ async fn a_sigkill_mid_flight_loses_nothing_and_duplicates_only_what_was_in_flig
     let rx = Receiver::start().await;
     rx.behave("/a", Behaviour::Delay(400));
     rx.behave("/b", Behaviour::Delay(400));
-    let (mut child, base) = spawn_herald(&db).await;
+    let (mut child, base) = spawn_herald(&db, &[]).await;
     let app = Remote::new(&base);
     app.put(
         "/api/v1/webhooks",
@@ -269,7 +269,7 @@ async fn a_sigkill_mid_flight_loses_nothing_and_duplicates_only_what_was_in_flig
     let killed_at = std::time::Instant::now();
     let _ = child.wait().await;
 
-    let (mut child, base) = spawn_herald(&db).await;
+    let (mut child, base) = spawn_herald(&db, &[]).await;
     let app = Remote::new(&base);
     eventually("every delivery succeeds after the restart", || async {
         let (_, log) = app.get("/api/v1/deliveries?limit=200").await;
@@ -301,89 +301,4 @@ async fn a_sigkill_mid_flight_loses_nothing_and_duplicates_only_what_was_in_flig
         "the kill hit attempts in flight, which are retried with the same webhook-id"
     );
     child.kill().await.unwrap();
-}
-
-/// Starts the real binary on a free port with private targets allowed and a 1 s timeout.
-async fn spawn_herald(db: &str) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            db,
-            "--allow-private-network",
-            "--callback-timeout",
-            "1",
-        ])
-        .env("HERALD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("herald prints its address");
-        if let Some(addr) = line.strip_prefix("Herald is listening on ") {
-            break addr.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
-
-/// A small API client for a Herald in another process.
-struct Remote {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Remote {
-    fn new(base: &str) -> Self {
-        Self {
-            base: base.to_owned(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json().await.unwrap_or_default())
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
-
-    async fn put(&self, path: &str, body: serde_json::Value) {
-        let r = self
-            .http
-            .put(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
 }

@@ -146,6 +146,7 @@ fn result(
             status_code: Some(if ok { 200 } else { 500 }),
             error: (!ok).then(|| "HTTP 500".to_owned()),
             response_excerpt: Some("body".into()),
+            node: NODE.into(),
         },
         next,
     }
