@@ -53,6 +53,16 @@ struct ServeArgs {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_network: Option<bool>,
 
+    /// A non-public network callbacks may reach all the same, as a CIDR (repeat the flag, or
+    /// separate with commas in the variable), e.g. 10.20.0.0/16.
+    #[arg(
+        long = "allowed-network",
+        env = "HERALD_ALLOWED_NETWORKS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    allowed_networks: Option<Vec<String>>,
+
     /// Seconds a callback attempt may take, connection included [default: 10].
     #[arg(long, env = "HERALD_CALLBACK_TIMEOUT", value_name = "SECONDS")]
     callback_timeout: Option<u64>,
@@ -124,6 +134,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         database_url: args.db.database_url,
         allow_private_network: args.allow_private_network,
+        allowed_networks: args.allowed_networks,
         callback_timeout: args.callback_timeout,
         retry_schedule: args.retry_schedule,
         max_in_flight: args.max_in_flight,

@@ -20,6 +20,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
     pub allow_private_network: bool,
+    /// Non-public networks callbacks may reach all the same.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Fixed DNS answers (tests).
+    pub resolve_overrides: Vec<(String, std::net::IpAddr)>,
     pub callback_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub max_in_flight: usize,
@@ -48,6 +52,7 @@ impl fmt::Debug for Config {
                 &crate::storage::redact_db_url(&self.database_url),
             )
             .field("allow_private_network", &self.allow_private_network)
+            .field("allowed_networks", &self.allowed_networks)
             .field("callback_timeout", &self.callback_timeout)
             .field("retry_schedule", &self.retry_schedule)
             .field("max_in_flight", &self.max_in_flight)
@@ -69,6 +74,8 @@ impl Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             database_url: database_url.into(),
             allow_private_network: false,
+            allowed_networks: Vec::new(),
+            resolve_overrides: Vec::new(),
             callback_timeout: Duration::from_secs(10),
             retry_schedule: RetrySchedule::default(),
             max_in_flight: 256,
@@ -91,6 +98,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub allow_private_network: Option<bool>,
+    /// CIDRs such as `10.20.0.0/16`.
+    pub allowed_networks: Option<Vec<String>>,
     /// Seconds.
     pub callback_timeout: Option<u64>,
     pub retry_schedule: Option<String>,
@@ -118,6 +127,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub allow_private_network: Option<bool>,
+    pub allowed_networks: Option<Vec<String>>,
     pub callback_timeout: Option<u64>,
     pub retry_schedule: Option<String>,
     pub max_in_flight: Option<usize>,
@@ -145,6 +155,16 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         .allow_private_network
         .or(file.allow_private_network)
         .unwrap_or(false);
+    for cidr in over
+        .allowed_networks
+        .or(file.allowed_networks)
+        .unwrap_or_default()
+    {
+        let net: ipnet::IpNet = cidr.trim().parse().with_context(|| {
+            format!("allowed network `{cidr}` is not a CIDR such as 10.20.0.0/16")
+        })?;
+        config.allowed_networks.push(net.trunc());
+    }
     let timeout = over
         .callback_timeout
         .or(file.callback_timeout)
@@ -222,6 +242,32 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("timeout"));
         assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn allowed_networks_come_from_the_file_or_the_flags() {
+        let file: FileConfig = toml::from_str("allowed_networks = [\"10.20.0.0/16\"]").unwrap();
+        let c = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            c.allowed_networks,
+            vec!["10.20.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
+        let over = Overrides {
+            allowed_networks: Some(vec!["192.168.1.7/24".into()]),
+            ..Default::default()
+        };
+        let c = resolve(FileConfig::default(), over).unwrap();
+        assert_eq!(c.allowed_networks[0].to_string(), "192.168.1.0/24");
+        let bad = Overrides {
+            allowed_networks: Some(vec!["10.0.0.0/33".into()]),
+            ..Default::default()
+        };
+        assert!(
+            resolve(FileConfig::default(), bad)
+                .unwrap_err()
+                .to_string()
+                .contains("10.0.0.0/33")
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Herald {
 /// What the API needs to make a test callback itself.
 pub struct Outbound {
     pub client: CallbackClient,
+    /// The operator's egress rule, also applied when URLs are saved.
+    pub egress: crate::delivery::EgressPolicy,
     pub node_id: String,
     pub retry: RetrySchedule,
     pub breaker: BreakerPolicy,
@@ -183,6 +185,10 @@ impl Herald {
         url: &CallbackUrl,
     ) -> Result<TestOutcome> {
         require_webhook_manager(caller)?;
+        self.outbound
+            .egress
+            .check_url(url)
+            .map_err(|e| Error::Invalid(format!("url: {e}")))?;
         let out = &self.outbound;
         let now = Millis::now();
         let instance_id = format!("herald-test-{}", now.0);
@@ -193,12 +199,13 @@ impl Herald {
             limit: 1,
             per_host_cap: out.per_host_cap as i64,
         };
+        let keys = self.store.signing_keys(caller.workspace_id, now).await?;
         let claimed = self
             .store
             .create_test_delivery(caller.workspace_id, event, url, &instance_id, request)
             .await?;
         let result =
-            crate::delivery::attempt(&out.client, &claimed, &out.retry, &out.node_id).await;
+            crate::delivery::attempt(&out.client, &claimed, &keys, &out.retry, &out.node_id).await;
         self.store
             .record_attempts(std::slice::from_ref(&result), &out.breaker)
             .await?;
@@ -207,6 +214,40 @@ impl Herald {
             instance_id,
             attempt: result.attempt,
         })
+    }
+
+    /// The egress rule URLs are checked against when saved.
+    pub fn egress(&self) -> &crate::delivery::EgressPolicy {
+        &self.outbound.egress
+    }
+
+    /// The workspace's signing secrets.
+    pub async fn signing_keys(&self, caller: &Caller) -> Result<crate::domain::SigningKeys> {
+        require_webhook_manager(caller)?;
+        Ok(self
+            .store
+            .signing_keys(caller.workspace_id, Millis::now())
+            .await?)
+    }
+
+    /// Replaces the signing secret; the old one keeps signing alongside for 24 hours.
+    pub async fn rotate_signing_secret(
+        &self,
+        caller: &Caller,
+    ) -> Result<crate::domain::SigningKeys> {
+        require_webhook_manager(caller)?;
+        let now = Millis::now();
+        // Make sure a first secret exists, so the rotation keeps it as the previous one.
+        self.store.signing_keys(caller.workspace_id, now).await?;
+        self.store
+            .rotate_signing_secret(
+                caller.workspace_id,
+                &crate::domain::SigningSecret::generate(),
+                now,
+            )
+            .await?;
+        tracing::info!(by = %caller.email, "signing secret rotated");
+        Ok(self.store.signing_keys(caller.workspace_id, now).await?)
     }
 
     /// The health of every destination that has failed at least once.

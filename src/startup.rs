@@ -101,12 +101,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .subscribe(Arc::clone(&wake))
         .await
         .context("subscribing to new work")?;
-    let client = CallbackClient::new(
-        EgressPolicy {
-            allow_private_network: config.allow_private_network,
-        },
-        config.callback_timeout,
-    )?;
+    let egress = EgressPolicy {
+        allow_private_network: config.allow_private_network,
+        allowed_networks: config.allowed_networks.clone(),
+        resolve_overrides: config.resolve_overrides.clone(),
+    };
+    let client = CallbackClient::new(egress.clone(), config.callback_timeout)?;
     let node_id = format!(
         "node-{}-{}",
         std::process::id(),
@@ -115,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let lease_margin = Duration::from_secs(5);
     let outbound = Outbound {
         client: client.clone(),
+        egress,
         node_id: node_id.clone(),
         retry: config.retry_schedule.clone(),
         breaker: config.breaker,

@@ -3,7 +3,14 @@
 CREATE TABLE workspaces (
     id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
-    created_at  BIGINT NOT NULL
+    created_at  BIGINT NOT NULL,
+    -- How callbacks are sent: 'kianda' (GET with query parameters) or 'standard' (POST JSON).
+    webhook_format     TEXT NOT NULL DEFAULT 'kianda' CHECK (webhook_format IN ('kianda', 'standard')),
+    -- Standard Webhooks signing secrets (whsec_...). They must be readable to sign, so they are
+    -- stored as they are; the previous one keeps signing for 24 hours after a rotation.
+    signing_secret     TEXT,
+    previous_secret    TEXT,
+    secret_rotated_at  BIGINT
 );
 
 CREATE TABLE users (
@@ -94,6 +101,7 @@ CREATE TABLE deliveries (
     url               TEXT NOT NULL,
     host              TEXT NOT NULL,
     test              BOOLEAN NOT NULL DEFAULT FALSE,
+    format            TEXT NOT NULL DEFAULT 'kianda',
     status            TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
     attempts          BIGINT NOT NULL DEFAULT 0,
     next_attempt_at   BIGINT,

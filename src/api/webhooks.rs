@@ -1,7 +1,7 @@
 //! `GET/PUT /api/v1/webhooks`: the "Instance Callback URLs" settings.
 
 use super::extract::{ApiJson, Auth};
-use crate::domain::{EventType, WebhookSettings};
+use crate::domain::{CallbackFormat, EventType, WebhookSettings};
 use crate::error::{Error, Result};
 use crate::service::Herald;
 use axum::extract::State;
@@ -14,6 +14,33 @@ pub fn router() -> Router<Herald> {
         .route("/webhooks", get(read).put(replace))
         .route("/webhooks/test", axum::routing::post(test))
         .route("/webhooks/health", get(health))
+        .route("/webhooks/secret", get(secret))
+        .route("/webhooks/secret/rotate", axum::routing::post(rotate))
+}
+
+fn keys_json(keys: &crate::domain::SigningKeys) -> serde_json::Value {
+    serde_json::json!({
+        "secret": keys.current.expose(),
+        "previousSecret": keys.previous.as_ref().map(|p| p.expose()),
+    })
+}
+
+/// The signing secret receivers verify callbacks with (and the previous one while it still signs).
+async fn secret(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+) -> Result<Json<serde_json::Value>> {
+    Ok(Json(keys_json(&herald.signing_keys(&caller).await?)))
+}
+
+/// Replaces the signing secret; for 24 hours callbacks carry signatures with both.
+async fn rotate(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+) -> Result<Json<serde_json::Value>> {
+    Ok(Json(keys_json(
+        &herald.rotate_signing_secret(&caller).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -80,13 +107,16 @@ pub struct EventBody {
     pub urls: Vec<String>,
 }
 
-/// The settings body: exactly `created`, `updated`, `deleted`.
+/// The settings body: `created`, `updated`, `deleted` and the callback `format` (which a client
+/// may omit when saving, keeping the current one).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     pub created: EventBody,
     pub updated: EventBody,
     pub deleted: EventBody,
+    #[serde(default)]
+    pub format: Option<CallbackFormat>,
 }
 
 impl From<&WebhookSettings> for SettingsBody {
@@ -102,19 +132,30 @@ impl From<&WebhookSettings> for SettingsBody {
             created: event(EventType::Created),
             updated: event(EventType::Updated),
             deleted: event(EventType::Deleted),
+            format: Some(s.format),
         }
     }
 }
 
 impl SettingsBody {
-    /// Validates every URL at once; nothing is saved when any is invalid.
-    pub fn parse(&self) -> Result<WebhookSettings> {
-        WebhookSettings::parse([
-            (self.created.enabled, &self.created.urls),
-            (self.updated.enabled, &self.updated.urls),
-            (self.deleted.enabled, &self.deleted.urls),
-        ])
-        .map_err(Error::InvalidUrls)
+    /// Validates every URL at once (the egress policy included); nothing is saved when any is
+    /// invalid. A missing `format` keeps `current`.
+    pub fn parse(
+        &self,
+        egress: &crate::delivery::EgressPolicy,
+        current: CallbackFormat,
+    ) -> Result<WebhookSettings> {
+        let mut settings = WebhookSettings::parse_with(
+            [
+                (self.created.enabled, &self.created.urls),
+                (self.updated.enabled, &self.updated.urls),
+                (self.deleted.enabled, &self.deleted.urls),
+            ],
+            |url| egress.check_url(url),
+        )
+        .map_err(Error::InvalidUrls)?;
+        settings.format = self.format.unwrap_or(current);
+        Ok(settings)
     }
 }
 
@@ -128,9 +169,10 @@ async fn replace(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<Json<SettingsBody>> {
-    // Check the role before validating, so a `user` learns nothing from validation errors.
-    herald.webhook_settings(&caller).await?;
-    let settings = body.parse()?;
+    // Reading first checks the role before validating, so a `user` learns nothing from
+    // validation errors, and gives the format to keep when the body has none.
+    let current = herald.webhook_settings(&caller).await?;
+    let settings = body.parse(herald.egress(), current.format)?;
     let saved = herald.save_webhook_settings(&caller, &settings).await?;
     Ok(Json(SettingsBody::from(&saved)))
 }

@@ -1,7 +1,10 @@
 //! The one place Herald makes outbound HTTP requests: a callback attempt.
 
 use super::egress::{DnsFailed, EgressPolicy, GuardedResolver, PrivateAddressRefused};
-use crate::domain::{AttemptOutcome, CallbackUrl, DeliveryId, EventType, Millis};
+use crate::domain::webhook::standard_body;
+use crate::domain::{
+    AttemptOutcome, CallbackFormat, CallbackUrl, DeliveryId, EventType, Millis, SigningKeys,
+};
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,13 @@ pub struct Callback<'a> {
     pub process_name: &'a str,
     /// Marks a test callback (`webhook-test: true`).
     pub test: bool,
+    pub format: CallbackFormat,
+    /// When the event happened (the standard body's `timestamp`).
+    pub occurred_at: Millis,
+    /// The instance snapshot (JSON) for the standard body; `None` for `deleted`.
+    pub instance: Option<&'a str>,
+    /// The secrets that sign the callback.
+    pub keys: &'a SigningKeys,
 }
 
 /// The result of one attempt, before it is stored.
@@ -137,14 +147,44 @@ impl CallbackClient {
                 PrivateAddressRefused { host, addr: ip }.to_string(),
             ));
         }
-        let url = cb
-            .url
-            .kianda_request(cb.instance_id, cb.process_name, cb.event_type);
-        let mut request = self
-            .http
-            .get(url)
-            .header("webhook-id", cb.id.as_str())
-            .header("webhook-timestamp", started_at.unix_seconds().to_string());
+        // The signed payload is exactly what travels: the query string of a Kianda GET (without
+        // the `?`), or the JSON body of a standard POST.
+        let timestamp = started_at.unix_seconds();
+        let mut request = match cb.format {
+            CallbackFormat::Kianda => {
+                let url = cb
+                    .url
+                    .kianda_request(cb.instance_id, cb.process_name, cb.event_type);
+                let signature = cb.keys.header(
+                    cb.id.as_str(),
+                    timestamp,
+                    url.query().unwrap_or_default().as_bytes(),
+                );
+                self.http.get(url).header("webhook-signature", signature)
+            }
+            CallbackFormat::Standard => {
+                let mut url = configured.clone();
+                url.set_fragment(None);
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                let instance = cb.instance.and_then(|text| serde_json::from_str(text).ok());
+                let body = standard_body(
+                    cb.event_type,
+                    cb.occurred_at,
+                    cb.instance_id,
+                    cb.process_name,
+                    instance,
+                );
+                let signature = cb.keys.header(cb.id.as_str(), timestamp, &body);
+                self.http
+                    .post(url)
+                    .header("webhook-signature", signature)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+            }
+        }
+        .header("webhook-id", cb.id.as_str())
+        .header("webhook-timestamp", timestamp.to_string());
         if cb.test {
             request = request.header("webhook-test", "true");
         }

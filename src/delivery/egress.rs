@@ -1,6 +1,7 @@
 //! Which addresses a callback may reach. Checked after DNS resolution, on the very addresses the
 //! connection then uses, so a rebinding DNS server cannot slip a private address past the check.
 
+use crate::domain::{CallbackUrl, Invalid};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,12 +11,53 @@ use std::sync::Arc;
 pub struct EgressPolicy {
     /// `--allow-private-network`: every address may be called.
     pub allow_private_network: bool,
+    /// `allowed_networks`: non-public networks that may be called all the same.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Fixed answers for host names, consulted before DNS (tests use it to make a name resolve
+    /// to a private address without touching `/etc/hosts`).
+    pub resolve_overrides: Vec<(String, IpAddr)>,
 }
 
 impl EgressPolicy {
     /// Whether a callback may connect to this address.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allow_private_network || is_public(ip)
+        if self.allow_private_network || is_public(ip) {
+            return true;
+        }
+        let ip = canonical(ip);
+        self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The save-time check of a URL: a host that is a literal non-public address (in any
+    /// spelling the URL parser accepts: decimal, octal, IPv4-mapped IPv6…) or `localhost` is
+    /// refused unless the operator allowed it. Names that resolve to private addresses are
+    /// caught when the callback is sent.
+    pub fn check_url(&self, url: &CallbackUrl) -> Result<(), Invalid> {
+        let parsed = url.to_url();
+        let refused = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => (!self.allows(IpAddr::V4(ip))).then(|| ip.to_string()),
+            Some(url::Host::Ipv6(ip)) => (!self.allows(IpAddr::V6(ip))).then(|| ip.to_string()),
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let local = name == "localhost" || name.ends_with(".localhost");
+                (local && !self.allows(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))).then_some(name)
+            }
+            None => None,
+        };
+        match refused {
+            Some(host) => Err(Invalid::new(format!(
+                "{host} is a private address; Herald refuses private targets unless the operator starts it with --allow-private-network or lists the network in allowed_networks"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it reaches.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -104,13 +146,23 @@ impl Resolve for GuardedResolver {
         let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| DnsFailed {
-                    host: host.clone(),
-                    reason: e.to_string(),
-                })?
+            let overridden: Vec<SocketAddr> = policy
+                .resolve_overrides
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(&host))
+                .map(|(_, ip)| SocketAddr::new(*ip, 0))
                 .collect();
+            let found: Vec<SocketAddr> = if overridden.is_empty() {
+                tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map_err(|e| DnsFailed {
+                        host: host.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .collect()
+            } else {
+                overridden
+            };
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -191,11 +243,60 @@ mod tests {
     }
 
     #[test]
-    fn policy_can_allow_everything() {
-        let p = EgressPolicy {
+    fn policy_can_allow_everything_or_some_networks() {
+        let all = EgressPolicy {
             allow_private_network: true,
+            ..Default::default()
         };
-        assert!(p.allows("127.0.0.1".parse().unwrap()));
+        assert!(all.allows("127.0.0.1".parse().unwrap()));
         assert!(!EgressPolicy::default().allows("127.0.0.1".parse().unwrap()));
+        let some = EgressPolicy {
+            allowed_networks: vec!["10.20.0.0/16".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(some.allows("10.20.3.4".parse().unwrap()));
+        assert!(some.allows("::ffff:10.20.3.4".parse().unwrap()));
+        assert!(!some.allows("10.21.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn literal_private_hosts_are_refused_at_save_time_in_every_spelling() {
+        let policy = EgressPolicy::default();
+        for text in [
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://0x7f.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::1]:8080/",
+            "http://localhost:9000/",
+            "http://api.localhost/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1/",
+            "http://0.0.0.0/",
+        ] {
+            let err = policy
+                .check_url(&CallbackUrl::parse(text).unwrap())
+                .unwrap_err();
+            assert!(err.0.contains("--allow-private-network"), "{text}: {err}");
+        }
+        for text in [
+            "https://example.com/",
+            "http://8.8.8.8/",
+            "http://internal.example/",
+        ] {
+            assert!(
+                policy.check_url(&CallbackUrl::parse(text).unwrap()).is_ok(),
+                "{text}"
+            );
+        }
+        let open = EgressPolicy {
+            allow_private_network: true,
+            ..Default::default()
+        };
+        assert!(
+            open.check_url(&CallbackUrl::parse("http://127.0.0.1/").unwrap())
+                .is_ok()
+        );
     }
 }

@@ -7,9 +7,11 @@
 //! A housekeeping task promotes circuit-breaker probes and prunes the log.
 
 use super::client::{Attempt, Callback, CallbackClient};
-use crate::domain::{AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule};
+use crate::domain::{
+    AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, SigningKeys,
+};
 use crate::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, WorkspaceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +124,7 @@ impl Worker {
         // host is at its cap, or it waits for an earlier delivery), announcements are coalesced
         // over a growing quiet period instead of each triggering a claim.
         let mut empty_claims: u32 = 0;
+        let mut keys = KeyCache::default();
 
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
@@ -153,6 +156,16 @@ impl Worker {
                 }
             };
             let full_batch = claimed.len() == free;
+            let signing = match keys.for_claims(self.store.as_ref(), &claimed).await {
+                Ok(signing) => signing,
+                Err(error) => {
+                    // Without keys nothing can be signed: give the claims back by letting their
+                    // leases run out, and try again shortly.
+                    tracing::error!(error = %error_chain(&error), "reading signing secrets failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             empty_claims = if claimed.is_empty() {
                 empty_claims.saturating_add(1)
             } else {
@@ -166,8 +179,12 @@ impl Worker {
                 let retry = self.config.retry.clone();
                 let tx = results_tx.clone();
                 let node = self.config.node_id.clone();
+                let keys = signing
+                    .get(&delivery.workspace_id)
+                    .cloned()
+                    .expect("keys were read for every workspace claimed");
                 in_flight.spawn(async move {
-                    let result = attempt(&client, &delivery, &retry, &node).await;
+                    let result = attempt(&client, &delivery, &keys, &retry, &node).await;
                     drop(permit);
                     let _ = tx.send(result);
                 });
@@ -209,10 +226,52 @@ impl Worker {
     }
 }
 
+/// Signing keys per workspace, re-read at most once a second so a rotation takes effect within a
+/// second on every node without a query per claim.
+#[derive(Default)]
+struct KeyCache {
+    entries: std::collections::HashMap<WorkspaceId, (tokio::time::Instant, Arc<SigningKeys>)>,
+}
+
+impl KeyCache {
+    async fn for_claims(
+        &mut self,
+        store: &dyn Store,
+        claimed: &[ClaimedDelivery],
+    ) -> Result<
+        std::collections::HashMap<WorkspaceId, Arc<SigningKeys>>,
+        crate::storage::StorageError,
+    > {
+        let mut out = std::collections::HashMap::new();
+        for delivery in claimed {
+            let ws = delivery.workspace_id;
+            if out.contains_key(&ws) {
+                continue;
+            }
+            let fresh = self
+                .entries
+                .get(&ws)
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
+            let keys = match fresh {
+                Some((_, keys)) => Arc::clone(keys),
+                None => {
+                    let keys = Arc::new(store.signing_keys(ws, Millis::now()).await?);
+                    self.entries
+                        .insert(ws, (tokio::time::Instant::now(), Arc::clone(&keys)));
+                    keys
+                }
+            };
+            out.insert(ws, keys);
+        }
+        Ok(out)
+    }
+}
+
 /// Makes one attempt of a claimed delivery and decides what follows.
 pub async fn attempt(
     client: &CallbackClient,
     delivery: &ClaimedDelivery,
+    keys: &SigningKeys,
     retry: &RetrySchedule,
     node: &str,
 ) -> AttemptResult {
@@ -225,6 +284,10 @@ pub async fn attempt(
                 instance_id: &delivery.instance_id,
                 process_name: &delivery.process_name,
                 test: delivery.test,
+                format: delivery.format,
+                occurred_at: delivery.occurred_at,
+                instance: delivery.instance.as_deref(),
+                keys,
             };
             client.send(&cb).await
         }

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod instance;
 pub mod process;
 pub mod retry;
+pub mod signing;
 pub mod user;
 pub mod webhook;
 
@@ -16,8 +17,9 @@ pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus};
 pub use instance::{InstanceData, InstanceId, InstanceStatus, UniqueId};
 pub use process::{ProcessName, ProcessTitle};
 pub use retry::RetrySchedule;
+pub use signing::{SigningKeys, SigningSecret};
 pub use user::{ApiToken, DisplayName, Email, Password, Role, TokenHash};
-pub use webhook::{CallbackUrl, EventType, UrlProblem, WebhookSettings};
+pub use webhook::{CallbackFormat, CallbackUrl, EventType, UrlProblem, WebhookSettings};
 
 /// A rule broken by some input, phrased for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

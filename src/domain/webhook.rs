@@ -45,6 +45,59 @@ impl fmt::Display for EventType {
     }
 }
 
+/// How callbacks are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackFormat {
+    /// The original product's: `GET` with `instanceID`, `processName` and `eventType` in the
+    /// query; the signature covers the query string.
+    #[default]
+    Kianda,
+    /// Standard Webhooks: `POST` with a JSON body; the signature covers the body.
+    Standard,
+}
+
+impl CallbackFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackFormat::Kianda => "kianda",
+            CallbackFormat::Standard => "standard",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        match text {
+            "kianda" => Ok(CallbackFormat::Kianda),
+            "standard" => Ok(CallbackFormat::Standard),
+            other => Err(Invalid::new(format!(
+                "`{other}` is not a callback format; use kianda or standard"
+            ))),
+        }
+    }
+}
+
+/// The JSON body of a Standard Webhooks callback. `instance` is the instance as the API showed
+/// it when the event happened (`None` for `deleted`).
+pub fn standard_body(
+    event: EventType,
+    occurred_at: super::Millis,
+    instance_id: &str,
+    process_name: &str,
+    instance: Option<serde_json::Value>,
+) -> Vec<u8> {
+    let body = serde_json::json!({
+        "type": format!("instance.{}", event.as_str()),
+        "timestamp": occurred_at.to_rfc3339(),
+        "data": {
+            "instanceID": instance_id,
+            "processName": process_name,
+            "eventType": event.as_str(),
+            "instance": instance,
+        },
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 /// The longest callback URL Herald accepts.
 pub const MAX_URL_LEN: usize = 2048;
 /// The most URLs one event may have.
@@ -185,6 +238,7 @@ pub struct WebhookSettings {
     pub created: EventSettings,
     pub updated: EventSettings,
     pub deleted: EventSettings,
+    pub format: CallbackFormat,
 }
 
 /// One bad URL in submitted settings: which event, which line (1-based) and why.
@@ -208,6 +262,15 @@ impl WebhookSettings {
     /// one event are removed keeping the first, and more than [`MAX_URLS_PER_EVENT`] distinct URLs
     /// is a problem of its own.
     pub fn parse(raw: [(bool, &[String]); 3]) -> Result<Self, Vec<UrlProblem>> {
+        Self::parse_with(raw, |_| Ok(()))
+    }
+
+    /// Like [`WebhookSettings::parse`], with one more rule applied to every URL (the operator's
+    /// egress policy), whose failures are reported like the others.
+    pub fn parse_with(
+        raw: [(bool, &[String]); 3],
+        check: impl Fn(&CallbackUrl) -> Result<(), Invalid>,
+    ) -> Result<Self, Vec<UrlProblem>> {
         let mut problems = Vec::new();
         let mut events: Vec<EventSettings> = Vec::with_capacity(3);
         for (event, (enabled, urls)) in EventType::ALL.into_iter().zip(raw) {
@@ -216,7 +279,7 @@ impl WebhookSettings {
                 if text.trim().is_empty() {
                     continue;
                 }
-                match CallbackUrl::parse(text) {
+                match CallbackUrl::parse(text).and_then(|url| check(&url).map(|()| url)) {
                     Ok(url) => {
                         if !parsed.contains(&url) {
                             parsed.push(url);
@@ -254,6 +317,7 @@ impl WebhookSettings {
             created: it.next().unwrap_or_default(),
             updated: it.next().unwrap_or_default(),
             deleted: it.next().unwrap_or_default(),
+            format: CallbackFormat::default(),
         })
     }
 

@@ -13,9 +13,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{
-    AttemptOutcome, BreakerPolicy, DeliveryId, DeliveryStatus, Email, EventType, InstanceData,
-    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, TokenHash,
-    WebhookSettings,
+    AttemptOutcome, BreakerPolicy, CallbackFormat, DeliveryId, DeliveryStatus, Email, EventType,
+    InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, SigningKeys,
+    SigningSecret, TokenHash, WebhookSettings,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -222,6 +222,10 @@ pub struct ClaimedDelivery {
     /// Attempts made before this one.
     pub attempts: i64,
     pub occurred_at: Millis,
+    pub format: CallbackFormat,
+    /// The instance as the API showed it at the event (JSON), for the standard format; `None`
+    /// for `deleted` events and for the Kianda format.
+    pub instance: Option<String>,
 }
 
 /// What happens to a delivery after an attempt.
@@ -291,6 +295,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         workspace: WorkspaceId,
         settings: &WebhookSettings,
+    ) -> Result<()>;
+
+    /// The signing secrets of a workspace (creating the first one if there is none yet); the
+    /// previous secret is included for 24 hours after a rotation.
+    async fn signing_keys(&self, workspace: WorkspaceId, now: Millis) -> Result<SigningKeys>;
+
+    /// Makes `new` the current secret and keeps the old one as the previous.
+    async fn rotate_signing_secret(
+        &self,
+        workspace: WorkspaceId,
+        new: &SigningSecret,
+        now: Millis,
     ) -> Result<()>;
 
     // --- processes -------------------------------------------------------------------------
@@ -476,6 +492,30 @@ pub fn redact_db_url(url: &str) -> String {
 
 fn event_from_stored(text: &str) -> EventType {
     EventType::parse(text).unwrap_or(EventType::Updated)
+}
+
+fn format_from_stored(text: &str) -> CallbackFormat {
+    CallbackFormat::parse(text).unwrap_or_default()
+}
+
+/// Builds the keys from stored columns; a previous secret older than the overlap is dropped.
+fn keys_from_stored(
+    current: &str,
+    previous: Option<String>,
+    rotated_at: Option<i64>,
+    now: Millis,
+) -> Result<SigningKeys> {
+    let decode =
+        |text: &str| SigningSecret::parse(text).map_err(|e| sqlx::Error::Decode(e.0.into()));
+    let overlap = i64::try_from(SigningKeys::OVERLAP.as_millis()).unwrap_or(i64::MAX);
+    let previous = match (previous, rotated_at) {
+        (Some(p), Some(at)) if now.0 < at.saturating_add(overlap) => Some(decode(&p)?),
+        _ => None,
+    };
+    Ok(SigningKeys {
+        current: decode(current)?,
+        previous,
+    })
 }
 
 fn status_from_stored(text: &str) -> DeliveryStatus {

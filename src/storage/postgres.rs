@@ -119,11 +119,12 @@ impl PostgresStore {
         .await?;
         let queued = sqlx::query(
             "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     status, attempts, next_attempt_at, created_at, updated_at)
+                                     status, attempts, next_attempt_at, created_at, updated_at, format)
              SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.workspace_id, $1, u.event_type, $2, $3, u.url, u.host,
-                    'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $4 END, $4, $4
+                    'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $4 END, $4, $4, w.webhook_format
              FROM webhook_urls u
              JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+             JOIN workspaces w ON w.id = u.workspace_id
              LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
              WHERE u.workspace_id = $5 AND u.event_type = $6 AND e.enabled
              ORDER BY u.position",
@@ -369,7 +370,17 @@ impl Store for PostgresStore {
         .bind(workspace.0)
         .fetch_all(&self.pool)
         .await?;
-        Ok(super::settings_from_rows(enabled, urls))
+        let mut settings = super::settings_from_rows(enabled, urls);
+        let format: Option<String> =
+            sqlx::query_scalar("SELECT webhook_format FROM workspaces WHERE id = $1")
+                .bind(workspace.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        settings.format = format
+            .as_deref()
+            .map(super::format_from_stored)
+            .unwrap_or_default();
+        Ok(settings)
     }
 
     async fn save_webhook_settings(
@@ -378,6 +389,11 @@ impl Store for PostgresStore {
         settings: &WebhookSettings,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE workspaces SET webhook_format = $1 WHERE id = $2")
+            .bind(settings.format.as_str())
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM webhook_urls WHERE workspace_id = $1")
             .bind(workspace.0)
             .execute(&mut *tx)
@@ -408,6 +424,43 @@ impl Store for PostgresStore {
             }
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self, workspace: WorkspaceId, now: Millis) -> Result<SigningKeys> {
+        // The first secret of a workspace is made on first use; the condition keeps two nodes
+        // from each setting a different one.
+        sqlx::query(
+            "UPDATE workspaces SET signing_secret = $1 WHERE id = $2 AND signing_secret IS NULL",
+        )
+        .bind(SigningSecret::generate().expose())
+        .bind(workspace.0)
+        .execute(&self.pool)
+        .await?;
+        let (current, previous, rotated_at): (String, Option<String>, Option<i64>) = sqlx::query_as(
+            "SELECT signing_secret, previous_secret, secret_rotated_at FROM workspaces WHERE id = $1",
+        )
+        .bind(workspace.0)
+        .fetch_one(&self.pool)
+        .await?;
+        super::keys_from_stored(&current, previous, rotated_at, now)
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        workspace: WorkspaceId,
+        new: &SigningSecret,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE workspaces SET previous_secret = signing_secret, signing_secret = $1, secret_rotated_at = $2
+             WHERE id = $3",
+        )
+        .bind(new.expose())
+        .bind(now.0)
+        .bind(workspace.0)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -698,7 +751,8 @@ impl Store for PostgresStore {
                 ) picked
                 ORDER BY picked.next_attempt_at, picked.id
                 LIMIT $4)
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )
         .bind(request.lease_until.0)
         .bind(request.node)
@@ -835,9 +889,11 @@ impl Store for PostgresStore {
         .await?;
         let row = sqlx::query(
             "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, 'pending', 0, $9, $10, $11, $9, $9)
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at",
+                                     test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at, format)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, 'pending', 0, $9, $10, $11, $9, $9,
+                     (SELECT webhook_format FROM workspaces WHERE id = $2))
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )
         .bind(DeliveryId::generate().as_str())
         .bind(workspace.0)
@@ -1030,6 +1086,8 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
         url: r.try_get("url")?,
         attempts: r.try_get("attempts")?,
         occurred_at: Millis(r.try_get("created_at")?),
+        format: super::format_from_stored(r.try_get("format")?),
+        instance: r.try_get("instance")?,
     })
 }
 

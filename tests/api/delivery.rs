@@ -235,39 +235,121 @@ async fn retries_stop_when_the_schedule_runs_out_or_the_receiver_says_gone() {
 
 #[tokio::test]
 async fn private_targets_are_refused_by_default() {
-    let app = TestApp::spawn_with(|c| c.allow_private_network = false).await;
+    let app = TestApp::spawn_with(|c| {
+        c.allow_private_network = false;
+        c.resolve_overrides = vec![("rebind.test".to_owned(), "127.0.0.1".parse().unwrap())];
+    })
+    .await;
     let rx = Receiver::start().await;
-    let literal = rx.url("/literal");
-    let by_name = format!("http://localhost:{}/by-name", rx.addr.port());
-    app.configure(&[&literal, &by_name], &[], &[]).await;
-    app.process("p").await;
-    app.instance("p", json!({})).await;
-
-    for path in ["literal", "by-name"] {
-        let d = app
-            .delivery_when(&format!("url=%2F{path}"), "the refusal is recorded", |d| {
-                d["attempts"].as_array().is_some_and(|a| !a.is_empty())
-            })
-            .await;
-        assert_eq!(d["attempts"][0]["outcome"], "private_address", "{d}");
+    let port = rx.addr.port();
+    // Literal private hosts, in every spelling, are refused when saved, with the way out named.
+    let literals = [
+        format!("http://127.0.0.1:{port}/a"),
+        format!("http://[::ffff:127.0.0.1]:{port}/b"),
+        format!("http://2130706433:{port}/c"),
+        format!("http://0177.0.0.1:{port}/d"),
+        format!("http://localhost:{port}/e"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+    ];
+    let body = json!({"created": {"enabled": true, "urls": literals}, "updated": {"enabled": false, "urls": []}, "deleted": {"enabled": false, "urls": []}});
+    let (status, err) = app.put("/api/v1/webhooks", body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = err["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), literals.len(), "{err}");
+    for (i, e) in errors.iter().enumerate() {
+        assert_eq!(e["line"], i + 1);
         assert!(
-            d["lastError"]
+            e["message"]
                 .as_str()
                 .unwrap()
-                .contains("not a public address"),
-            "{d}"
+                .contains("--allow-private-network"),
+            "{e}"
         );
         assert!(
-            d["lastError"]
-                .as_str()
-                .unwrap()
-                .contains("--allow-private-network")
+            e["message"].as_str().unwrap().contains("allowed_networks"),
+            "{e}"
         );
     }
+    let (status, _) = app
+        .post(
+            "/api/v1/webhooks/test",
+            json!({"eventType": "created", "url": literals[0]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A name that resolves to a private address is saved, and refused when the callback is sent.
+    let by_name = format!("http://rebind.test:{port}/by-name");
+    app.configure(&[&by_name], &[], &[]).await;
+    app.process("p").await;
+    app.instance("p", json!({})).await;
+    let d = app
+        .delivery_when("", "the refusal is recorded", |d| {
+            d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    assert_eq!(d["attempts"][0]["outcome"], "private_address", "{d}");
+    assert!(
+        d["lastError"].as_str().unwrap().contains("127.0.0.1"),
+        "{d}"
+    );
+    assert!(
+        d["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-private-network")
+    );
     assert!(
         rx.requests().is_empty(),
         "nothing may reach a private address"
     );
+}
+
+#[tokio::test]
+async fn an_allowed_network_opens_exactly_that_range() {
+    let app = TestApp::spawn_with(|c| {
+        c.allow_private_network = false;
+        c.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let rx = Receiver::start().await;
+    app.configure(&[&rx.url("/ok")], &[], &[]).await;
+    app.process("p").await;
+    app.instance("p", json!({})).await;
+    rx.wait_for(Some("/ok"), 1).await;
+    let body = json!({"created": {"enabled": true, "urls": ["http://10.1.2.3/x"]}, "updated": {"enabled": false, "urls": []}, "deleted": {"enabled": false, "urls": []}});
+    let (status, _) = app.put("/api/v1/webhooks", body).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "10.0.0.0/8 is still refused"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    rx.behave(
+        "/moved",
+        Behaviour::WithHeader(302, "location", "/private-target"),
+    );
+    app.configure(&[&rx.url("/moved")], &[], &[]).await;
+    app.process("p").await;
+    app.instance("p", json!({})).await;
+    let d = app
+        .delivery_when("", "the redirect is recorded", |d| {
+            d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    assert_eq!(d["attempts"][0]["outcome"], "redirect");
+    assert!(
+        d["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("redirect not followed")
+    );
+    assert!(rx.requests_to("/private-target").is_empty());
 }
 
 #[tokio::test]

@@ -247,6 +247,7 @@ pub struct Received {
     pub path: String,
     pub query: Option<String>,
     pub headers: HashMap<String, String>,
+    pub body: String,
     pub at: Instant,
 }
 
@@ -336,6 +337,11 @@ impl Receiver {
 }
 
 async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let request = Request::from_parts(parts, axum::body::Body::empty());
     let path = request.uri().path().to_owned();
     let received = Received {
         method: request.method().to_string(),
@@ -351,6 +357,7 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
                 )
             })
             .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
     };
     let behaviour = state

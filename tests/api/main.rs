@@ -8,5 +8,6 @@ mod fleet;
 mod helpers;
 mod instances;
 mod reliability;
+mod signing;
 mod storage;
 mod webhooks;

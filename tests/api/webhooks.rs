@@ -11,7 +11,7 @@ async fn fresh_settings_have_exactly_the_documented_shape() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"created":{"enabled":false,"urls":[]},"updated":{"enabled":false,"urls":[]},"deleted":{"enabled":false,"urls":[]}})
+        json!({"created":{"enabled":false,"urls":[]},"updated":{"enabled":false,"urls":[]},"deleted":{"enabled":false,"urls":[]},"format":"kianda"})
     );
 }
 
@@ -29,6 +29,7 @@ async fn settings_are_saved_deduplicated_and_a_disabled_event_keeps_its_urls() {
         "created": {"enabled": true, "urls": ["https://a.example/hook", "https://b.example/h?k=1"]},
         "updated": {"enabled": false, "urls": ["https://c.example/kept"]},
         "deleted": {"enabled": false, "urls": []},
+        "format": "kianda",
     });
     assert_eq!(saved, expected);
     assert_eq!(app.get("/api/v1/webhooks").await.1, expected);
@@ -120,7 +121,9 @@ async fn only_administrators_and_developers_manage_webhooks() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(saved, settings);
+    let mut expected = settings.clone();
+    expected["format"] = json!("kianda");
+    assert_eq!(saved, expected);
     let (status, _) = app
         .call(
             Method::POST,
