@@ -541,3 +541,31 @@ fn settings_from_rows(
     }
     settings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_previous_secret_signs_for_24_hours_only() {
+        let (a, b) = (SigningSecret::generate(), SigningSecret::generate());
+        let rotated = Millis(1_000_000);
+        let keys = keys_from_stored(
+            a.expose(),
+            Some(b.expose().to_owned()),
+            Some(rotated.0),
+            rotated.plus(std::time::Duration::from_secs(23 * 3600)),
+        )
+        .unwrap();
+        assert_eq!(keys.previous, Some(b.clone()));
+        let later = keys_from_stored(
+            a.expose(),
+            Some(b.expose().to_owned()),
+            Some(rotated.0),
+            rotated.plus(std::time::Duration::from_secs(24 * 3600)),
+        )
+        .unwrap();
+        assert!(later.previous.is_none());
+        assert_eq!(later.current, a);
+    }
+}

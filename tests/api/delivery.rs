@@ -6,7 +6,17 @@ use serde_json::json;
 
 #[tokio::test]
 async fn every_event_reaches_every_url_with_the_kianda_query() {
-    let app = TestApp::spawn().await;
+    every_event_reaches_every_url(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_every_event_reaches_every_url() {
+    if let Some(app) = TestApp::spawn_postgres(|_| {}).await {
+        every_event_reaches_every_url(app).await;
+    }
+}
+
+async fn every_event_reaches_every_url(app: TestApp) {
     let rx = Receiver::start().await;
     let (a, b) = (rx.url("/a"), rx.url("/b?token=abc&x=1#section"));
     app.configure(&[&a, &b], &[&a], &[&b]).await;
@@ -306,6 +316,24 @@ async fn private_targets_are_refused_by_default() {
 }
 
 #[tokio::test]
+async fn a_literal_private_url_saved_while_allowed_is_refused_once_the_flag_is_off() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    app.configure(&[&rx.url("/literal")], &[], &[]).await;
+    app.process("p").await;
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |c| c.allow_private_network = false).await;
+    app.instance("p", json!({})).await;
+    let d = app
+        .delivery_when("", "the refusal is recorded", |d| {
+            d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    assert_eq!(d["attempts"][0]["outcome"], "private_address", "{d}");
+    assert!(rx.requests().is_empty());
+}
+
+#[tokio::test]
 async fn an_allowed_network_opens_exactly_that_range() {
     let app = TestApp::spawn_with(|c| {
         c.allow_private_network = false;
@@ -445,7 +473,17 @@ async fn the_log_filters_by_status_event_and_instance() {
 
 #[tokio::test]
 async fn callbacks_for_one_instance_and_url_arrive_in_event_order() {
-    let app = TestApp::spawn().await;
+    callbacks_arrive_in_order(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_callbacks_arrive_in_event_order() {
+    if let Some(app) = TestApp::spawn_postgres(|_| {}).await {
+        callbacks_arrive_in_order(app).await;
+    }
+}
+
+async fn callbacks_arrive_in_order(app: TestApp) {
     let rx = Receiver::start().await;
     let url = rx.url("/ordered");
     app.configure(&[&url], &[&url], &[&url]).await;

@@ -23,6 +23,7 @@ pub struct TestApp {
     http: reqwest::Client,
     running: Option<herald::Running>,
     _dir: tempfile::TempDir,
+    _db: Option<crate::db::TestDb>,
 }
 
 impl TestApp {
@@ -54,7 +55,25 @@ impl TestApp {
             http: reqwest::Client::new(),
             running: Some(running),
             _dir: dir,
+            _db: None,
         }
+    }
+
+    /// The same Herald on a fresh PostgreSQL database (`None` when PostgreSQL tests are
+    /// skipped on purpose).
+    pub async fn spawn_postgres(adjust: impl FnOnce(&mut Config)) -> Option<Self> {
+        if crate::db::postgres_skipped() {
+            return None;
+        }
+        let db = crate::db::TestDb::postgres().await;
+        let url = db.url().to_owned();
+        let mut app = Self::spawn_in(tempfile::tempdir().unwrap(), |c| {
+            c.database_url = url;
+            adjust(c);
+        })
+        .await;
+        app._db = Some(db);
+        Some(app)
     }
 
     /// Sends a request as `token` (or anonymously with `None`).

@@ -132,11 +132,22 @@ async fn failed_deliveries_can_be_redelivered_in_bulk() {
 
 #[tokio::test]
 async fn the_circuit_breaker_pauses_a_failing_url_and_resumes_on_the_first_success() {
-    let app = TestApp::spawn_with(|c| {
-        c.retry_schedule = herald::domain::RetrySchedule::parse("1h").unwrap();
-        c.breaker.first_probe = Duration::from_millis(300);
-    })
-    .await;
+    circuit_breaker(TestApp::spawn_with(breaker_config).await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_the_circuit_breaker_pauses_and_resumes() {
+    if let Some(app) = TestApp::spawn_postgres(breaker_config).await {
+        circuit_breaker(app).await;
+    }
+}
+
+fn breaker_config(c: &mut herald::Config) {
+    c.retry_schedule = herald::domain::RetrySchedule::parse("1h").unwrap();
+    c.breaker.first_probe = Duration::from_millis(300);
+}
+
+async fn circuit_breaker(app: TestApp) {
     let rx = Receiver::start().await;
     rx.behave("/down", Behaviour::Status(500));
     app.configure(&[&rx.url("/down"), &rx.url("/fine")], &[], &[])
