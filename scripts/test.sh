@@ -33,4 +33,12 @@ if [ "${HERALD_TEST_SKIP_POSTGRES:-}" != "1" ] && ! pg_ready; then
     fi
 fi
 
+# Browser tests drive Debian's Chromium through ChromeDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "installing Debian's chromium and chromium-driver for the browser tests"
+    if [ "$(id -u)" = "0" ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+    $apt_get update -q
+    DEBIAN_FRONTEND=noninteractive $apt_get install -y -q chromium chromium-driver
+fi
+
 cargo test --all-targets --locked "$@"

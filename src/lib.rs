@@ -13,6 +13,7 @@ pub mod error;
 pub mod service;
 pub mod startup;
 pub mod storage;
+pub mod web;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -26,5 +27,6 @@ pub fn router(herald: service::Herald) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::router())
+        .merge(web::router())
         .with_state(herald)
 }

@@ -14,7 +14,10 @@ use crate::storage::{
     AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, NewUser,
     Page, ProcessRecord, Store, UserRecord, Written,
 };
-use crate::storage::{ClaimRequest, DestinationRecord};
+use crate::storage::{ClaimRequest, DestinationRecord, SessionRecord, UserChange};
+
+/// How long a browser session lasts.
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -149,6 +152,120 @@ impl Herald {
             token,
             generated_password: generated.then_some(password),
         })
+    }
+
+    /// Changes a user's role, active flag or password; administrators only, and never their own
+    /// role or active flag (so a workspace cannot lose its last administrator by accident).
+    pub async fn change_user(
+        &self,
+        caller: &Caller,
+        email: &Email,
+        change: &UserChange,
+    ) -> Result<()> {
+        require_administrator(caller, "change users")?;
+        if email.as_str() == caller.email && !matches!(change, UserChange::PasswordHash(_)) {
+            return Err(Error::Conflict {
+                code: "own_account",
+                message: "you cannot change your own role or deactivate yourself".into(),
+            });
+        }
+        if !self
+            .store
+            .change_user(caller.workspace_id, email, change)
+            .await?
+        {
+            return Err(Error::NotFound(format!(
+                "no user with the email {}",
+                email.as_str()
+            )));
+        }
+        tracing::info!(by = %caller.email, user = %email.as_str(), "user changed");
+        Ok(())
+    }
+
+    /// Checks an email and password and opens a browser session. The same error answers an
+    /// unknown email, a wrong password and a deactivated user, and the password is hashed even
+    /// for an unknown email, so neither the answer nor its timing tells which.
+    pub async fn login(&self, email: &str, password: &str) -> Result<(String, SessionRecord)> {
+        // A real hash of a random password, so an unknown email costs the same as a known one.
+        static DUMMY: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| Password::generate().hash());
+        let wrong = || Error::Unauthenticated;
+        let record = match Email::parse(email) {
+            Ok(email) => self.store.user_for_login(&email).await?,
+            Err(_) => None,
+        };
+        let candidate = Password::parse(password).ok();
+        let hash = record
+            .as_ref()
+            .map_or(DUMMY.as_str(), |r| r.password_hash.as_str())
+            .to_owned();
+        let matches = match candidate {
+            Some(p) => tokio::task::spawn_blocking(move || p.verify(&hash))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        let record = record.filter(|r| matches && r.active).ok_or_else(wrong)?;
+        let token = ApiToken::generate();
+        let csrf = ApiToken::generate().expose().to_owned();
+        let now = Millis::now();
+        self.store
+            .create_session(
+                &token.hash(),
+                record.caller.user_id,
+                &csrf,
+                now,
+                now.plus(SESSION_LIFETIME),
+            )
+            .await?;
+        tracing::info!(user = %record.caller.email, "signed in");
+        Ok((
+            token.expose().to_owned(),
+            SessionRecord {
+                caller: record.caller,
+                display_name: record.display_name,
+                csrf,
+            },
+        ))
+    }
+
+    /// The session a cookie names, if still valid.
+    pub async fn session(&self, cookie: &str) -> Result<Option<SessionRecord>> {
+        let Ok(token) = ApiToken::parse(cookie) else {
+            return Ok(None);
+        };
+        Ok(self.store.session(&token.hash(), Millis::now()).await?)
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, cookie: &str) -> Result<()> {
+        if let Ok(token) = ApiToken::parse(cookie) {
+            self.store.delete_session(&token.hash()).await?;
+        }
+        Ok(())
+    }
+
+    /// Succeeded and failed attempts per hour over the last 24 hours, oldest first, 24 entries.
+    pub async fn hourly_outcomes(&self, caller: &Caller) -> Result<Vec<(Millis, i64, i64)>> {
+        require_webhook_manager(caller)?;
+        let hour = 3_600_000;
+        let now = Millis::now();
+        let first = (now.0 / hour - 23) * hour;
+        let rows = self
+            .store
+            .hourly_outcomes(caller.workspace_id, Millis(first))
+            .await?;
+        Ok((0..24)
+            .map(|i| {
+                let at = first + i * hour;
+                let (ok, bad) = rows
+                    .iter()
+                    .find(|(h, _, _)| h.0 == at)
+                    .map_or((0, 0), |(_, ok, bad)| (*ok, *bad));
+                (Millis(at), ok, bad)
+            })
+            .collect())
     }
 
     pub async fn users(&self, caller: &Caller) -> Result<Vec<UserRecord>> {

@@ -31,6 +31,15 @@ CREATE TABLE api_tokens (
     created_at  BIGINT NOT NULL
 );
 
+-- Web UI sessions: the cookie's SHA-256, never the cookie itself.
+CREATE TABLE sessions (
+    token_hash  TEXT PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES users(id),
+    csrf        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+
 CREATE TABLE webhook_events (
     workspace_id  BIGINT NOT NULL REFERENCES workspaces(id),
     event_type    TEXT NOT NULL,

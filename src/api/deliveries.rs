@@ -75,6 +75,16 @@ pub struct DeliveryView {
     created_at: Millis,
 }
 
+/// The log's view of a delivery (shared with the web UI).
+pub fn deliveries_view(d: DeliveryRecord) -> DeliveryView {
+    d.into()
+}
+
+/// The log's view of an attempt (shared with the web UI).
+pub fn attempt_view(a: AttemptRecord) -> AttemptView {
+    a.into()
+}
+
 impl From<DeliveryRecord> for DeliveryView {
     fn from(d: DeliveryRecord) -> Self {
         Self {

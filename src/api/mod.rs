@@ -5,6 +5,7 @@
 //! through [`crate::service::Herald`], which the web UI shares.
 
 mod deliveries;
+pub use deliveries::{AttemptView, DeliveryView, attempt_view, deliveries_view};
 pub mod error;
 mod extract;
 mod instances;

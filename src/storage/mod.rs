@@ -64,6 +64,34 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+/// What login needs to know about a user.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub caller: Caller,
+    pub display_name: String,
+    pub active: bool,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A signed-in browser session.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub caller: Caller,
+    pub display_name: String,
+    /// The session's anti-forgery token, embedded in every form.
+    pub csrf: String,
+}
+
+/// A change an administrator makes to a user.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    Role(Role),
+    Active(bool),
+    /// A new argon2id PHC string.
+    PasswordHash(String),
+}
+
 /// A user as listings show it (never the password hash).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -279,6 +307,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// The users of a workspace, by email.
     async fn users(&self, workspace: WorkspaceId) -> Result<Vec<UserRecord>>;
+
+    /// A user by email, for login.
+    async fn user_for_login(&self, email: &Email) -> Result<Option<LoginRecord>>;
+
+    /// Changes a user of a workspace; `false` if there is no such user.
+    async fn change_user(
+        &self,
+        workspace: WorkspaceId,
+        email: &Email,
+        change: &UserChange,
+    ) -> Result<bool>;
+
+    /// Stores a new session (the hash of its cookie).
+    async fn create_session(
+        &self,
+        token: &TokenHash,
+        user: UserId,
+        csrf: &str,
+        now: Millis,
+        expires: Millis,
+    ) -> Result<()>;
+
+    /// The session of a cookie, if it exists, has not expired and its user is active.
+    async fn session(&self, token: &TokenHash, now: Millis) -> Result<Option<SessionRecord>>;
+
+    /// Ends a session.
+    async fn delete_session(&self, token: &TokenHash) -> Result<()>;
+
+    /// Succeeded and failed attempts per hour since `since` (hour start, succeeded, failed).
+    async fn hourly_outcomes(
+        &self,
+        workspace: WorkspaceId,
+        since: Millis,
+    ) -> Result<Vec<(Millis, i64, i64)>>;
 
     /// Stores a token (its hash) for a user.
     async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()>;

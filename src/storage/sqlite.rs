@@ -285,6 +285,136 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn user_for_login(&self, email: &Email) -> Result<Option<LoginRecord>> {
+        let row = sqlx::query(
+            "SELECT id, workspace_id, email, display_name, role, active, password_hash FROM users WHERE email = ?1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(LoginRecord {
+                caller: Caller {
+                    user_id: UserId(r.try_get("id")?),
+                    workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+                    email: r.try_get("email")?,
+                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+                },
+                display_name: r.try_get("display_name")?,
+                active: r.try_get("active")?,
+                password_hash: r.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn change_user(
+        &self,
+        workspace: WorkspaceId,
+        email: &Email,
+        change: &UserChange,
+    ) -> Result<bool> {
+        let query = match change {
+            UserChange::Role(role) => {
+                sqlx::query("UPDATE users SET role = ?1 WHERE workspace_id = ?2 AND email = ?3")
+                    .bind(role.as_str())
+            }
+            UserChange::Active(active) => {
+                sqlx::query("UPDATE users SET active = ?1 WHERE workspace_id = ?2 AND email = ?3")
+                    .bind(*active)
+            }
+            UserChange::PasswordHash(hash) => sqlx::query(
+                "UPDATE users SET password_hash = ?1 WHERE workspace_id = ?2 AND email = ?3",
+            )
+            .bind(hash.clone()),
+        };
+        let done = query
+            .bind(workspace.0)
+            .bind(email.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_session(
+        &self,
+        token: &TokenHash,
+        user: UserId,
+        csrf: &str,
+        now: Millis,
+        expires: Millis,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?1")
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(token.as_str())
+            .bind(user.0)
+            .bind(csrf)
+            .bind(now.0)
+            .bind(expires.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token: &TokenHash, now: Millis) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.workspace_id, u.email, u.role, u.display_name, s.csrf
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND u.active = 1",
+        )
+        .bind(token.as_str())
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                caller: Caller {
+                    user_id: UserId(r.try_get("id")?),
+                    workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+                    email: r.try_get("email")?,
+                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+                },
+                display_name: r.try_get("display_name")?,
+                csrf: r.try_get("csrf")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token: &TokenHash) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?1")
+            .bind(token.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn hourly_outcomes(
+        &self,
+        workspace: WorkspaceId,
+        since: Millis,
+    ) -> Result<Vec<(Millis, i64, i64)>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT (a.started_at / 3600000) * 3600000 AS hour,
+                    SUM(CASE WHEN a.outcome = 'success' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN a.outcome = 'success' THEN 0 ELSE 1 END)
+             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.workspace_id = ?1 AND a.started_at >= ?2
+             GROUP BY hour ORDER BY hour",
+        )
+        .bind(workspace.0)
+        .bind(since.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(h, ok, bad)| (Millis(h), ok, bad))
+            .collect())
+    }
+
     async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()> {
         sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?1, ?2, ?3)")
             .bind(user.0)
