@@ -950,3 +950,52 @@ async fn change_user(
         Err(e) => users_page(&herald, &s, &e.to_string(), true).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failures_slow_the_next_login_and_success_clears_them() {
+        let email = "slow@example.com";
+        assert_eq!(failure_delay(email), Duration::ZERO);
+        note_failure(email, true);
+        let one = failure_delay(email);
+        note_failure(email, true);
+        note_failure(email, true);
+        let three = failure_delay(email);
+        assert!(
+            one > Duration::ZERO && three > one,
+            "{one:?} then {three:?}"
+        );
+        for _ in 0..20 {
+            note_failure(email, true);
+        }
+        assert!(failure_delay(email) <= Duration::from_secs(8));
+        note_failure(email, false);
+        assert_eq!(failure_delay(email), Duration::ZERO);
+    }
+
+    #[test]
+    fn key_value_fields_become_json_data() {
+        let form: Fields = vec![
+            ("key".into(), "days".into()),
+            ("value".into(), "3".into()),
+            ("key".into(), "reason".into()),
+            ("value".into(), "holiday".into()),
+            ("key".into(), "".into()),
+            ("value".into(), "ignored".into()),
+        ];
+        assert_eq!(
+            Value::Object(data_from_fields(&form).unwrap()),
+            json!({"days": 3, "reason": "holiday"})
+        );
+        let twice: Fields = vec![
+            ("key".into(), "a".into()),
+            ("value".into(), "1".into()),
+            ("key".into(), "a".into()),
+            ("value".into(), "2".into()),
+        ];
+        assert!(data_from_fields(&twice).is_err());
+    }
+}

@@ -628,3 +628,243 @@ async fn an_instance_created_in_the_ui_reaches_a_receiver_and_can_be_redelivered
     b.screenshot("delivery-redelivered").await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn an_administrator_edits_deletes_restores_and_manages_users() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    user(&app, "admin2@example.com", "administrator").await;
+    user(&app, "dev@example.com", "developer").await;
+    app.process("audit").await;
+    for n in 0..27 {
+        app.instance("audit", json!({"n": n, "note": "keep"})).await;
+    }
+    let b = Browser::start(1280, 900).await;
+    b.login(&app, "admin2@example.com").await;
+
+    // Paging: 25 a page, newest first.
+    b.click_link("audit").await;
+    b.wait_for_text("table", "audit-27").await;
+    assert!(!b.text("table").await.contains("audit-2\n"));
+    b.click_link("Older instances").await;
+    b.wait_for_text("table", "audit-1").await;
+
+    // Edit: change one field, remove another (clear its name), set the status.
+    b.c()
+        .goto(&format!("{}/ui/instances/audit-1", app.base))
+        .await
+        .unwrap();
+    let keys = b
+        .c()
+        .find_all(Locator::Css("input[name=key]"))
+        .await
+        .unwrap();
+    let values = b
+        .c()
+        .find_all(Locator::Css("input[name=value]"))
+        .await
+        .unwrap();
+    for (k, v) in keys.iter().zip(&values) {
+        match k.prop("value").await.unwrap().unwrap_or_default().as_str() {
+            "n" => {
+                v.clear().await.unwrap();
+                v.send_keys("{\"deep\": true}").await.unwrap();
+            }
+            "note" => k.clear().await.unwrap(),
+            _ => {}
+        }
+    }
+    let status = b.c().find(Locator::Css("#status")).await.unwrap();
+    status.clear().await.unwrap();
+    status.send_keys("Review").await.unwrap();
+    b.c()
+        .find(Locator::Css("form[action='/ui/instances/audit-1'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text(".card p", "version 2").await;
+    let (_, saved) = app.get("/api/v1/instances/audit-1").await;
+    assert_eq!(saved["data"], json!({"n": {"deep": true}}));
+    assert_eq!(saved["status"], "Review");
+
+    // Delete asks for confirmation; dismissing it keeps the instance.
+    b.c()
+        .find(Locator::Css("form[action$='/delete'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.c().dismiss_alert().await.unwrap();
+    assert!(
+        app.get("/api/v1/instances/audit-1")
+            .await
+            .1
+            .get("deletedAt")
+            .is_none()
+    );
+    b.c()
+        .find(Locator::Css("form[action$='/delete'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.c().accept_alert().await.unwrap();
+    b.wait_for_text("h1", "audit").await;
+    assert!(app.get("/api/v1/instances/audit-1").await.1["deletedAt"].is_string());
+
+    // The recycle bin lists it; Restore brings it back.
+    b.click_link("Recycle bin").await;
+    b.wait_for_text("table", "audit-1").await;
+    b.c()
+        .find(Locator::Css("form[action$='/restore'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("h1", "audit-1").await;
+    assert!(
+        app.get("/api/v1/instances/audit-1")
+            .await
+            .1
+            .get("deletedAt")
+            .is_none()
+    );
+
+    // Users: add one with a role, change the role, deactivate, reset a password.
+    b.click_link("Users").await;
+    b.c()
+        .find(Locator::Css("#u-email"))
+        .await
+        .unwrap()
+        .send_keys("new@example.com")
+        .await
+        .unwrap();
+    b.c()
+        .find(Locator::Css("#u-role option[value=developer]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.c()
+        .find(Locator::Css("form[action='/ui/admin/users'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("[role=status]", "Added new@example.com")
+        .await;
+    let flash = b.text("[role=status]").await;
+    let token = flash.split("API token ").nth(1).unwrap().trim().to_owned();
+    assert_eq!(
+        app.call(reqwest::Method::GET, "/api/v1/webhooks", Some(&token), None)
+            .await
+            .0,
+        reqwest::StatusCode::OK
+    );
+    let change = |email: &'static str, action: &'static str| {
+        let b = &b;
+        async move {
+            let form = format!("form[action='/ui/admin/users/change']:has(input[value='{email}'])");
+            b.c()
+                .find(Locator::Css(&format!("{form} option[value='{action}']")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            b.c()
+                .find(Locator::Css(&format!("{form} button")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            b.wait_for_text("[role=status]", email).await;
+        }
+    };
+    change("new@example.com", "role:user").await;
+    assert_eq!(
+        app.call(reqwest::Method::GET, "/api/v1/webhooks", Some(&token), None)
+            .await
+            .0,
+        reqwest::StatusCode::FORBIDDEN
+    );
+    change("new@example.com", "deactivate").await;
+    assert_eq!(
+        app.call(
+            reqwest::Method::GET,
+            "/api/v1/processes",
+            Some(&token),
+            None
+        )
+        .await
+        .0,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+    change("dev@example.com", "reset-password").await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("New password for dev@example.com")
+    );
+    b.screenshot("users").await;
+
+    // Developer page extras: reveal the secret, send a test callback, rotate.
+    b.c()
+        .goto(&format!("{}/ui/admin/developer", app.base))
+        .await
+        .unwrap();
+    assert!(b.text("#signing-secret").await.contains("••"));
+    b.c()
+        .find(Locator::Css("[data-reveal]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let (_, secret) = app.get("/api/v1/webhooks/secret").await;
+    assert_eq!(
+        b.text("#signing-secret").await,
+        secret["secret"].as_str().unwrap()
+    );
+    b.c()
+        .find(Locator::Css("#test-url"))
+        .await
+        .unwrap()
+        .send_keys(&rx.url("/probe"))
+        .await
+        .unwrap();
+    b.c()
+        .find(Locator::Css("form[action$='/test'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("#test-outcome", "Delivered: HTTP 200")
+        .await;
+    assert_eq!(
+        rx.requests_to("/probe")[0].header("webhook-test"),
+        Some("true")
+    );
+    b.c()
+        .find(Locator::Css("form[action$='/rotate'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.c().accept_alert().await.unwrap();
+    b.wait_for_text("[role=status]", "rotated").await;
+    let (_, rotated) = app.get("/api/v1/webhooks/secret").await;
+    assert_eq!(rotated["previousSecret"], secret["secret"]);
+    b.screenshot("developer").await;
+    b.close().await;
+}

@@ -11,4 +11,5 @@ mod instances;
 mod reliability;
 mod signing;
 mod storage;
+mod web;
 mod webhooks;

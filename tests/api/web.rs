@@ -1,0 +1,179 @@
+//! The web UI's protections, checked over plain HTTP.
+
+use crate::helpers::TestApp;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn login(app: &TestApp, https: bool) -> (String, String) {
+    app.post(
+        "/api/v1/users",
+        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+    )
+    .await;
+    let mut request = client()
+        .post(format!("{}/login", app.base))
+        .form(&[("email", "dev@example.com"), ("password", PASSWORD)]);
+    if https {
+        request = request.header("x-forwarded-proto", "https");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let value = cookie.split(';').next().unwrap().to_owned();
+    (cookie, value)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_strict_and_secure_over_https() {
+    let app = TestApp::spawn().await;
+    let (cookie, _) = login(&app, false).await;
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let (cookie, _) = login(&app, true).await;
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_forms_need_the_csrf_token() {
+    let app = TestApp::spawn().await;
+    let anonymous = client()
+        .get(format!("{}/ui/processes", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()["location"], "/login");
+
+    let (_, cookie) = login(&app, false).await;
+    let forged = client()
+        .post(format!("{}/ui/processes", app.base))
+        .header("cookie", &cookie)
+        .form(&[("name", "forged"), ("title", "Forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let wrong = client()
+        .post(format!("{}/ui/processes", app.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("name", "forged"),
+            ("title", "Forged"),
+            ("csrf", "hrld_guessedguessedguessedguessedguessedgue"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(
+        app.get("/api/v1/processes").await.1["items"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was created"
+    );
+
+    // A user (not admin or developer) typing an Administration URL gets 403.
+    app.post(
+        "/api/v1/users",
+        json!({"email": "user@example.com", "role": "user", "password": PASSWORD}),
+    )
+    .await;
+    let response = client()
+        .post(format!("{}/login", app.base))
+        .form(&[("email", "user@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let user_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for path in [
+        "/ui/admin",
+        "/ui/admin/developer",
+        "/ui/admin/deliveries",
+        "/ui/admin/users",
+        "/ui/admin/recycle-bin",
+    ] {
+        let r = client()
+            .get(format!("{}{path}", app.base))
+            .header("cookie", &user_cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // Logging out ends the session.
+    let page = client()
+        .get(format!("{}/ui/processes", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = client()
+        .post(format!("{}/logout", app.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = client()
+        .get(format!("{}/ui/processes", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.headers()["location"], "/login");
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    login(&app, false).await;
+    let mut bodies = Vec::new();
+    for email in ["dev@example.com", "nobody@example.com"] {
+        let r = client()
+            .post(format!("{}/login", app.base))
+            .form(&[("email", email), ("password", "not the password")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        bodies.push(r.text().await.unwrap().replace(email, ""));
+    }
+    assert_eq!(bodies[0], bodies[1]);
+    assert!(bodies[0].contains("Wrong email or password."));
+}
