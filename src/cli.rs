@@ -29,6 +29,21 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Measure Herald end to end on this machine (starts its own Herald processes and receiver).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// A PostgreSQL server URL (each scenario gets a fresh database on it); SQLite by default.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// A smoke run of a few seconds instead of the full scenarios.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +134,14 @@ impl Cli {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
             Command::Users(UsersCommand::Add(args)) => add_user(file, args).await,
+            Command::Bench(args) => {
+                let options = crate::bench::BenchOptions {
+                    database: args.database,
+                    quick: args.quick,
+                    json: args.json,
+                };
+                crate::bench::run(options).await.map(|_| ())
+            }
         }
     }
 }

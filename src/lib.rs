@@ -5,6 +5,7 @@
 //! API, [`service`] the operations both share, and [`startup`] wires them together.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod delivery;

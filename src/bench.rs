@@ -1,0 +1,636 @@
+//! `herald bench`: measures Herald end to end on this machine, against the machine's own limit.
+//!
+//! Each scenario starts a fresh `herald serve` child process (this same binary) on a fresh
+//! database, a receiving HTTP server inside the benchmark that answers 200 and records when
+//! each callback arrived, and drives Herald only through its HTTP API. The ceiling is a bare
+//! HTTP client sending GETs to the same receiver with the same concurrency.
+
+use anyhow::{Context, bail};
+use axum::extract::{Request, State};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncBufReadExt;
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+const CONCURRENCY: usize = 32;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `sqlite` (default) or a PostgreSQL server URL; each scenario gets a fresh database on it.
+    pub database: Option<String>,
+    /// A smoke run of a few seconds.
+    pub quick: bool,
+    pub json: Option<PathBuf>,
+}
+
+/// The figures of one scenario.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Figures {
+    pub scenario: String,
+    pub api_ops_per_sec: f64,
+    pub callbacks: usize,
+    pub callbacks_per_sec: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub peak_rss_mib: f64,
+    pub database_mib: f64,
+    pub note: String,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    /// (path, instanceID, eventType, arrival in Unix µs)
+    list: Mutex<Vec<(String, String, String, u64)>>,
+    count: AtomicUsize,
+    down: AtomicBool,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+async fn receive(State(state): State<Arc<Arrivals>>, request: Request) -> axum::http::StatusCode {
+    let at = now_micros();
+    let path = request.uri().path().to_owned();
+    if path == "/hang" {
+        std::future::pending::<()>().await;
+    }
+    if state.down.load(Ordering::Relaxed) {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if path != "/ceiling" {
+        let query = request.uri().query().unwrap_or_default();
+        let mut id = String::new();
+        let mut event = String::new();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "instanceID" => id = v.into_owned(),
+                "eventType" => event = v.into_owned(),
+                _ => {}
+            }
+        }
+        state
+            .list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path, id, event, at));
+    }
+    state.count.fetch_add(1, Ordering::Relaxed);
+    axum::http::StatusCode::OK
+}
+
+struct Node {
+    child: tokio::process::Child,
+    base: String,
+    pid: u32,
+    db_path: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_herald(
+    options: &BenchOptions,
+    pg_admin: &Option<String>,
+) -> anyhow::Result<(Node, Option<String>)> {
+    let dir = tempfile::tempdir()?;
+    let (url, db_path, pg_name) = match pg_admin {
+        None => {
+            let path = dir.path().join("bench.db");
+            (format!("sqlite://{}", path.display()), Some(path), None)
+        }
+        Some(admin) => {
+            let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+                .await
+                .context("connecting to PostgreSQL")?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await?;
+            let mut u = url::Url::parse(admin)?;
+            u.set_path(&name);
+            (u.to_string(), None, Some(name))
+        }
+    };
+    let _ = options;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+            "--allow-private-network",
+        ])
+        .args([
+            "--max-in-flight",
+            "256",
+            "--max-per-host",
+            "64",
+            "--callback-timeout",
+            "10",
+        ])
+        .env("HERALD_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let base = loop {
+        let line = lines
+            .next_line()
+            .await?
+            .context("herald exited before listening")?;
+        if let Some(addr) = line.strip_prefix("Herald is listening on ") {
+            break addr.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((
+        Node {
+            child,
+            base,
+            pid,
+            db_path,
+            _dir: dir,
+        },
+        pg_name,
+    ))
+}
+
+/// Peak resident memory of a process, from the kernel's high-water mark.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn database_mib(node: &Node, pg_admin: &Option<String>, pg_name: &Option<String>) -> f64 {
+    if let Some(path) = &node.db_path {
+        let mut total = 0u64;
+        for suffix in ["", "-wal", "-shm"] {
+            total += std::fs::metadata(format!("{}{suffix}", path.display()))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        return total as f64 / 1_048_576.0;
+    }
+    if let (Some(admin), Some(name)) = (pg_admin, pg_name)
+        && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await
+    {
+        let size: Option<i64> = sqlx::query_scalar("SELECT pg_database_size($1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+        return size.unwrap_or(0) as f64 / 1_048_576.0;
+    }
+    0.0
+}
+
+async fn drop_pg(pg_admin: &Option<String>, pg_name: Option<String>) {
+    if let (Some(admin), Some(name)) = (pg_admin, pg_name)
+        && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await
+    {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    }
+}
+
+/// Creates `events` instances with `CONCURRENCY` requests in flight (or at `rate` per second),
+/// and returns each instance's commit time (its `createdAt`, Unix µs) and the API rate.
+async fn drive(
+    api: &Arc<Api>,
+    events: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<(HashMap<String, u64>, f64)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (api, next) = (Arc::clone(api), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= events {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let body = api
+                    .send(
+                        reqwest::Method::POST,
+                        "/api/v1/processes/bench/instances",
+                        serde_json::json!({"data": {"i": i}}),
+                    )
+                    .await?;
+                let id = body["id"].as_str().unwrap_or_default().to_owned();
+                let at = crate::domain::Millis::parse_rfc3339(
+                    body["createdAt"].as_str().unwrap_or_default(),
+                )
+                .map(|m| m.0 as u64 * 1000)
+                .unwrap_or(0);
+                mine.push((id, at));
+            }
+            Ok::<_, anyhow::Error>(mine)
+        }));
+    }
+    let mut commits = HashMap::new();
+    for t in tasks {
+        commits.extend(t.await??);
+    }
+    Ok((commits, events as f64 / started.elapsed().as_secs_f64()))
+}
+
+async fn wait_for(arrivals: &Arrivals, count: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while arrivals.count.load(Ordering::Relaxed) < count {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Fills latency and rate figures from what the receiver saw on `path`.
+fn summarise(
+    figures: &mut Figures,
+    arrivals: &Arrivals,
+    path: &str,
+    commits: &HashMap<String, u64>,
+    since_micros: u64,
+) {
+    let list = arrivals.list.lock().unwrap_or_else(|p| p.into_inner());
+    let mine: Vec<&(String, String, String, u64)> =
+        list.iter().filter(|(p, ..)| p.starts_with(path)).collect();
+    let mut latencies: Vec<f64> = mine
+        .iter()
+        .filter_map(|(_, id, _, at)| {
+            commits
+                .get(id)
+                .map(|c| (at.saturating_sub(*c)) as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    figures.callbacks = mine.len();
+    let last = mine
+        .iter()
+        .map(|(.., at)| *at)
+        .max()
+        .unwrap_or(since_micros);
+    let span = (last.saturating_sub(since_micros)) as f64 / 1e6;
+    figures.callbacks_per_sec = if span > 0.0 {
+        mine.len() as f64 / span
+    } else {
+        0.0
+    };
+    figures.latency_ms_p50 = percentile(&latencies, 50.0);
+    figures.latency_ms_p95 = percentile(&latencies, 95.0);
+    figures.latency_ms_p99 = percentile(&latencies, 99.0);
+    figures.latency_ms_max = latencies.last().copied().unwrap_or(0.0);
+}
+
+/// Runs one scenario on a fresh node: `urls` paths per event, `events` creates, an optional
+/// rate, and whether the receiver is down while they queue.
+/// One scenario's shape.
+struct Plan<'a> {
+    name: &'a str,
+    urls: &'a [&'a str],
+    events: usize,
+    rate: Option<f64>,
+    backlog: bool,
+}
+
+/// Where scenarios run: the options, the PostgreSQL server if any, and the receiver.
+struct Bench<'a> {
+    options: &'a BenchOptions,
+    pg_admin: &'a Option<String>,
+    receiver: &'a (String, String),
+    arrivals: &'a Arc<Arrivals>,
+}
+
+async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> {
+    let Bench {
+        options,
+        pg_admin,
+        receiver,
+        arrivals,
+    } = *bench;
+    let Plan {
+        name,
+        urls,
+        events,
+        rate,
+        backlog,
+    } = plan;
+    arrivals
+        .list
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    arrivals.count.store(0, Ordering::Relaxed);
+    let (mut node, pg_name) = start_herald(options, pg_admin).await?;
+    let api = Arc::new(Api {
+        http: reqwest::Client::new(),
+        base: node.base.clone(),
+    });
+    // The hanging URL lives on its own port, as a separate receiver would.
+    let list: Vec<String> = urls
+        .iter()
+        .map(|p| {
+            if *p == "/hang" {
+                format!("{}{p}", receiver.1)
+            } else {
+                format!("{}{p}", receiver.0)
+            }
+        })
+        .collect();
+    api.send(
+        reqwest::Method::PUT,
+        "/api/v1/webhooks",
+        serde_json::json!({
+            "created": {"enabled": true, "urls": list},
+            "updated": {"enabled": false, "urls": []},
+            "deleted": {"enabled": false, "urls": []},
+        }),
+    )
+    .await?;
+    api.send(
+        reqwest::Method::POST,
+        "/api/v1/processes",
+        serde_json::json!({"name": "bench", "title": "Bench"}),
+    )
+    .await?;
+    arrivals.down.store(backlog, Ordering::Relaxed);
+    let start = now_micros();
+    let (commits, api_rate) = drive(&api, events, rate).await?;
+    let fast: Vec<&&str> = urls.iter().filter(|u| **u != "/hang").collect();
+    let expected = events * fast.len();
+    let mut figures = Figures {
+        scenario: name.to_owned(),
+        api_ops_per_sec: api_rate,
+        ..Default::default()
+    };
+    let since = if backlog {
+        arrivals.down.store(false, Ordering::Relaxed);
+        now_micros()
+    } else {
+        start
+    };
+    let limit = Duration::from_secs(if options.quick { 60 } else { 1800 });
+    if !wait_for(arrivals, expected, limit).await {
+        figures.note = format!(
+            "only {} of {expected} callbacks arrived in time",
+            arrivals.count.load(Ordering::Relaxed)
+        );
+    }
+    summarise(
+        &mut figures,
+        arrivals,
+        fast.first().map_or("/", |p| **p),
+        &commits,
+        since,
+    );
+    if fast.len() > 1 {
+        // Fan-out: count every URL.
+        figures.callbacks = arrivals.count.load(Ordering::Relaxed);
+        let span = (now_micros().saturating_sub(since)) as f64 / 1e6;
+        figures.callbacks_per_sec = figures.callbacks as f64 / span.max(1e-9);
+    }
+    figures.peak_rss_mib = peak_rss_mib(node.pid);
+    figures.database_mib = database_mib(&node, pg_admin, &pg_name).await;
+    let _ = node.child.kill().await;
+    drop_pg(pg_admin, pg_name).await;
+    Ok(figures)
+}
+
+/// The bare-client ceiling: GETs to the receiver with keep-alive, as many in flight as Herald
+/// is allowed to one host in the scenarios (64).
+async fn ceiling(receiver: &str, requests: usize) -> f64 {
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, next, url) = (
+            http.clone(),
+            Arc::clone(&next),
+            format!("{receiver}/ceiling?instanceID=x&processName=y&eventType=created"),
+        );
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let _ = http.get(&url).send().await.map(|r| r.status());
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    requests as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs every scenario and prints the table (and writes JSON when asked).
+pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
+    crate::startup::install_tls_provider();
+    let pg_admin = options
+        .database
+        .clone()
+        .filter(|d| d.starts_with("postgres"));
+    let arrivals = Arc::new(Arrivals::default());
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addresses.push(format!("http://{}", listener.local_addr()?));
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&arrivals));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let receiver = (addresses[0].clone(), addresses[1].clone());
+
+    let q = options.quick;
+    let n = |full: usize, quick: usize| if q { quick } else { full };
+    let ceiling_rate = ceiling(&receiver.0, n(100_000, 5_000)).await;
+    let ten: Vec<String> = (0..10).map(|i| format!("/fan{i}")).collect();
+    let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+    let bench = Bench {
+        options: &options,
+        pg_admin: &pg_admin,
+        receiver: &receiver,
+        arrivals: &arrivals,
+    };
+    let mut all = Vec::new();
+    let steady = Plan {
+        name: "1 steady (latency)",
+        urls: &["/one"],
+        events: n(30_000, 400),
+        rate: Some(if q { 200.0 } else { 1000.0 }),
+        backlog: false,
+    };
+    all.push(scenario(&bench, steady).await?);
+    let mut throughput = scenario(
+        &bench,
+        Plan {
+            name: "2 throughput",
+            urls: &["/one"],
+            events: n(100_000, 2_000),
+            rate: None,
+            backlog: false,
+        },
+    )
+    .await?;
+    throughput.note = format!(
+        "{:.0}% of the bare-client ceiling",
+        100.0 * throughput.callbacks_per_sec / ceiling_rate
+    );
+    all.push(throughput.clone());
+    all.push(
+        scenario(
+            &bench,
+            Plan {
+                name: "3 fan-out x10",
+                urls: &ten,
+                events: n(10_000, 200),
+                rate: None,
+                backlog: false,
+            },
+        )
+        .await?,
+    );
+    let isolation_plan = Plan {
+        name: "4 isolation (fast + hanging)",
+        urls: &["/fast", "/hang"],
+        events: n(100_000, 2_000),
+        rate: None,
+        backlog: false,
+    };
+    let mut isolation = scenario(&bench, isolation_plan).await?;
+    isolation.note = format!(
+        "{:.0}% of scenario 2's throughput",
+        100.0 * isolation.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
+    );
+    all.push(isolation);
+    let backlog_plan = Plan {
+        name: "5 backlog x10 (down, then up)",
+        urls: &ten,
+        events: n(100_000, 200),
+        rate: None,
+        backlog: true,
+    };
+    let mut backlog = scenario(&bench, backlog_plan).await?;
+    backlog.note = format!(
+        "drain from receiver-up; {} {}",
+        backlog.note,
+        format_args!(
+            "({:.0}% of scenario 2)",
+            100.0 * backlog.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
+        )
+    );
+    all.push(backlog);
+
+    println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");
+    println!(
+        "{:<32} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  note",
+        "scenario",
+        "api op/s",
+        "callback/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "RSS MiB",
+        "DB MiB"
+    );
+    for f in &all {
+        println!(
+            "{:<32} {:>9.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {}",
+            f.scenario,
+            f.api_ops_per_sec,
+            f.callbacks_per_sec,
+            f.latency_ms_p50,
+            f.latency_ms_p95,
+            f.latency_ms_p99,
+            f.latency_ms_max,
+            f.peak_rss_mib,
+            f.database_mib,
+            f.note
+        );
+    }
+    if let Some(path) = &options.json {
+        let doc = serde_json::json!({
+            "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+            "database": if pg_admin.is_some() { "postgres" } else { "sqlite" },
+            "quick": options.quick,
+            "ceiling_get_per_sec": ceiling_rate,
+            "scenarios": all,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(all)
+}
