@@ -630,32 +630,52 @@ async fn send_test(
         return r;
     }
     let event_text = field(&form, "event_type").to_owned();
-    let url_text = field(&form, "url").to_owned();
-    let result = async {
-        let event = EventType::parse(&event_text)?;
-        let url = crate::domain::CallbackUrl::parse(&url_text)?;
-        herald.test_callback(&s.caller, event, &url).await
-    }
-    .await;
-    let test = match result {
-        Ok(outcome) => {
-            let a = &outcome.attempt;
-            let succeeded = a.outcome == crate::domain::AttemptOutcome::Success;
-            let detail = match (a.status_code, &a.error) {
-                (Some(code), _) if succeeded => format!("HTTP {code}"),
-                (_, Some(error)) => error.clone(),
-                (Some(code), None) => format!("HTTP {code}"),
-                (None, None) => a.outcome.as_str().to_owned(),
-            };
-            let verdict = if succeeded { "Delivered" } else { "Failed" };
-            json!({"event_type": event_text, "url": url_text, "succeeded": succeeded,
-                   "outcome": format!("{verdict}: {detail} in {} ms (delivery {}).", a.duration_ms, outcome.delivery_id)})
+    let url_text = field(&form, "url").trim().to_owned();
+    let event = match EventType::parse(&event_text) {
+        Ok(event) => event,
+        Err(e) => return error_page(Some(&s), e.into()),
+    };
+    // The typed URL, or every URL configured for the event.
+    let urls: Result<Vec<crate::domain::CallbackUrl>, Error> = if url_text.is_empty() {
+        herald
+            .webhook_settings(&s.caller)
+            .await
+            .map(|settings| settings.event(event).urls.clone())
+    } else {
+        crate::domain::CallbackUrl::parse(&url_text)
+            .map(|u| vec![u])
+            .map_err(Error::from)
+    };
+    let mut lines = Vec::new();
+    match urls {
+        Ok(urls) if urls.is_empty() => lines.push(json!({"succeeded": false,
+            "text": format!("No URLs are configured for {event} callbacks: add some in the Webhooks dialog, or type one above.")})),
+        Ok(urls) => {
+            for url in urls {
+                let line = match herald.test_callback(&s.caller, event, &url).await {
+                    Ok(outcome) => {
+                        let a = &outcome.attempt;
+                        let succeeded = a.outcome == crate::domain::AttemptOutcome::Success;
+                        let detail = match (a.status_code, &a.error) {
+                            (Some(code), _) if succeeded => format!("HTTP {code}"),
+                            (_, Some(error)) => error.clone(),
+                            (Some(code), None) => format!("HTTP {code}"),
+                            (None, None) => a.outcome.as_str().to_owned(),
+                        };
+                        let verdict = if succeeded { "Delivered" } else { "Failed" };
+                        json!({"succeeded": succeeded, "text": format!(
+                            "{}: {verdict}: {detail} in {} ms (delivery {}).", url.redacted(), a.duration_ms, outcome.delivery_id)})
+                    }
+                    Err(Error::Internal(e)) => return error_page(Some(&s), Error::Internal(e)),
+                    Err(e) => json!({"succeeded": false, "text": format!("{}: {e}", url.redacted())}),
+                };
+                lines.push(line);
+            }
         }
         Err(Error::Internal(e)) => return error_page(Some(&s), Error::Internal(e)),
-        Err(e) => {
-            json!({"event_type": event_text, "url": url_text, "succeeded": false, "outcome": e.to_string()})
-        }
-    };
+        Err(e) => lines.push(json!({"succeeded": false, "text": e.to_string()})),
+    }
+    let test = json!({"event_type": event_text, "url": url_text, "lines": lines});
     developer_page(
         &herald,
         &s,

@@ -842,18 +842,58 @@ async fn an_administrator_edits_deletes_restores_and_manages_users() {
         .await
         .unwrap();
     b.c()
-        .find(Locator::Css("form[action$='/test'] button"))
+        .find(Locator::Css("#send-test-updated"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    b.wait_for_text("#test-outcome", "Delivered: HTTP 200")
+    b.wait_for_text(".test-outcome", "Delivered: HTTP 200")
         .await;
-    assert_eq!(
-        rx.requests_to("/probe")[0].header("webhook-test"),
-        Some("true")
+    let probe = &rx.requests_to("/probe")[0];
+    assert_eq!(probe.header("webhook-test"), Some("true"));
+    assert!(
+        probe
+            .query
+            .as_deref()
+            .unwrap()
+            .ends_with("eventType=updated")
     );
+    // Without a URL, "Send test" calls every URL configured for that event.
+    app.configure(&[&rx.url("/conf-a"), &rx.url("/conf-b")], &[], &[])
+        .await;
+    b.c()
+        .find(Locator::Css("#test-url"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    b.c()
+        .find(Locator::Css("#send-test-created"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text(".test-outcome", "conf-b: Delivered").await;
+    assert_eq!(
+        b.c()
+            .find_all(Locator::Css(".test-outcome"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    b.c()
+        .find(Locator::Css("#send-test-deleted"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text(".test-outcome", "No URLs are configured for deleted")
+        .await;
     b.c()
         .find(Locator::Css("form[action$='/rotate'] button"))
         .await
