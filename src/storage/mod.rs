@@ -468,8 +468,10 @@ pub trait Store: Send + Sync + 'static {
         breaker: &BreakerPolicy,
     ) -> Result<()>;
 
-    /// Housekeeping run about once a second by each worker: makes sure every paused URL whose
-    /// pause is over has exactly one probe due.
+    /// Housekeeping run every few seconds by each worker: every paused URL whose pause is over,
+    /// and which has no delivery due or in flight, gets its earliest pending delivery made due
+    /// (the probe). A delivery that escaped the hold with a later retry time does not stop the
+    /// probe from going out when the pause ends.
     async fn promote_probes(&self, now: Millis) -> Result<()>;
 
     /// The destinations of a workspace that have failed at least once.

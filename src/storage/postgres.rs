@@ -964,7 +964,8 @@ impl Store for PostgresStore {
                   AND NOT EXISTS (
                       SELECT 1 FROM deliveries p
                       WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
-                        AND p.next_attempt_at < $2))",
+                        AND p.next_attempt_at < $2
+                        AND (p.next_attempt_at <= $1 OR p.lease_until > $1)))",
         )
         .bind(now.0)
         .bind(HELD)
@@ -1257,14 +1258,14 @@ async fn record_health(
             }
             continue;
         }
-        let (state, failures, interval_ms): (String, i64, i64) = sqlx::query_as(
+        let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = sqlx::query_as(
             "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
              VALUES ($1, $2, 'closed', 1, $3, $4)
              ON CONFLICT (workspace_id, url) DO UPDATE SET
                 consecutive_failures = destinations.consecutive_failures + 1,
                 last_failure_at = excluded.last_failure_at,
                 last_error = excluded.last_error
-             RETURNING state, consecutive_failures, probe_interval_ms",
+             RETURNING state, consecutive_failures, probe_interval_ms, paused_until",
         )
         .bind(r.workspace_id.0)
         .bind(&r.url)
@@ -1283,7 +1284,26 @@ async fn record_health(
                 .execute(&mut *tx)
                 .await?;
         }
-        if let AfterFailure::Pause(pause) = breaker.after_failure(failures, was_open, last) {
+        // While a pause runs, failures are attempts that were in flight when it began, not
+        // failed probes: they are held with the rest and do not lengthen the pause.
+        let pause_running = was_open && paused_until.is_some_and(|until| until > now.0);
+        let decision = if pause_running {
+            AfterFailure::StayClosed
+        } else {
+            breaker.after_failure(failures, was_open, last)
+        };
+        if pause_running {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1
+                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
+            )
+            .bind(HELD)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let AfterFailure::Pause(pause) = decision {
             let until = now.plus(pause);
             sqlx::query(
                 "UPDATE destinations SET state = 'open', probe_interval_ms = $1, paused_until = $2
