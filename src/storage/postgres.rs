@@ -144,6 +144,26 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The end of a compare-and-set write on an instance: with the updated row, fire its event
+    /// and commit; without one, say why nothing matched.
+    async fn finish_write(
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        row: Option<PgRow>,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        want_deleted: bool,
+        event: EventType,
+        now: Millis,
+    ) -> Result<Written> {
+        let Some(row) = row else {
+            return Self::why_not_written(&mut tx, workspace, id, want_deleted).await;
+        };
+        let record = instance_from_row(&row)?;
+        Self::fire(&mut tx, workspace, event, &record, now).await?;
+        tx.commit().await?;
+        Ok(Written::Done(Box::new(record)))
+    }
+
     /// Why a compare-and-set on an instance matched no row.
     async fn why_not_written(
         tx: &mut sqlx::PgConnection,
@@ -330,12 +350,7 @@ impl Store for PostgresStore {
         .await?;
         row.map(|r| {
             Ok(LoginRecord {
-                caller: Caller {
-                    user_id: UserId(r.try_get("id")?),
-                    workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-                    email: r.try_get("email")?,
-                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
-                },
+                caller: caller_from_row(&r)?,
                 display_name: r.try_get("display_name")?,
                 active: r.try_get("active")?,
                 password_hash: r.try_get("password_hash")?,
@@ -407,12 +422,7 @@ impl Store for PostgresStore {
         .await?;
         row.map(|r| {
             Ok(SessionRecord {
-                caller: Caller {
-                    user_id: UserId(r.try_get("id")?),
-                    workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-                    email: r.try_get("email")?,
-                    role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
-                },
+                caller: caller_from_row(&r)?,
                 display_name: r.try_get("display_name")?,
                 csrf: r.try_get("csrf")?,
             })
@@ -476,15 +486,7 @@ impl Store for PostgresStore {
         .bind(token.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Caller {
-                user_id: UserId(r.try_get("id")?),
-                workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-                email: r.try_get("email")?,
-                role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
-            })
-        })
-        .transpose()
+        row.map(|r| caller_from_row(&r)).transpose()
     }
 
     async fn webhook_settings(&self, workspace: WorkspaceId) -> Result<WebhookSettings> {
@@ -783,13 +785,7 @@ impl Store for PostgresStore {
         .bind(update.expected_version)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Self::why_not_written(&mut tx, workspace, id, false).await;
-        };
-        let record = instance_from_row(&row)?;
-        Self::fire(&mut tx, workspace, EventType::Updated, &record, now).await?;
-        tx.commit().await?;
-        Ok(Written::Done(Box::new(record)))
+        Self::finish_write(tx, row, workspace, id, false, EventType::Updated, now).await
     }
 
     async fn delete_instance(
@@ -811,13 +807,7 @@ impl Store for PostgresStore {
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Self::why_not_written(&mut tx, workspace, id, false).await;
-        };
-        let record = instance_from_row(&row)?;
-        Self::fire(&mut tx, workspace, EventType::Deleted, &record, now).await?;
-        tx.commit().await?;
-        Ok(Written::Done(Box::new(record)))
+        Self::finish_write(tx, row, workspace, id, false, EventType::Deleted, now).await
     }
 
     async fn restore_instance(
@@ -837,13 +827,7 @@ impl Store for PostgresStore {
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Self::why_not_written(&mut tx, workspace, id, true).await;
-        };
-        let record = instance_from_row(&row)?;
-        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
-        tx.commit().await?;
-        Ok(Written::Done(Box::new(record)))
+        Self::finish_write(tx, row, workspace, id, true, EventType::Created, now).await
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
@@ -1329,6 +1313,16 @@ async fn record_health(
         }
     }
     Ok(())
+}
+
+/// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.
+fn caller_from_row(r: &PgRow) -> Result<Caller> {
+    Ok(Caller {
+        user_id: UserId(r.try_get("id")?),
+        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
+        email: r.try_get("email")?,
+        role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
+    })
 }
 
 fn process_from_row(row: &PgRow) -> Result<ProcessRecord> {
