@@ -10,6 +10,7 @@ use super::client::{Attempt, Callback, CallbackClient};
 use crate::domain::{
     AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, SigningKeys,
 };
+use crate::error::error_chain;
 use crate::storage::{
     AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, WorkspaceId,
 };
@@ -401,18 +402,6 @@ async fn housekeeping(
             _ = shutdown.cancelled() => break,
         }
     }
-}
-
-/// An error with its causes, for logs.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

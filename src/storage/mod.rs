@@ -8,6 +8,7 @@
 //! hold an `Arc<dyn Store>` and both backends pass the same conformance suite
 //! (`tests/api/storage.rs`).
 
+pub mod group;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
@@ -33,6 +34,9 @@ pub enum StorageError {
     Schema(#[from] SchemaError),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// The group-commit writer task is gone (the store is shutting down).
+    #[error("the database writer stopped")]
+    WriterStopped,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

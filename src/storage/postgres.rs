@@ -4,6 +4,7 @@
 //! and never claim the same delivery while its lease runs. Every write that queues deliveries
 //! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
 
+use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, POSTGRES};
 use super::*;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -18,6 +19,8 @@ const CHANNEL: &str = "herald_deliveries";
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Instance writes go through one writer task that commits them in groups.
+    writes: Arc<GroupCommit>,
 }
 
 const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
@@ -69,7 +72,7 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord> {
 }
 
 impl PostgresStore {
-    /// Opens (creating if missing) the database file a `sqlite://` URL names.
+    /// Connects to the database a `postgres://` URL names.
     pub async fn open(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("herald");
         let pool = PgPoolOptions::new()
@@ -78,7 +81,8 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let writes = Arc::new(GroupCommit::start(PgWriter { pool: pool.clone() }));
+        Ok(Self { pool, writes })
     }
 
     async fn schema_version(&self) -> Result<i64> {
@@ -91,77 +95,6 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(v.unwrap_or(0))
-    }
-
-    /// Writes the event of a change and one pending delivery per enabled URL of that event.
-    async fn fire(
-        tx: &mut sqlx::PgConnection,
-        workspace: WorkspaceId,
-        event: EventType,
-        instance: &InstanceRecord,
-        now: Millis,
-    ) -> Result<()> {
-        let snapshot = match event {
-            EventType::Deleted => None,
-            _ => Some(serde_json::to_string(instance).unwrap_or_default()),
-        };
-        let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(workspace.0)
-        .bind(event.as_str())
-        .bind(instance.id.as_str())
-        .bind(&instance.process_name)
-        .bind(now.0)
-        .bind(snapshot)
-        .fetch_one(&mut *tx)
-        .await?;
-        let queued = sqlx::query(
-            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     status, attempts, next_attempt_at, created_at, updated_at, format)
-             SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.workspace_id, $1, u.event_type, $2, $3, u.url, u.host,
-                    'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $4 END, $4, $4, w.webhook_format
-             FROM webhook_urls u
-             JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-             JOIN workspaces w ON w.id = u.workspace_id
-             LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-             WHERE u.workspace_id = $5 AND u.event_type = $6 AND e.enabled
-             ORDER BY u.position",
-        )
-        .bind(event_id)
-        .bind(instance.id.as_str())
-        .bind(&instance.process_name)
-        .bind(now.0)
-        .bind(workspace.0)
-        .bind(event.as_str())
-        .bind(HELD)
-        .execute(&mut *tx)
-        .await?;
-        if queued.rows_affected() > 0 {
-            notify(tx).await?;
-        }
-        Ok(())
-    }
-
-    /// The end of a compare-and-set write on an instance: with the updated row, fire its event
-    /// and commit; without one, say why nothing matched.
-    async fn finish_write(
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        row: Option<PgRow>,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        want_deleted: bool,
-        event: EventType,
-        now: Millis,
-    ) -> Result<Written> {
-        let Some(row) = row else {
-            return Self::why_not_written(&mut tx, workspace, id, want_deleted).await;
-        };
-        let record = instance_from_row(&row)?;
-        Self::fire(&mut tx, workspace, event, &record, now).await?;
-        tx.commit().await?;
-        Ok(Written::Done(Box::new(record)))
     }
 
     /// Why a compare-and-set on an instance matched no row.
@@ -659,51 +592,15 @@ impl Store for PostgresStore {
         status: &InstanceStatus,
         by: &str,
     ) -> Result<Option<InstanceRecord>> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin().await?;
-        let numbered: Option<(i64, i64)> = sqlx::query_as(
-            "UPDATE processes SET next_number = next_number + 1 WHERE workspace_id = $1 AND name = $2
-             RETURNING id, next_number",
-        )
-        .bind(workspace.0)
-        .bind(process.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((process_key, number)) = numbered else {
-            return Ok(None);
-        };
-        let record = InstanceRecord {
-            id: InstanceId::new(process, number),
-            unique_id: crate::domain::UniqueId::generate().as_str().to_owned(),
-            process_name: process.as_str().to_owned(),
-            status: status.as_str().to_owned(),
-            version: 1,
-            data: data.clone(),
-            created_at: now,
-            created_by: by.to_owned(),
-            modified_at: now,
-            modified_by: by.to_owned(),
-            deleted_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                    created_at, created_by, modified_at, modified_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $9)",
-        )
-        .bind(workspace.0)
-        .bind(process_key)
-        .bind(number)
-        .bind(record.id.as_str())
-        .bind(&record.unique_id)
-        .bind(data.to_json())
-        .bind(status.as_str())
-        .bind(now.0)
-        .bind(by)
-        .execute(&mut *tx)
-        .await?;
-        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        self.writes
+            .create(InstanceWrite::Create {
+                workspace,
+                process: process.clone(),
+                data: data.clone(),
+                status: status.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn instance(
@@ -769,23 +666,14 @@ impl Store for PostgresStore {
         update: &InstanceUpdate,
         by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET data = $1, status = $2, version = version + 1, modified_at = $3, modified_by = $4
-             WHERE workspace_id = $5 AND instance_id = $6 AND version = $7 AND deleted_at IS NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(update.data.to_json())
-        .bind(update.status.as_str())
-        .bind(now.0)
-        .bind(by)
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .bind(update.expected_version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, false, EventType::Updated, now).await
+        self.writes
+            .write(InstanceWrite::Update {
+                workspace,
+                id: id.clone(),
+                update: update.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn delete_instance(
@@ -794,40 +682,28 @@ impl Store for PostgresStore {
         id: &InstanceId,
         by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET deleted_at = $1, deleted_by = $2
-             WHERE workspace_id = $3 AND instance_id = $4 AND deleted_at IS NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(now.0)
-        .bind(by)
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, false, EventType::Deleted, now).await
+        self.writes
+            .write(InstanceWrite::Delete {
+                workspace,
+                id: id.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn restore_instance(
         &self,
         workspace: WorkspaceId,
         id: &InstanceId,
-        _by: &str,
+        by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
-             WHERE workspace_id = $1 AND instance_id = $2 AND deleted_at IS NOT NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, true, EventType::Created, now).await
+        self.writes
+            .write(InstanceWrite::Restore {
+                workspace,
+                id: id.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
@@ -1350,4 +1226,223 @@ fn page<T>(rows: Vec<PgRow>, limit: i64, decode: impl Fn(&PgRow) -> Result<T>) -
         items,
         next_cursor: if more { next_cursor } else { None },
     })
+}
+
+/// Applies batches of instance writes for [`GroupCommit`]: one transaction (one commit, one
+/// fsync) per batch, one counter update per process (locked in a fixed order), one statement for
+/// all new instances, one for all events with their deliveries, one per update, delete or
+/// restore, and one `NOTIFY`.
+struct PgWriter {
+    pool: PgPool,
+}
+
+/// New instances of a batch, column by column, for `unnest`.
+#[derive(Default)]
+struct NewInstances {
+    workspace: Vec<i64>,
+    process: Vec<i64>,
+    number: Vec<i64>,
+    instance_id: Vec<String>,
+    unique_id: Vec<String>,
+    data: Vec<String>,
+    status: Vec<String>,
+    by: Vec<String>,
+}
+
+#[async_trait]
+impl BatchWriter for PgWriter {
+    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        // Reserve the numbers of the creates: (process key, next number) per process.
+        let mut numbers = std::collections::HashMap::new();
+        for (workspace, process, count) in group::creates_per_process(writes) {
+            let reserved: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE processes SET next_number = next_number + $3 WHERE workspace_id = $1 AND name = $2
+                 RETURNING id, next_number",
+            )
+            .bind(workspace.0)
+            .bind(process.as_str())
+            .bind(count)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((key, last)) = reserved {
+                numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut new = NewInstances::default();
+        for write in writes {
+            let outcome = match write {
+                InstanceWrite::Create {
+                    workspace,
+                    process,
+                    data,
+                    status,
+                    by,
+                } => match numbers.get_mut(&(workspace.0, process.as_str())) {
+                    None => WriteOutcome::Created(None),
+                    Some((key, next)) => {
+                        let record = group::new_record(process, *next, data, status, by, now);
+                        new.workspace.push(workspace.0);
+                        new.process.push(*key);
+                        new.number.push(*next);
+                        new.instance_id.push(record.id.as_str().to_owned());
+                        new.unique_id.push(record.unique_id.clone());
+                        new.data.push(data.to_json());
+                        new.status.push(status.as_str().to_owned());
+                        new.by.push(by.clone());
+                        *next += 1;
+                        WriteOutcome::Created(Some(record))
+                    }
+                },
+                InstanceWrite::Update {
+                    workspace,
+                    id,
+                    update,
+                    by,
+                } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET data = $1, status = $2, version = version + 1, modified_at = $3, modified_by = $4
+                         WHERE workspace_id = $5 AND instance_id = $6 AND version = $7 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(update.data.to_json())
+                    .bind(update.status.as_str())
+                    .bind(now.0)
+                    .bind(by)
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .bind(update.expected_version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, false).await?
+                }
+                InstanceWrite::Delete { workspace, id, by } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET deleted_at = $1, deleted_by = $2
+                         WHERE workspace_id = $3 AND instance_id = $4 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(now.0)
+                    .bind(by)
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, false).await?
+                }
+                InstanceWrite::Restore { workspace, id, .. } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
+                         WHERE workspace_id = $1 AND instance_id = $2 AND deleted_at IS NOT NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, true).await?
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if !new.number.is_empty() {
+            sqlx::query(
+                "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                        created_at, created_by, modified_at, modified_by)
+                 SELECT w, p, n, i, u, d, s, 1, $9, b, $9, b
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                             $7::text[], $8::text[]) AS t(w, p, n, i, u, d, s, b)",
+            )
+            .bind(&new.workspace)
+            .bind(&new.process)
+            .bind(&new.number)
+            .bind(&new.instance_id)
+            .bind(&new.unique_id)
+            .bind(&new.data)
+            .bind(&new.status)
+            .bind(&new.by)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        fire(&mut tx, &group::fired(writes, &outcomes), now).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
+/// matched.
+async fn written(
+    tx: &mut sqlx::PgConnection,
+    row: Option<PgRow>,
+    workspace: WorkspaceId,
+    id: &InstanceId,
+    want_deleted: bool,
+) -> Result<WriteOutcome> {
+    let written = match row {
+        Some(row) => Written::Done(Box::new(instance_from_row(&row)?)),
+        None => PostgresStore::why_not_written(tx, workspace, id, want_deleted).await?,
+    };
+    Ok(WriteOutcome::Written(written))
+}
+
+/// Writes the events of a batch and, for each, one pending delivery per URL its event has
+/// enabled at this moment (held at once if the URL is paused), in the order of the events and
+/// of the URLs, in one statement; then announces them.
+async fn fire(
+    tx: &mut sqlx::PgConnection,
+    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
+    now: Millis,
+) -> Result<()> {
+    if fired.is_empty() {
+        return Ok(());
+    }
+    let workspaces: Vec<i64> = fired.iter().map(|(w, _, _)| w.0).collect();
+    let events: Vec<&str> = fired.iter().map(|(_, e, _)| e.as_str()).collect();
+    let ids: Vec<&str> = fired.iter().map(|(_, _, r)| r.id.as_str()).collect();
+    let processes: Vec<&str> = fired
+        .iter()
+        .map(|(_, _, r)| r.process_name.as_str())
+        .collect();
+    let snapshots: Vec<Option<String>> = fired
+        .iter()
+        .map(|(_, e, r)| group::snapshot(*e, r))
+        .collect();
+    let queued = sqlx::query(
+        "WITH ev AS (
+            INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+            SELECT w, e, i, p, $6, s
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 WITH ORDINALITY AS t(w, e, i, p, s, ord)
+            ORDER BY ord
+            RETURNING id, workspace_id, event_type, instance_id, process_name)
+         INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                 status, attempts, next_attempt_at, created_at, updated_at, format)
+         SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.workspace_id, ev.id, u.event_type,
+                ev.instance_id, ev.process_name, u.url, u.host,
+                'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $6 END, $6, $6, w.webhook_format
+         FROM ev
+         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
+         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+         JOIN workspaces w ON w.id = u.workspace_id
+         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+         WHERE e.enabled
+         ORDER BY ev.id, u.position",
+    )
+    .bind(&workspaces)
+    .bind(&events)
+    .bind(&ids)
+    .bind(&processes)
+    .bind(&snapshots)
+    .bind(now.0)
+    .bind(HELD)
+    .execute(&mut *tx)
+    .await?;
+    if queued.rows_affected() > 0 {
+        notify(tx).await?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
+use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, SQLITE};
 use super::*;
 use sqlx::sqlite::{
@@ -16,6 +17,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Instance writes go through one writer task that commits them in groups.
+    writes: Arc<GroupCommit>,
 }
 
 const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
@@ -80,7 +83,8 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let writes = Arc::new(GroupCommit::start(SqliteWriter { pool: pool.clone() }));
+        Ok(Self { pool, writes })
     }
 
     async fn schema_version(&self) -> Result<i64> {
@@ -93,74 +97,6 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(v.unwrap_or(0))
-    }
-
-    /// Writes the event of a change and one pending delivery per enabled URL of that event.
-    async fn fire(
-        tx: &mut sqlx::SqliteConnection,
-        workspace: WorkspaceId,
-        event: EventType,
-        instance: &InstanceRecord,
-        now: Millis,
-    ) -> Result<()> {
-        let snapshot = match event {
-            EventType::Deleted => None,
-            _ => Some(serde_json::to_string(instance).unwrap_or_default()),
-        };
-        let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )
-        .bind(workspace.0)
-        .bind(event.as_str())
-        .bind(instance.id.as_str())
-        .bind(&instance.process_name)
-        .bind(now.0)
-        .bind(snapshot)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     status, attempts, next_attempt_at, created_at, updated_at, format)
-             SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ?1, u.event_type, ?2, ?3, u.url, u.host,
-                    'pending', 0, CASE WHEN x.state = 'open' THEN ?7 ELSE ?4 END, ?4, ?4, w.webhook_format
-             FROM webhook_urls u
-             JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-             JOIN workspaces w ON w.id = u.workspace_id
-             LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-             WHERE u.workspace_id = ?5 AND u.event_type = ?6 AND e.enabled = 1
-             ORDER BY u.position",
-        )
-        .bind(event_id)
-        .bind(instance.id.as_str())
-        .bind(&instance.process_name)
-        .bind(now.0)
-        .bind(workspace.0)
-        .bind(event.as_str())
-        .bind(HELD)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-
-    /// The end of a compare-and-set write on an instance: with the updated row, fire its event
-    /// and commit; without one, say why nothing matched.
-    async fn finish_write(
-        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-        row: Option<SqliteRow>,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        want_deleted: bool,
-        event: EventType,
-        now: Millis,
-    ) -> Result<Written> {
-        let Some(row) = row else {
-            return Self::why_not_written(&mut tx, workspace, id, want_deleted).await;
-        };
-        let record = instance_from_row(&row)?;
-        Self::fire(&mut tx, workspace, event, &record, now).await?;
-        tx.commit().await?;
-        Ok(Written::Done(Box::new(record)))
     }
 
     /// Why a compare-and-set on an instance matched no row.
@@ -623,51 +559,15 @@ impl Store for SqliteStore {
         status: &InstanceStatus,
         by: &str,
     ) -> Result<Option<InstanceRecord>> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let numbered: Option<(i64, i64)> = sqlx::query_as(
-            "UPDATE processes SET next_number = next_number + 1 WHERE workspace_id = ?1 AND name = ?2
-             RETURNING id, next_number",
-        )
-        .bind(workspace.0)
-        .bind(process.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((process_key, number)) = numbered else {
-            return Ok(None);
-        };
-        let record = InstanceRecord {
-            id: InstanceId::new(process, number),
-            unique_id: crate::domain::UniqueId::generate().as_str().to_owned(),
-            process_name: process.as_str().to_owned(),
-            status: status.as_str().to_owned(),
-            version: 1,
-            data: data.clone(),
-            created_at: now,
-            created_by: by.to_owned(),
-            modified_at: now,
-            modified_by: by.to_owned(),
-            deleted_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                    created_at, created_by, modified_at, modified_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?8, ?9)",
-        )
-        .bind(workspace.0)
-        .bind(process_key)
-        .bind(number)
-        .bind(record.id.as_str())
-        .bind(&record.unique_id)
-        .bind(data.to_json())
-        .bind(status.as_str())
-        .bind(now.0)
-        .bind(by)
-        .execute(&mut *tx)
-        .await?;
-        Self::fire(&mut tx, workspace, EventType::Created, &record, now).await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        self.writes
+            .create(InstanceWrite::Create {
+                workspace,
+                process: process.clone(),
+                data: data.clone(),
+                status: status.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn instance(
@@ -733,23 +633,14 @@ impl Store for SqliteStore {
         update: &InstanceUpdate,
         by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
-             WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(update.data.to_json())
-        .bind(update.status.as_str())
-        .bind(now.0)
-        .bind(by)
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .bind(update.expected_version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, false, EventType::Updated, now).await
+        self.writes
+            .write(InstanceWrite::Update {
+                workspace,
+                id: id.clone(),
+                update: update.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn delete_instance(
@@ -758,40 +649,28 @@ impl Store for SqliteStore {
         id: &InstanceId,
         by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
-             WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(now.0)
-        .bind(by)
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, false, EventType::Deleted, now).await
+        self.writes
+            .write(InstanceWrite::Delete {
+                workspace,
+                id: id.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn restore_instance(
         &self,
         workspace: WorkspaceId,
         id: &InstanceId,
-        _by: &str,
+        by: &str,
     ) -> Result<Written> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
-             WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
-             RETURNING {INSTANCE_COLUMNS}"
-        )))
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Self::finish_write(tx, row, workspace, id, true, EventType::Created, now).await
+        self.writes
+            .write(InstanceWrite::Restore {
+                workspace,
+                id: id.clone(),
+                by: by.to_owned(),
+            })
+            .await
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
@@ -1326,4 +1205,197 @@ fn page<T>(
         items,
         next_cursor: if more { next_cursor } else { None },
     })
+}
+
+/// Applies batches of instance writes for [`GroupCommit`]: one `BEGIN IMMEDIATE` transaction
+/// per batch, one counter update per process, one statement each for all new instances, all
+/// events and all deliveries, and one statement per update, delete or restore.
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Reserve the numbers of the creates: (process key, next number) per process.
+        let mut numbers = std::collections::HashMap::new();
+        for (workspace, process, count) in group::creates_per_process(writes) {
+            let reserved: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE processes SET next_number = next_number + ?3 WHERE workspace_id = ?1 AND name = ?2
+                 RETURNING id, next_number",
+            )
+            .bind(workspace.0)
+            .bind(process.as_str())
+            .bind(count)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((key, last)) = reserved {
+                numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut new_rows = Vec::new();
+        for write in writes {
+            let outcome = match write {
+                InstanceWrite::Create {
+                    workspace,
+                    process,
+                    data,
+                    status,
+                    by,
+                } => match numbers.get_mut(&(workspace.0, process.as_str())) {
+                    None => WriteOutcome::Created(None),
+                    Some((key, next)) => {
+                        let record = group::new_record(process, *next, data, status, by, now);
+                        new_rows.push(serde_json::json!({
+                            "w": workspace.0, "p": *key, "n": *next, "i": record.id.as_str(),
+                            "u": record.unique_id, "d": data.to_json(), "s": status.as_str(), "b": by,
+                        }));
+                        *next += 1;
+                        WriteOutcome::Created(Some(record))
+                    }
+                },
+                InstanceWrite::Update {
+                    workspace,
+                    id,
+                    update,
+                    by,
+                } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
+                         WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(update.data.to_json())
+                    .bind(update.status.as_str())
+                    .bind(now.0)
+                    .bind(by)
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .bind(update.expected_version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, false).await?
+                }
+                InstanceWrite::Delete { workspace, id, by } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
+                         WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(now.0)
+                    .bind(by)
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, false).await?
+                }
+                InstanceWrite::Restore { workspace, id, .. } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
+                         WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    )))
+                    .bind(workspace.0)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    written(&mut tx, row, *workspace, id, true).await?
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if !new_rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                        created_at, created_by, modified_at, modified_by)
+                 SELECT json_extract(value, '$.w'), json_extract(value, '$.p'), json_extract(value, '$.n'),
+                        json_extract(value, '$.i'), json_extract(value, '$.u'), json_extract(value, '$.d'),
+                        json_extract(value, '$.s'), 1, ?2, json_extract(value, '$.b'), ?2, json_extract(value, '$.b')
+                 FROM json_each(?1) ORDER BY key",
+            )
+            .bind(serde_json::Value::Array(new_rows).to_string())
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        fire(&mut tx, &group::fired(writes, &outcomes), now).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
+/// matched.
+async fn written(
+    tx: &mut sqlx::SqliteConnection,
+    row: Option<SqliteRow>,
+    workspace: WorkspaceId,
+    id: &InstanceId,
+    want_deleted: bool,
+) -> Result<WriteOutcome> {
+    let written = match row {
+        Some(row) => Written::Done(Box::new(instance_from_row(&row)?)),
+        None => SqliteStore::why_not_written(tx, workspace, id, want_deleted).await?,
+    };
+    Ok(WriteOutcome::Written(written))
+}
+
+/// Writes the events of a batch and, for each, one pending delivery per URL its event has
+/// enabled at this moment (held at once if the URL is paused), in the order of the events and
+/// of the URLs. Two statements, however many events.
+async fn fire(
+    tx: &mut sqlx::SqliteConnection,
+    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
+    now: Millis,
+) -> Result<()> {
+    if fired.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<serde_json::Value> = fired
+        .iter()
+        .map(|(workspace, event, record)| {
+            serde_json::json!({
+                "w": workspace.0, "e": event.as_str(), "i": record.id.as_str(),
+                "p": record.process_name, "s": group::snapshot(*event, record),
+            })
+        })
+        .collect();
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+         SELECT json_extract(value, '$.w'), json_extract(value, '$.e'), json_extract(value, '$.i'),
+                json_extract(value, '$.p'), ?2, json_extract(value, '$.s')
+         FROM json_each(?1) ORDER BY key
+         RETURNING id",
+    )
+    .bind(serde_json::Value::Array(events).to_string())
+    .bind(now.0)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The write lock is ours: the new events are exactly the ids between the first and last.
+    let (first, last) = (ids.iter().min(), ids.iter().max());
+    sqlx::query(
+        "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                 status, attempts, next_attempt_at, created_at, updated_at, format)
+         SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ev.id, u.event_type, ev.instance_id,
+                ev.process_name, u.url, u.host,
+                'pending', 0, CASE WHEN x.state = 'open' THEN ?4 ELSE ?3 END, ?3, ?3, w.webhook_format
+         FROM events ev
+         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
+         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+         JOIN workspaces w ON w.id = u.workspace_id
+         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1
+         ORDER BY ev.id, u.position",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(now.0)
+    .bind(HELD)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

@@ -58,6 +58,7 @@ conformance!(
     redelivery_single_and_bulk,
     test_deliveries_are_leased_and_logged,
     concurrent_claimers_never_overlap,
+    concurrent_writes_committed_together_keep_their_own_outcomes,
 );
 
 const NODE: &str = "node-a";
@@ -973,6 +974,175 @@ async fn concurrent_claimers_never_overlap(store: Arc<dyn Store>) {
     all.dedup();
     assert_eq!(all.len(), total, "a delivery was claimed twice");
     assert_eq!(total, 200);
+}
+
+/// Writes that arrive together are committed together (group commit), yet each gets exactly the
+/// outcome it would have had alone: numbers stay gap-free per process, a create in a missing
+/// process finds nothing, of two updates from the same version one wins, a second delete finds
+/// the instance already in the recycle bin, and each event queues its own deliveries, in order.
+async fn concurrent_writes_committed_together_keep_their_own_outcomes(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(
+                &["https://c.example/"],
+                &["https://u.example/"],
+                &["https://d.example/"],
+            ),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    let q = process(&store, ws, "q").await;
+    let first = create(&store, ws, &p).await;
+    let second = create(&store, ws, &p).await;
+    let missing = ProcessName::parse("missing").unwrap();
+    let update = InstanceUpdate {
+        data: InstanceData::parse(json!({"x": 1})).unwrap(),
+        status: InstanceStatus::default_status(),
+        expected_version: 1,
+    };
+    let mut creates = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(&store);
+        let process = [&p, &q, &missing][i % 3].clone();
+        creates.push(tokio::spawn(async move {
+            store
+                .create_instance(
+                    ws,
+                    &process,
+                    &InstanceData::empty(),
+                    &InstanceStatus::default_status(),
+                    "me",
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut writes = Vec::new();
+    for _ in 0..2 {
+        let (s, id, update) = (Arc::clone(&store), first.clone(), update.clone());
+        writes.push(tokio::spawn(async move {
+            s.update_instance(ws, &id, &update, "me").await.unwrap()
+        }));
+        let (s, id) = (Arc::clone(&store), second.clone());
+        writes.push(tokio::spawn(async move {
+            s.delete_instance(ws, &id, "me").await.unwrap()
+        }));
+    }
+    let (mut numbers_p, mut numbers_q, mut none) = (Vec::new(), Vec::new(), 0);
+    for task in creates {
+        match task.await.unwrap() {
+            Some(r) if r.process_name == "p" => numbers_p.push(r.id.number()),
+            Some(r) => numbers_q.push(r.id.number()),
+            None => none += 1,
+        }
+    }
+    numbers_p.sort_unstable();
+    numbers_q.sort_unstable();
+    assert_eq!(numbers_p, (3..=16).collect::<Vec<i64>>());
+    assert_eq!(numbers_q, (1..=13).collect::<Vec<i64>>());
+    assert_eq!(none, 13);
+    let mut outcomes: Vec<String> = Vec::new();
+    for task in writes {
+        outcomes.push(match task.await.unwrap() {
+            Written::Done(r) if r.deleted_at.is_some() => "deleted".into(),
+            Written::Done(r) => format!("updated to v{}", r.version),
+            other => format!("{other:?}"),
+        });
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["VersionChanged", "WrongState", "deleted", "updated to v2"]
+    );
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    let count = |event: EventType| log.iter().filter(|d| d.event_type == event).count();
+    assert_eq!(count(EventType::Created), 2 + 14 + 13);
+    assert_eq!(count(EventType::Updated), 1);
+    assert_eq!(count(EventType::Deleted), 1);
+    let key_of = |id: &InstanceId, event: EventType| {
+        log.iter()
+            .find(|d| d.instance_id == id.as_str() && d.event_type == event)
+            .map(|d| d.key)
+            .unwrap()
+    };
+    assert!(key_of(&first, EventType::Created) < key_of(&first, EventType::Updated));
+    assert!(key_of(&second, EventType::Created) < key_of(&second, EventType::Deleted));
+}
+
+/// A write the database refuses fails alone: the others committed with it are written again
+/// without it, and its number is not lost (numbering stays gap-free).
+async fn a_refused_write_fails_alone(db: TestDb, trigger: &'static str) {
+    let store = db.store().await;
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "p").await;
+    match &db {
+        TestDb::Sqlite { url, .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(trigger).execute(&mut c).await.unwrap();
+        }
+        TestDb::Postgres { url, .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(trigger).execute(&mut c).await.unwrap();
+        }
+    }
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (store, p) = (Arc::clone(&store), p.clone());
+        let data =
+            InstanceData::parse(json!({"kind": if i == 15 { "poison" } else { "fine" }})).unwrap();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_instance(ws, &p, &data, &InstanceStatus::default_status(), "me")
+                .await
+        }));
+    }
+    let (mut numbers, mut refused) = (Vec::new(), 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Some(r)) => numbers.push(r.id.number()),
+            Ok(None) => panic!("the process exists"),
+            Err(_) => refused += 1,
+        }
+    }
+    numbers.sort_unstable();
+    assert_eq!(refused, 1);
+    assert_eq!(numbers, (1..=29).collect::<Vec<i64>>());
+    let stored = store.instances(ws, &p, None, 100).await.unwrap().items;
+    assert_eq!(stored.len(), 29);
+    assert!(stored.iter().all(|i| i.data.to_json().contains("fine")));
+}
+
+#[tokio::test]
+async fn sqlite_a_refused_write_fails_alone() {
+    a_refused_write_fails_alone(
+        TestDb::sqlite(),
+        "CREATE TRIGGER poison BEFORE INSERT ON instances WHEN NEW.data LIKE '%poison%'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_refused_write_fails_alone() {
+    if postgres_skipped() {
+        return;
+    }
+    a_refused_write_fails_alone(
+        TestDb::postgres().await,
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.data LIKE '%poison%' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON instances FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .await;
 }
 
 /// A node refuses a schema newer than it knows, on both backends, with a message that says what

@@ -1,0 +1,347 @@
+//! Group commit of instance writes.
+//!
+//! Every change to an instance is a small transaction (the instance, its event and its
+//! deliveries), and on this kind of machine the cost of a transaction is in its statements and
+//! its commit, not in its rows. So each store hands its instance writes to one writer task,
+//! which takes whatever requests are waiting (up to [`MAX_BATCH`]), applies them in arrival
+//! order in **one** transaction with multi-row statements, and answers each request only after
+//! that transaction committed. A request that finds the writer idle is written at once: batching
+//! adds no delay, it only appears under concurrency.
+//!
+//! **Invariant:** a request is answered with success only after its writes committed. If a
+//! batch fails, nothing of it was stored, and its writes are retried one by one, so one bad
+//! write fails alone and never takes its neighbours down with it.
+
+use super::{InstanceRecord, InstanceUpdate, Result, StorageError, WorkspaceId, Written};
+use crate::domain::{EventType, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most writes committed in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Requests waiting for the writer; beyond this, callers wait (backpressure).
+const QUEUE: usize = 4096;
+
+/// A change to an instance, queued for group commit.
+#[derive(Debug, Clone)]
+pub enum InstanceWrite {
+    Create {
+        workspace: WorkspaceId,
+        process: ProcessName,
+        data: InstanceData,
+        status: InstanceStatus,
+        by: String,
+    },
+    Update {
+        workspace: WorkspaceId,
+        id: InstanceId,
+        update: InstanceUpdate,
+        by: String,
+    },
+    Delete {
+        workspace: WorkspaceId,
+        id: InstanceId,
+        by: String,
+    },
+    Restore {
+        workspace: WorkspaceId,
+        id: InstanceId,
+        by: String,
+    },
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// A create: `None` when the process does not exist.
+    Created(Option<InstanceRecord>),
+    /// An update, delete or restore.
+    Written(Written),
+}
+
+/// A backend's way of applying a batch of writes.
+#[async_trait]
+pub trait BatchWriter: Send + Sync + 'static {
+    /// Applies `writes` in order in one transaction, with their events and deliveries: all of
+    /// them or, on error, none. Returns one outcome per write, in the same order.
+    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>>;
+}
+
+struct Job {
+    write: InstanceWrite,
+    reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+/// The handle a store keeps to its writer task. Dropping it (with the store) ends the task once
+/// the queued writes are done.
+pub struct GroupCommit {
+    queue: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(writer: impl BatchWriter) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        tokio::spawn(run(writer, jobs));
+        Self { queue }
+    }
+
+    /// Creates an instance: `None` when the process does not exist.
+    pub async fn create(&self, write: InstanceWrite) -> Result<Option<InstanceRecord>> {
+        match self.submit(write).await? {
+            WriteOutcome::Created(record) => Ok(record),
+            WriteOutcome::Written(_) => unreachable!("a create answers with Created"),
+        }
+    }
+
+    /// Updates, deletes or restores an instance.
+    pub async fn write(&self, write: InstanceWrite) -> Result<Written> {
+        match self.submit(write).await? {
+            WriteOutcome::Written(written) => Ok(written),
+            WriteOutcome::Created(_) => unreachable!("only a create answers with Created"),
+        }
+    }
+
+    /// Queues one write and waits until it committed (or failed).
+    pub async fn submit(&self, write: InstanceWrite) -> Result<WriteOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        answer.await.map_err(|_| StorageError::WriterStopped)?
+    }
+}
+
+async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (writes, replies): (Vec<InstanceWrite>, Vec<_>) =
+            batch.drain(..).map(|job| (job.write, job.reply)).unzip();
+        match writer.apply(&writes).await {
+            Ok(outcomes) => {
+                debug_assert_eq!(outcomes.len(), replies.len());
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) if writes.len() == 1 => {
+                let reply = replies.into_iter().next().expect("one reply per write");
+                let _ = reply.send(Err(error));
+            }
+            Err(error) => {
+                tracing::warn!(
+                    writes = writes.len(),
+                    error = %crate::error::error_chain(&error),
+                    "a group commit failed; writing its requests one by one"
+                );
+                for (write, reply) in writes.iter().zip(replies) {
+                    let outcome = writer
+                        .apply(std::slice::from_ref(write))
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0));
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+impl InstanceWrite {
+    /// The workspace written to.
+    pub fn workspace(&self) -> WorkspaceId {
+        match self {
+            Self::Create { workspace, .. }
+            | Self::Update { workspace, .. }
+            | Self::Delete { workspace, .. }
+            | Self::Restore { workspace, .. } => *workspace,
+        }
+    }
+
+    /// The event a successful write fires.
+    pub fn event(&self) -> EventType {
+        match self {
+            Self::Create { .. } | Self::Restore { .. } => EventType::Created,
+            Self::Update { .. } => EventType::Updated,
+            Self::Delete { .. } => EventType::Deleted,
+        }
+    }
+}
+
+/// The events a batch fires: for each write that changed an instance, its workspace, event and
+/// the instance as written, in the order of the writes.
+pub fn fired<'a>(
+    writes: &'a [InstanceWrite],
+    outcomes: &'a [WriteOutcome],
+) -> Vec<(WorkspaceId, EventType, &'a InstanceRecord)> {
+    writes
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(write, outcome)| {
+            let record = match outcome {
+                WriteOutcome::Created(Some(record)) => record,
+                WriteOutcome::Written(Written::Done(record)) => record.as_ref(),
+                _ => return None,
+            };
+            Some((write.workspace(), write.event(), record))
+        })
+        .collect()
+}
+
+/// The snapshot an event keeps: the instance as JSON, except for `deleted`.
+pub fn snapshot(event: EventType, record: &InstanceRecord) -> Option<String> {
+    match event {
+        EventType::Deleted => None,
+        _ => Some(serde_json::to_string(record).unwrap_or_default()),
+    }
+}
+
+/// A new instance of `process` numbered `number`.
+pub fn new_record(
+    process: &ProcessName,
+    number: i64,
+    data: &InstanceData,
+    status: &InstanceStatus,
+    by: &str,
+    now: Millis,
+) -> InstanceRecord {
+    InstanceRecord {
+        id: InstanceId::new(process, number),
+        unique_id: crate::domain::UniqueId::generate().as_str().to_owned(),
+        process_name: process.as_str().to_owned(),
+        status: status.as_str().to_owned(),
+        version: 1,
+        data: data.clone(),
+        created_at: now,
+        created_by: by.to_owned(),
+        modified_at: now,
+        modified_by: by.to_owned(),
+        deleted_at: None,
+    }
+}
+
+/// Assigns instance numbers to the creates of a batch: for each process (in a fixed order, so
+/// concurrent batches on other nodes lock counter rows in the same order), how many creates it
+/// has. The backend reserves that many numbers with one counter update per process.
+pub fn creates_per_process(writes: &[InstanceWrite]) -> Vec<(WorkspaceId, &ProcessName, i64)> {
+    let mut counts: std::collections::BTreeMap<(i64, &str), (WorkspaceId, &ProcessName, i64)> =
+        std::collections::BTreeMap::new();
+    for write in writes {
+        if let InstanceWrite::Create {
+            workspace, process, ..
+        } = write
+        {
+            counts
+                .entry((workspace.0, process.as_str()))
+                .or_insert((*workspace, process, 0))
+                .2 += 1;
+        }
+    }
+    counts.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Records batch sizes; fails any batch holding a write by "poison".
+    #[derive(Default)]
+    struct Fake {
+        batches: Mutex<Vec<usize>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl BatchWriter for std::sync::Arc<Fake> {
+        async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.batches.lock().unwrap().push(writes.len());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if writes
+                .iter()
+                .any(|w| matches!(w, InstanceWrite::Delete { by, .. } if by == "poison"))
+            {
+                return Err(StorageError::Database(sqlx::Error::PoolTimedOut));
+            }
+            Ok(writes
+                .iter()
+                .map(|_| WriteOutcome::Written(Written::NotFound))
+                .collect())
+        }
+    }
+
+    fn delete(by: &str) -> InstanceWrite {
+        InstanceWrite::Delete {
+            workspace: WorkspaceId(1),
+            id: InstanceId::parse("p-1").unwrap(),
+            by: by.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_a_commit_and_one_bad_write_fails_alone() {
+        let fake = std::sync::Arc::new(Fake::default());
+        let group = std::sync::Arc::new(GroupCommit::start(std::sync::Arc::clone(&fake)));
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let group = std::sync::Arc::clone(&group);
+            let by = if i == 20 { "poison" } else { "someone" };
+            tasks.push(tokio::spawn(async move { group.submit(delete(by)).await }));
+        }
+        let mut failed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(WriteOutcome::Written(Written::NotFound)) => {}
+                Ok(other) => panic!("unexpected outcome {other:?}"),
+                Err(_) => failed += 1,
+            }
+        }
+        assert_eq!(failed, 1, "only the poisoned write fails");
+        let batches = fake.batches.lock().unwrap().clone();
+        assert!(
+            batches.iter().any(|&n| n > 1),
+            "writes waiting together were committed together: {batches:?}"
+        );
+        assert!(batches.iter().all(|&n| n <= MAX_BATCH));
+    }
+
+    #[test]
+    fn creates_are_counted_per_process_in_a_fixed_order() {
+        let create = |ws: i64, p: &str| InstanceWrite::Create {
+            workspace: WorkspaceId(ws),
+            process: ProcessName::parse(p).unwrap(),
+            data: InstanceData::empty(),
+            status: InstanceStatus::default_status(),
+            by: "a".into(),
+        };
+        let writes = vec![
+            create(1, "zeta"),
+            create(1, "alpha"),
+            delete("x"),
+            create(1, "zeta"),
+            create(2, "alpha"),
+        ];
+        let counted: Vec<(i64, String, i64)> = creates_per_process(&writes)
+            .into_iter()
+            .map(|(w, p, n)| (w.0, p.as_str().to_owned(), n))
+            .collect();
+        assert_eq!(
+            counted,
+            vec![
+                (1, "alpha".into(), 1),
+                (1, "zeta".into(), 2),
+                (2, "alpha".into(), 1)
+            ]
+        );
+    }
+}
