@@ -2,6 +2,7 @@
 //! what the rules require, calls storage, and wakes the delivery worker after a change.
 
 use crate::delivery::CallbackClient;
+use crate::domain::TokenHash;
 use crate::domain::{
     ApiToken, BreakerPolicy, CallbackUrl, DisplayName, Email, EventType, Password, RetrySchedule,
 };
@@ -28,6 +29,48 @@ pub struct Herald {
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
     outbound: Arc<Outbound>,
+    callers: Arc<CallerCache>,
+}
+
+/// How long a resolved API token is trusted without asking the database again. A change made
+/// on this node (role, deactivation) takes effect at once; one made on another node of a fleet
+/// within this time.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// API tokens resolved in the last [`TOKEN_CACHE_TTL`], so a busy client costs no query per
+/// request. Keyed by the token's hash; only successful lookups are kept.
+#[derive(Default)]
+struct CallerCache {
+    entries: std::sync::Mutex<std::collections::HashMap<TokenHash, (std::time::Instant, Caller)>>,
+}
+
+impl CallerCache {
+    /// Most tokens kept; beyond this the cache starts over (a flood of distinct tokens cannot
+    /// grow memory).
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, hash: &TokenHash) -> Option<Caller> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(_, caller)| caller.clone())
+    }
+
+    fn put(&self, hash: TokenHash, caller: Caller) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(hash, (std::time::Instant::now(), caller));
+    }
+
+    fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// What the API needs to make a test callback itself.
@@ -90,6 +133,7 @@ impl Herald {
             store,
             wake,
             outbound,
+            callers: Arc::default(),
         }
     }
 
@@ -99,10 +143,17 @@ impl Herald {
 
     /// Resolves an API token to its caller.
     pub async fn authenticate(&self, token: &crate::domain::ApiToken) -> Result<Caller> {
-        self.store
-            .caller_by_token(&token.hash())
+        let hash = token.hash();
+        if let Some(caller) = self.callers.get(&hash) {
+            return Ok(caller);
+        }
+        let caller = self
+            .store
+            .caller_by_token(&hash)
             .await?
-            .ok_or(Error::Unauthenticated)
+            .ok_or(Error::Unauthenticated)?;
+        self.callers.put(hash, caller.clone());
+        Ok(caller)
     }
 
     // --- users ------------------------------------------------------------------------------
@@ -179,6 +230,7 @@ impl Herald {
                 email.as_str()
             )));
         }
+        self.callers.clear();
         tracing::info!(by = %caller.email, user = %email.as_str(), "user changed");
         Ok(())
     }

@@ -181,7 +181,7 @@ impl fmt::Debug for ApiToken {
 }
 
 /// The hex SHA-256 of an API token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenHash(String);
 
 impl TokenHash {

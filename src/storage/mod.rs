@@ -268,6 +268,17 @@ pub enum NextStep {
     Failed,
 }
 
+impl NextStep {
+    /// The delivery's stored status and next attempt time after this step.
+    pub fn stored(&self) -> (&'static str, Option<i64>) {
+        match self {
+            NextStep::Succeeded => ("succeeded", None),
+            NextStep::Failed => ("failed", None),
+            NextStep::RetryAt(at) => ("pending", Some(at.0)),
+        }
+    }
+}
+
 /// The result of one attempt, to be written back.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {

@@ -770,44 +770,56 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let now = Millis::now();
+        let keys: Vec<i64> = results.iter().map(|r| r.key).collect();
+        let started: Vec<i64> = results.iter().map(|r| r.attempt.started_at.0).collect();
+        let durations: Vec<i64> = results.iter().map(|r| r.attempt.duration_ms).collect();
+        let outcomes: Vec<&str> = results.iter().map(|r| r.attempt.outcome.as_str()).collect();
+        let codes: Vec<Option<i64>> = results.iter().map(|r| r.attempt.status_code).collect();
+        let errors: Vec<Option<&str>> =
+            results.iter().map(|r| r.attempt.error.as_deref()).collect();
+        let excerpts: Vec<Option<&str>> = results
+            .iter()
+            .map(|r| r.attempt.response_excerpt.as_deref())
+            .collect();
+        let nodes: Vec<&str> = results.iter().map(|r| r.attempt.node.as_str()).collect();
+        let (statuses, next_at): (Vec<&str>, Vec<Option<i64>>) =
+            results.iter().map(|r| r.next.stored()).unzip();
         let mut tx = self.pool.begin().await?;
-        for r in results {
-            let a = &r.attempt;
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(r.key)
-            .bind(a.started_at.0)
-            .bind(a.duration_ms)
-            .bind(a.outcome.as_str())
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(&a.response_excerpt)
-            .bind(&a.node)
-            .execute(&mut *tx)
-            .await?;
-            let (status, next_at) = match r.next {
-                NextStep::Succeeded => ("succeeded", None),
-                NextStep::Failed => ("failed", None),
-                NextStep::RetryAt(at) => ("pending", Some(at.0)),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = attempts + 1,
-                        lease_until = NULL, leased_by = NULL, last_attempt_at = $3,
-                        last_status_code = $4, last_error = $5, updated_at = $6
-                 WHERE id = $7",
-            )
-            .bind(status)
-            .bind(next_at)
-            .bind(a.started_at.0)
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(now.0)
-            .bind(r.key)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+             SELECT k, a, d, o, c, e, x, h
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                         $8::text[])
+                  WITH ORDINALITY AS t(k, a, d, o, c, e, x, h, ord)
+             ORDER BY ord",
+        )
+        .bind(&keys)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&outcomes)
+        .bind(&codes)
+        .bind(&errors)
+        .bind(&excerpts)
+        .bind(&nodes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
+                    lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
+                    last_status_code = j.c, last_error = j.e, updated_at = $7
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+                  AS j(k, s, n, a, c, e)
+             WHERE deliveries.id = j.k",
+        )
+        .bind(&keys)
+        .bind(&statuses)
+        .bind(&next_at)
+        .bind(&started)
+        .bind(&codes)
+        .bind(&errors)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
         record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(())
@@ -1092,8 +1104,13 @@ async fn record_health(
     now: Millis,
 ) -> Result<()> {
     use crate::domain::{AfterFailure, AttemptOutcome};
+    let mut closed = std::collections::HashSet::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
+            // A second success in a row for the same URL would change nothing.
+            if !closed.insert((r.workspace_id, r.url.as_str())) {
+                continue;
+            }
             let was_open: Option<(String, i64)> = sqlx::query_as(
                 "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
                         probe_interval_ms = 0, last_success_at = $1
@@ -1118,6 +1135,7 @@ async fn record_health(
             }
             continue;
         }
+        closed.remove(&(r.workspace_id, r.url.as_str()));
         let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = sqlx::query_as(
             "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
              VALUES ($1, $2, 'closed', 1, $3, $4)

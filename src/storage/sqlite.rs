@@ -760,44 +760,44 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let now = Millis::now();
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let a = &r.attempt;
+                let (status, next_at) = r.next.stored();
+                serde_json::json!({
+                    "k": r.key, "a": a.started_at.0, "d": a.duration_ms, "o": a.outcome.as_str(),
+                    "c": a.status_code, "e": a.error, "x": a.response_excerpt, "s": status, "n": next_at,
+                    "h": a.node,
+                })
+            })
+            .collect();
+        let rows = serde_json::Value::Array(rows).to_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for r in results {
-            let a = &r.attempt;
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .bind(r.key)
-            .bind(a.started_at.0)
-            .bind(a.duration_ms)
-            .bind(a.outcome.as_str())
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(&a.response_excerpt)
-            .bind(&a.node)
-            .execute(&mut *tx)
-            .await?;
-            let (status, next_at) = match r.next {
-                NextStep::Succeeded => ("succeeded", None),
-                NextStep::Failed => ("failed", None),
-                NextStep::RetryAt(at) => ("pending", Some(at.0)),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = ?1, next_attempt_at = ?2, attempts = attempts + 1,
-                        lease_until = NULL, leased_by = NULL, last_attempt_at = ?3,
-                        last_status_code = ?4, last_error = ?5, updated_at = ?6
-                 WHERE id = ?7",
-            )
-            .bind(status)
-            .bind(next_at)
-            .bind(a.started_at.0)
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(now.0)
-            .bind(r.key)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+             SELECT json_extract(value, '$.k'), json_extract(value, '$.a'), json_extract(value, '$.d'),
+                    json_extract(value, '$.o'), json_extract(value, '$.c'), json_extract(value, '$.e'),
+                    json_extract(value, '$.x'), json_extract(value, '$.h')
+             FROM json_each(?1) ORDER BY key",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
+                    lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
+                    last_status_code = j.c, last_error = j.e, updated_at = ?2
+             FROM (SELECT json_extract(value, '$.k') AS k, json_extract(value, '$.s') AS s,
+                          json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a,
+                          json_extract(value, '$.c') AS c, json_extract(value, '$.e') AS e
+                   FROM json_each(?1)) AS j
+             WHERE deliveries.id = j.k",
+        )
+        .bind(&rows)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
         record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(())
@@ -1067,8 +1067,13 @@ async fn record_health(
     now: Millis,
 ) -> Result<()> {
     use crate::domain::{AfterFailure, AttemptOutcome};
+    let mut closed = std::collections::HashSet::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
+            // A second success in a row for the same URL would change nothing.
+            if !closed.insert((r.workspace_id, r.url.as_str())) {
+                continue;
+            }
             let was_open: Option<(String, i64)> = sqlx::query_as(
                 "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
                         probe_interval_ms = 0, last_success_at = ?1
@@ -1093,6 +1098,7 @@ async fn record_health(
             }
             continue;
         }
+        closed.remove(&(r.workspace_id, r.url.as_str()));
         let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = sqlx::query_as(
             "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
              VALUES (?1, ?2, 'closed', 1, ?3, ?4)

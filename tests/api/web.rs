@@ -177,3 +177,80 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     assert_eq!(bodies[0], bodies[1]);
     assert!(bodies[0].contains("Wrong email or password."));
 }
+
+/// API tokens are remembered for a second to save a query per request, but a change an
+/// administrator makes takes effect on the very next request: a demoted developer loses the
+/// webhooks, a deactivated user's token stops working.
+#[tokio::test]
+async fn role_changes_and_deactivation_apply_to_api_tokens_at_once() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/users",
+        json!({"email": "boss@example.com", "role": "administrator", "password": PASSWORD}),
+    )
+    .await;
+    let developer = app.user_token("dev@example.com", "developer").await;
+    let call = |token: String| {
+        let app = &app;
+        async move {
+            app.call(reqwest::Method::GET, "/api/v1/webhooks", Some(&token), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(call(developer.clone()).await, StatusCode::OK);
+
+    let response = client()
+        .post(format!("{}/login", app.base))
+        .form(&[("email", "boss@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = client()
+        .get(format!("{}/ui/admin/users", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let change = |action: &'static str| {
+        let (cookie, csrf, base) = (cookie.clone(), csrf.clone(), app.base.clone());
+        async move {
+            let r = client()
+                .post(format!("{base}/ui/admin/users/change"))
+                .header("cookie", &cookie)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("email", "dev@example.com"),
+                    ("action", action),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_redirection() || r.status().is_success());
+        }
+    };
+    change("role:user").await;
+    assert_eq!(call(developer.clone()).await, StatusCode::FORBIDDEN);
+    change("role:developer").await;
+    assert_eq!(call(developer.clone()).await, StatusCode::OK);
+    change("deactivate").await;
+    assert_eq!(call(developer.clone()).await, StatusCode::UNAUTHORIZED);
+}
