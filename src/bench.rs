@@ -26,6 +26,8 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
+    /// Scenarios to run (1–5); empty runs all.
+    pub only: Vec<u8>,
 }
 
 /// The figures of one scenario.
@@ -538,6 +540,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         arrivals: &arrivals,
     };
     let mut all = Vec::new();
+    let want = |n: u8| options.only.is_empty() || options.only.contains(&n);
     let steady = Plan {
         name: "1 steady (latency)",
         urls: &["/one"],
@@ -545,36 +548,43 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         rate: Some(if q { 200.0 } else { 1000.0 }),
         backlog: false,
     };
-    all.push(scenario(&bench, steady).await?);
-    let mut throughput = scenario(
-        &bench,
-        Plan {
-            name: "2 throughput",
-            urls: &["/one"],
-            events: n(100_000, 2_000),
-            rate: None,
-            backlog: false,
-        },
-    )
-    .await?;
-    throughput.note = format!(
-        "{:.0}% of the bare-client ceiling",
-        100.0 * throughput.callbacks_per_sec / ceiling_rate
-    );
-    all.push(throughput.clone());
-    all.push(
-        scenario(
+    if want(1) {
+        all.push(scenario(&bench, steady).await?);
+    }
+    let mut throughput = Figures::default();
+    if want(2) {
+        throughput = scenario(
             &bench,
             Plan {
-                name: "3 fan-out x10",
-                urls: &ten,
-                events: n(10_000, 200),
+                name: "2 throughput",
+                urls: &["/one"],
+                events: n(100_000, 2_000),
                 rate: None,
                 backlog: false,
             },
         )
-        .await?,
-    );
+        .await?;
+        throughput.note = format!(
+            "{:.0}% of the bare-client ceiling",
+            100.0 * throughput.callbacks_per_sec / ceiling_rate
+        );
+        all.push(throughput.clone());
+    }
+    if want(3) {
+        all.push(
+            scenario(
+                &bench,
+                Plan {
+                    name: "3 fan-out x10",
+                    urls: &ten,
+                    events: n(10_000, 200),
+                    rate: None,
+                    backlog: false,
+                },
+            )
+            .await?,
+        );
+    }
     let isolation_plan = Plan {
         name: "4 isolation (fast + hanging)",
         urls: &["/fast", "/hang"],
@@ -582,12 +592,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         rate: None,
         backlog: false,
     };
-    let mut isolation = scenario(&bench, isolation_plan).await?;
-    isolation.note = format!(
-        "{:.0}% of scenario 2's throughput",
-        100.0 * isolation.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
-    );
-    all.push(isolation);
+    if want(4) {
+        let mut isolation = scenario(&bench, isolation_plan).await?;
+        isolation.note = format!(
+            "{:.0}% of scenario 2's throughput",
+            100.0 * isolation.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
+        );
+        all.push(isolation);
+    }
     let backlog_plan = Plan {
         name: "5 backlog x10 (down, then up)",
         urls: &ten,
@@ -595,16 +607,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         rate: None,
         backlog: true,
     };
-    let mut backlog = scenario(&bench, backlog_plan).await?;
-    backlog.note = format!(
-        "drain from receiver-up; {} {}",
-        backlog.note,
-        format_args!(
-            "({:.0}% of scenario 2)",
-            100.0 * backlog.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
-        )
-    );
-    all.push(backlog);
+    if want(5) {
+        let mut backlog = scenario(&bench, backlog_plan).await?;
+        backlog.note = format!(
+            "drain from receiver-up; {} {}",
+            backlog.note,
+            format_args!(
+                "({:.0}% of scenario 2)",
+                100.0 * backlog.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
+            )
+        );
+        all.push(backlog);
+    }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");
     println!(

@@ -44,6 +44,9 @@ struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run only these scenarios (for example `--only 2,5`), to profile one; all by default.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=5))]
+    only: Vec<u8>,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +142,7 @@ impl Cli {
                     database: args.database,
                     quick: args.quick,
                     json: args.json,
+                    only: args.only,
                 };
                 crate::bench::run(options).await.map(|_| ())
             }

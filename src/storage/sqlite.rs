@@ -16,7 +16,12 @@ use std::time::Duration;
 /// Herald's store in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads: several connections, which WAL lets run beside the writer.
     pool: SqlitePool,
+    /// Every write goes through this one connection, so writers of this process queue here
+    /// (fairly, without spinning) instead of meeting on SQLite's lock, whose busy handler sleeps
+    /// in steps of milliseconds.
+    write: SqlitePool,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -78,20 +83,32 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
             .connect_with(options)
             .await?;
-        let writes = Arc::new(GroupCommit::start(SqliteWriter { pool: pool.clone() }));
-        Ok(Self { pool, writes })
+        let writes = Arc::new(GroupCommit::start(SqliteWriter {
+            pool: write.clone(),
+        }));
+        Ok(Self {
+            pool,
+            write,
+            writes,
+        })
     }
 
     async fn schema_version(&self) -> Result<i64> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
             .fetch_one(&self.pool)
@@ -128,7 +145,7 @@ impl Store for SqliteStore {
         let known = migrate::latest(SQLITE);
         migrate::check(found, known, true)?;
         for m in SQLITE.iter().filter(|m| m.version > found) {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
                 .execute(&mut *tx)
                 .await?;
@@ -153,7 +170,7 @@ impl Store for SqliteStore {
     }
 
     async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
             .fetch_one(&mut *tx)
             .await?;
@@ -209,7 +226,7 @@ impl Store for SqliteStore {
         .bind(user.role.as_str())
         .bind(&user.password_hash)
         .bind(Millis::now().0)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.write)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -282,7 +299,7 @@ impl Store for SqliteStore {
         let done = query
             .bind(workspace.0)
             .bind(email.as_str())
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -297,7 +314,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE expires_at < ?1")
             .bind(now.0)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(token.as_str())
@@ -305,7 +322,7 @@ impl Store for SqliteStore {
             .bind(csrf)
             .bind(now.0)
             .bind(expires.0)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -333,7 +350,7 @@ impl Store for SqliteStore {
     async fn delete_session(&self, token: &TokenHash) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = ?1")
             .bind(token.as_str())
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -366,7 +383,7 @@ impl Store for SqliteStore {
             .bind(user.0)
             .bind(token.as_str())
             .bind(Millis::now().0)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -420,7 +437,7 @@ impl Store for SqliteStore {
         workspace: WorkspaceId,
         settings: &WebhookSettings,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE workspaces SET webhook_format = ?1 WHERE id = ?2")
             .bind(settings.format.as_str())
             .bind(workspace.0)
@@ -467,7 +484,7 @@ impl Store for SqliteStore {
         )
         .bind(SigningSecret::generate().expose())
         .bind(workspace.0)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         let (current, previous, rotated_at): (String, Option<String>, Option<i64>) = sqlx::query_as(
             "SELECT signing_secret, previous_secret, secret_rotated_at FROM workspaces WHERE id = ?1",
@@ -491,7 +508,7 @@ impl Store for SqliteStore {
         .bind(new.expose())
         .bind(now.0)
         .bind(workspace.0)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -510,7 +527,7 @@ impl Store for SqliteStore {
             .bind(title.as_str())
             .bind(now.0)
             .bind(by)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .map_err(|e| if is_unique_violation(&e) { StorageError::Duplicate("a process with this name") } else { e.into() })?;
         Ok(ProcessRecord {
@@ -678,7 +695,7 @@ impl Store for SqliteStore {
         // many due rows as the host has free slots, in due order, from the per-host index: a
         // host at its cap costs nothing and never hides the others behind its backlog. SQLite
         // has no LATERAL join, so this is one small query per host, all in one transaction.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let hosts: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT host FROM webhook_urls
              UNION
@@ -773,7 +790,7 @@ impl Store for SqliteStore {
             })
             .collect();
         let rows = serde_json::Value::Array(rows).to_string();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
              SELECT json_extract(value, '$.k'), json_extract(value, '$.a'), json_extract(value, '$.d'),
@@ -819,7 +836,7 @@ impl Store for SqliteStore {
         )
         .bind(now.0)
         .bind(HELD)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -856,7 +873,7 @@ impl Store for SqliteStore {
         instance_id: &str,
         request: ClaimRequest<'_>,
     ) -> Result<ClaimedDelivery> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
              VALUES (?1, ?2, ?3, ?4, ?5, NULL) RETURNING id",
@@ -894,7 +911,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "DELETE FROM deliveries WHERE id IN (
                 SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < ?1 LIMIT ?2)",
@@ -942,7 +959,7 @@ impl Store for SqliteStore {
         .bind(filter.since.map(|t| t.0))
         .bind(filter.until.map(|t| t.0))
         .bind(now.0)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(done.rows_affected())
     }
@@ -1031,7 +1048,7 @@ impl Store for SqliteStore {
         .bind(now.0)
         .bind(workspace.0)
         .bind(id.as_str())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)
     }
