@@ -1091,7 +1091,7 @@ async fn record_health(
             if !closed.insert((r.workspace_id, r.url.as_str())) {
                 continue;
             }
-            let was_open: Option<(String, i64)> = sqlx::query_as(
+            let known: Option<(String, i64)> = sqlx::query_as(
                 "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
                         probe_interval_ms = 0, last_success_at = ?1
                  WHERE workspace_id = ?2 AND url = ?3 RETURNING state, consecutive_failures",
@@ -1101,7 +1101,26 @@ async fn record_health(
             .bind(&r.url)
             .fetch_optional(&mut *tx)
             .await?;
-            if was_open.is_some() {
+            // Release what the pause held. Held rows are found through the per-host index (a
+            // probe that costs the same whatever the backlog), so the common case, nothing
+            // held, never reads the URL's pending deliveries. Checking on every success, not
+            // only when the URL was paused, also frees a delivery queued as held by a write
+            // that raced with the success that closed the breaker.
+            let held = match known {
+                None => false,
+                Some(_) => match crate::domain::CallbackUrl::parse(&r.url) {
+                    Ok(url) => sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM deliveries
+                                        WHERE host = ?1 AND status = 'pending' AND next_attempt_at >= ?2)",
+                    )
+                    .bind(url.host_key())
+                    .bind(HELD)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                    Err(_) => true,
+                },
+            };
+            if held {
                 sqlx::query(
                     "UPDATE deliveries SET next_attempt_at = ?1
                      WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at >= ?4",
