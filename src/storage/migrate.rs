@@ -33,17 +33,31 @@ pub(crate) fn check(found: i64, known: i64, will_migrate: bool) -> Result<(), Sc
     Ok(())
 }
 
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "held_index",
+        sql: include_str!("../../migrations/sqlite/0002_held_index.sql"),
+    },
+];
 
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "held_index",
+        sql: include_str!("../../migrations/postgres/0002_held_index.sql"),
+    },
+];
 
 /// The newest version among migrations.
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {

@@ -34,6 +34,10 @@ pub enum StorageError {
     Schema(#[from] SchemaError),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the database writer: {0}")]
+    Io(String),
     /// The group-commit writer task is gone (the store is shutting down).
     #[error("the database writer stopped")]
     WriterStopped,
@@ -213,6 +217,17 @@ pub struct AttemptRecord {
 /// `next_attempt_at` of a delivery held back by an open circuit breaker: far in the future, so
 /// held rows leave the front of the queue; the first successful probe releases them.
 pub const HELD: i64 = 4_000_000_000_000_000;
+
+/// Deliveries of one URL that its breaker holds, made due at `now` (`?1`/`$1`: now, `?2`/`$2`:
+/// workspace, `?3`/`$3`: URL). The constant is written out so the partial index on held rows
+/// (`deliveries_held`, migration 2) applies; a test checks it equals [`HELD`].
+fn release_held_sql(placeholder: char) -> String {
+    format!(
+        "UPDATE deliveries SET next_attempt_at = {p}1
+         WHERE workspace_id = {p}2 AND url = {p}3 AND status = 'pending' AND next_attempt_at >= 4000000000000000",
+        p = placeholder
+    )
+}
 
 /// What a worker asks for when it claims work.
 #[derive(Debug, Clone, Copy)]
@@ -624,6 +639,18 @@ fn settings_from_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_held_constant_is_the_one_the_held_index_and_its_query_use() {
+        let held = HELD.to_string();
+        assert!(release_held_sql('?').contains(&format!(">= {held}")));
+        for sql in [
+            include_str!("../../migrations/sqlite/0002_held_index.sql"),
+            include_str!("../../migrations/postgres/0002_held_index.sql"),
+        ] {
+            assert!(sql.contains(&format!("next_attempt_at >= {held}")));
+        }
+    }
 
     #[test]
     fn the_previous_secret_signs_for_24_hours_only() {

@@ -3,7 +3,9 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
-use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
+mod writer;
+
+use super::group::{BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, SQLITE};
 use super::*;
 use sqlx::sqlite::{
@@ -22,6 +24,8 @@ pub struct SqliteStore {
     /// (fairly, without spinning) instead of meeting on SQLite's lock, whose busy handler sleeps
     /// in steps of milliseconds.
     write: SqlitePool,
+    /// The hot write transactions (claims, results, group commits) run on this thread.
+    thread: Arc<writer::WriteThread>,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -92,14 +96,17 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let thread = Arc::new(writer::WriteThread::open(options.get_filename())?);
         let writes = Arc::new(GroupCommit::start(SqliteWriter {
-            pool: write.clone(),
+            write: write.clone(),
+            thread: Arc::clone(&thread),
         }));
         Ok(Self {
             pool,
             write,
+            thread,
             writes,
         })
     }
@@ -114,27 +121,6 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(v.unwrap_or(0))
-    }
-
-    /// Why a compare-and-set on an instance matched no row.
-    async fn why_not_written(
-        tx: &mut sqlx::SqliteConnection,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        want_deleted: bool,
-    ) -> Result<Written> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(
-            "SELECT deleted_at FROM instances WHERE workspace_id = ?1 AND instance_id = ?2",
-        )
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Ok(match row {
-            None => Written::NotFound,
-            Some((deleted,)) if deleted.is_some() != want_deleted => Written::WrongState,
-            Some(_) => Written::VersionChanged,
-        })
     }
 }
 
@@ -691,81 +677,17 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
-        // Per destination host (those configured, and any at the front of the queue), take as
-        // many due rows as the host has free slots, in due order, from the per-host index: a
-        // host at its cap costs nothing and never hides the others behind its backlog. SQLite
-        // has no LATERAL join, so this is one small query per host, all in one transaction.
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let hosts: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT host FROM webhook_urls
-             UNION
-             SELECT host FROM (
-                SELECT host FROM deliveries
-                WHERE status = 'pending' AND next_attempt_at <= ?1
-                ORDER BY next_attempt_at, id LIMIT ?2)",
-        )
-        .bind(request.now.0)
-        .bind(request.limit.saturating_mul(4))
-        .fetch_all(&mut *tx)
-        .await?;
-        let busy: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT host, COUNT(*) FROM deliveries
-             WHERE lease_until IS NOT NULL AND lease_until > ?1 GROUP BY host",
-        )
-        .bind(request.now.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut picked: Vec<(i64, i64)> = Vec::new();
-        for host in hosts {
-            let in_flight = busy.iter().find(|(h, _)| *h == host).map_or(0, |(_, n)| *n);
-            let free = (request.per_host_cap - in_flight).min(request.limit);
-            if free <= 0 {
-                continue;
-            }
-            let rows: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT d.id, d.next_attempt_at FROM deliveries d
-                 WHERE d.host = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-                   AND (d.lease_until IS NULL OR d.lease_until <= ?2)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM deliveries e
-                       WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                         AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
-                 ORDER BY d.next_attempt_at, d.id
-                 LIMIT ?3",
-            )
-            .bind(&host)
-            .bind(request.now.0)
-            .bind(free)
-            .fetch_all(&mut *tx)
-            .await?;
-            picked.extend(rows);
-        }
-        picked.sort_by_key(|(id, at)| (*at, *id));
-        picked.truncate(usize::try_from(request.limit).unwrap_or(0));
-        if picked.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let ids = serde_json::to_string(&picked.iter().map(|(id, _)| id).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
-             WHERE id IN (SELECT value FROM json_each(?3))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
-                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
-        )
-        .bind(request.lease_until.0)
-        .bind(request.node)
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut claimed = rows
-            .iter()
-            .map(claimed_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by_key(|c| c.key);
-        Ok(claimed)
+        let claim = writer::Claim {
+            node: request.node.to_owned(),
+            now: request.now.0,
+            lease_until: request.lease_until.0,
+            limit: request.limit,
+            per_host_cap: request.per_host_cap,
+        };
+        let _writing = self.write.acquire().await?;
+        self.thread
+            .run(move |conn| writer::claim(conn, &claim))
+            .await
     }
 
     async fn record_attempts(
@@ -776,48 +698,11 @@ impl Store for SqliteStore {
         if results.is_empty() {
             return Ok(());
         }
-        let now = Millis::now();
-        let rows: Vec<serde_json::Value> = results
-            .iter()
-            .map(|r| {
-                let a = &r.attempt;
-                let (status, next_at) = r.next.stored();
-                serde_json::json!({
-                    "k": r.key, "a": a.started_at.0, "d": a.duration_ms, "o": a.outcome.as_str(),
-                    "c": a.status_code, "e": a.error, "x": a.response_excerpt, "s": status, "n": next_at,
-                    "h": a.node,
-                })
-            })
-            .collect();
-        let rows = serde_json::Value::Array(rows).to_string();
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
-             SELECT json_extract(value, '$.k'), json_extract(value, '$.a'), json_extract(value, '$.d'),
-                    json_extract(value, '$.o'), json_extract(value, '$.c'), json_extract(value, '$.e'),
-                    json_extract(value, '$.x'), json_extract(value, '$.h')
-             FROM json_each(?1) ORDER BY key",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
-                    lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
-                    last_status_code = j.c, last_error = j.e, updated_at = ?2
-             FROM (SELECT json_extract(value, '$.k') AS k, json_extract(value, '$.s') AS s,
-                          json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a,
-                          json_extract(value, '$.c') AS c, json_extract(value, '$.e') AS e
-                   FROM json_each(?1)) AS j
-             WHERE deliveries.id = j.k",
-        )
-        .bind(&rows)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
-        record_health(&mut tx, results, breaker, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let (results, breaker) = (results.to_vec(), *breaker);
+        let _writing = self.write.acquire().await?;
+        self.thread
+            .run(move |conn| writer::record(conn, &results, &breaker))
+            .await
     }
 
     async fn promote_probes(&self, now: Millis) -> Result<()> {
@@ -1074,140 +959,6 @@ fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
     })
 }
 
-/// Updates the health of the destinations of these results: a success closes the breaker and
-/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
-/// pauses the URL, holding its deliveries except the one that will probe.
-async fn record_health(
-    tx: &mut sqlx::SqliteConnection,
-    results: &[AttemptResult],
-    breaker: &BreakerPolicy,
-    now: Millis,
-) -> Result<()> {
-    use crate::domain::{AfterFailure, AttemptOutcome};
-    let mut closed = std::collections::HashSet::new();
-    for r in results.iter().filter(|r| !r.test) {
-        if r.attempt.outcome == AttemptOutcome::Success {
-            // A second success in a row for the same URL would change nothing.
-            if !closed.insert((r.workspace_id, r.url.as_str())) {
-                continue;
-            }
-            let known: Option<(String, i64)> = sqlx::query_as(
-                "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
-                        probe_interval_ms = 0, last_success_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 RETURNING state, consecutive_failures",
-            )
-            .bind(now.0)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // Release what the pause held. Held rows are found through the per-host index (a
-            // probe that costs the same whatever the backlog), so the common case, nothing
-            // held, never reads the URL's pending deliveries. Checking on every success, not
-            // only when the URL was paused, also frees a delivery queued as held by a write
-            // that raced with the success that closed the breaker.
-            let held = match known {
-                None => false,
-                Some(_) => match crate::domain::CallbackUrl::parse(&r.url) {
-                    Ok(url) => sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM deliveries
-                                        WHERE host = ?1 AND status = 'pending' AND next_attempt_at >= ?2)",
-                    )
-                    .bind(url.host_key())
-                    .bind(HELD)
-                    .fetch_one(&mut *tx)
-                    .await?,
-                    Err(_) => true,
-                },
-            };
-            if held {
-                sqlx::query(
-                    "UPDATE deliveries SET next_attempt_at = ?1
-                     WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at >= ?4",
-                )
-                .bind(now.0)
-                .bind(r.workspace_id.0)
-                .bind(&r.url)
-                .bind(HELD)
-                .execute(&mut *tx)
-                .await?;
-            }
-            continue;
-        }
-        closed.remove(&(r.workspace_id, r.url.as_str()));
-        let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = sqlx::query_as(
-            "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
-             VALUES (?1, ?2, 'closed', 1, ?3, ?4)
-             ON CONFLICT (workspace_id, url) DO UPDATE SET
-                consecutive_failures = consecutive_failures + 1,
-                last_failure_at = excluded.last_failure_at,
-                last_error = excluded.last_error
-             RETURNING state, consecutive_failures, probe_interval_ms, paused_until",
-        )
-        .bind(r.workspace_id.0)
-        .bind(&r.url)
-        .bind(now.0)
-        .bind(&r.attempt.error)
-        .fetch_one(&mut *tx)
-        .await?;
-        let last = std::time::Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
-        let was_open = state == "open";
-        if was_open {
-            // A failed probe: the delivery waits with the others, even if its own schedule ran
-            // out, because nothing is dropped while its URL is paused.
-            sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = ?1 WHERE id = ?2 AND status = 'failed'")
-                .bind(HELD)
-                .bind(r.key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // While a pause runs, failures are attempts that were in flight when it began, not
-        // failed probes: they are held with the rest and do not lengthen the pause.
-        let pause_running = was_open && paused_until.is_some_and(|until| until > now.0);
-        let decision = if pause_running {
-            AfterFailure::StayClosed
-        } else {
-            breaker.after_failure(failures, was_open, last)
-        };
-        if pause_running {
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-            )
-            .bind(HELD)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let AfterFailure::Pause(pause) = decision {
-            let until = now.plus(pause);
-            sqlx::query(
-                "UPDATE destinations SET state = 'open', probe_interval_ms = ?1, paused_until = ?2
-                 WHERE workspace_id = ?3 AND url = ?4",
-            )
-            .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
-            .bind(until.0)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
-            // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
-            // pause is over. Rows leased by attempts still in flight keep their lease.
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-            )
-            .bind(HELD)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.
 fn caller_from_row(r: &SqliteRow) -> Result<Caller> {
     Ok(Caller {
@@ -1249,195 +1000,20 @@ fn page<T>(
     })
 }
 
-/// Applies batches of instance writes for [`GroupCommit`]: one `BEGIN IMMEDIATE` transaction
-/// per batch, one counter update per process, one statement each for all new instances, all
-/// events and all deliveries, and one statement per update, delete or restore.
+/// Applies batches of instance writes for [`GroupCommit`] on the write thread, holding the
+/// store's write connection meanwhile.
 struct SqliteWriter {
-    pool: SqlitePool,
+    write: SqlitePool,
+    thread: Arc<writer::WriteThread>,
 }
 
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
-        let now = Millis::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Reserve the numbers of the creates: (process key, next number) per process.
-        let mut numbers = std::collections::HashMap::new();
-        for (workspace, process, count) in group::creates_per_process(writes) {
-            let reserved: Option<(i64, i64)> = sqlx::query_as(
-                "UPDATE processes SET next_number = next_number + ?3 WHERE workspace_id = ?1 AND name = ?2
-                 RETURNING id, next_number",
-            )
-            .bind(workspace.0)
-            .bind(process.as_str())
-            .bind(count)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((key, last)) = reserved {
-                numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
-            }
-        }
-        let mut outcomes = Vec::with_capacity(writes.len());
-        let mut new_rows = Vec::new();
-        for write in writes {
-            let outcome = match write {
-                InstanceWrite::Create {
-                    workspace,
-                    process,
-                    data,
-                    status,
-                    by,
-                } => match numbers.get_mut(&(workspace.0, process.as_str())) {
-                    None => WriteOutcome::Created(None),
-                    Some((key, next)) => {
-                        let record = group::new_record(process, *next, data, status, by, now);
-                        new_rows.push(serde_json::json!({
-                            "w": workspace.0, "p": *key, "n": *next, "i": record.id.as_str(),
-                            "u": record.unique_id, "d": data.to_json(), "s": status.as_str(), "b": by,
-                        }));
-                        *next += 1;
-                        WriteOutcome::Created(Some(record))
-                    }
-                },
-                InstanceWrite::Update {
-                    workspace,
-                    id,
-                    update,
-                    by,
-                } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
-                         WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(update.data.to_json())
-                    .bind(update.status.as_str())
-                    .bind(now.0)
-                    .bind(by)
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .bind(update.expected_version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, false).await?
-                }
-                InstanceWrite::Delete { workspace, id, by } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
-                         WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(now.0)
-                    .bind(by)
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, false).await?
-                }
-                InstanceWrite::Restore { workspace, id, .. } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
-                         WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, true).await?
-                }
-            };
-            outcomes.push(outcome);
-        }
-        if !new_rows.is_empty() {
-            sqlx::query(
-                "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                        created_at, created_by, modified_at, modified_by)
-                 SELECT json_extract(value, '$.w'), json_extract(value, '$.p'), json_extract(value, '$.n'),
-                        json_extract(value, '$.i'), json_extract(value, '$.u'), json_extract(value, '$.d'),
-                        json_extract(value, '$.s'), 1, ?2, json_extract(value, '$.b'), ?2, json_extract(value, '$.b')
-                 FROM json_each(?1) ORDER BY key",
-            )
-            .bind(serde_json::Value::Array(new_rows).to_string())
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
-        }
-        fire(&mut tx, &group::fired(writes, &outcomes), now).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let writes = writes.to_vec();
+        let _writing = self.write.acquire().await?;
+        self.thread
+            .run(move |conn| writer::apply(conn, &writes))
+            .await
     }
-}
-
-/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
-/// matched.
-async fn written(
-    tx: &mut sqlx::SqliteConnection,
-    row: Option<SqliteRow>,
-    workspace: WorkspaceId,
-    id: &InstanceId,
-    want_deleted: bool,
-) -> Result<WriteOutcome> {
-    let written = match row {
-        Some(row) => Written::Done(Box::new(instance_from_row(&row)?)),
-        None => SqliteStore::why_not_written(tx, workspace, id, want_deleted).await?,
-    };
-    Ok(WriteOutcome::Written(written))
-}
-
-/// Writes the events of a batch and, for each, one pending delivery per URL its event has
-/// enabled at this moment (held at once if the URL is paused), in the order of the events and
-/// of the URLs. Two statements, however many events.
-async fn fire(
-    tx: &mut sqlx::SqliteConnection,
-    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
-    now: Millis,
-) -> Result<()> {
-    if fired.is_empty() {
-        return Ok(());
-    }
-    let events: Vec<serde_json::Value> = fired
-        .iter()
-        .map(|(workspace, event, record)| {
-            serde_json::json!({
-                "w": workspace.0, "e": event.as_str(), "i": record.id.as_str(),
-                "p": record.process_name, "s": group::snapshot(*event, record),
-            })
-        })
-        .collect();
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-         SELECT json_extract(value, '$.w'), json_extract(value, '$.e'), json_extract(value, '$.i'),
-                json_extract(value, '$.p'), ?2, json_extract(value, '$.s')
-         FROM json_each(?1) ORDER BY key
-         RETURNING id",
-    )
-    .bind(serde_json::Value::Array(events).to_string())
-    .bind(now.0)
-    .fetch_all(&mut *tx)
-    .await?;
-    // The write lock is ours: the new events are exactly the ids between the first and last.
-    let (first, last) = (ids.iter().min(), ids.iter().max());
-    sqlx::query(
-        "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                 status, attempts, next_attempt_at, created_at, updated_at, format)
-         SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ev.id, u.event_type, ev.instance_id,
-                ev.process_name, u.url, u.host,
-                'pending', 0, CASE WHEN x.state = 'open' THEN ?4 ELSE ?3 END, ?3, ?3, w.webhook_format
-         FROM events ev
-         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
-         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-         JOIN workspaces w ON w.id = u.workspace_id
-         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1
-         ORDER BY ev.id, u.position",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(now.0)
-    .bind(HELD)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

@@ -1,0 +1,540 @@
+//! The hot write transactions of the SQLite backend, run synchronously on one dedicated thread.
+//!
+//! Through sqlx, every SQLite statement is a round trip between the async runtime and the
+//! driver's connection thread (about 100–150 µs of mostly thread wake-ups on this kind of
+//! machine), while the SQLite engine needs a few microseconds for the same statement. SQLite runs
+//! one writer at a time anyway, so the three transactions every event goes through (the group
+//! commit of instance writes, the claim of due deliveries, the results of attempts) run here, as
+//! plain function calls on a thread that owns its own connection: one round trip per transaction
+//! instead of one per statement.
+//!
+//! **Invariant:** the store holds its sqlx write connection while a job runs here, so this
+//! thread and the store's other (rare) writes never meet on SQLite's lock.
+
+use super::super::group::{self, InstanceWrite, WriteOutcome};
+use super::super::{
+    AttemptResult, ClaimedDelivery, HELD, InstanceRecord, StorageError, WorkspaceId, Written,
+};
+use crate::domain::{
+    AfterFailure, AttemptOutcome, BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId,
+    Millis,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The thread and its queue of jobs. Dropping it ends the thread after the queued jobs.
+pub(super) struct WriteThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriteThread {
+    /// Opens a connection to the database file and starts the thread.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        conn.pragma_update(None, "foreign_keys", "on")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `job` on the thread and waits for its result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = reply.send(job(conn));
+            }))
+            .map_err(|_| StorageError::WriterStopped)?;
+        Ok(answer.await.map_err(|_| StorageError::WriterStopped)??)
+    }
+}
+
+const INSTANCE_COLUMNS: &str = super::INSTANCE_COLUMNS;
+
+fn decode_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn instance_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let id_text: String = r.get("instance_id")?;
+    let id = InstanceId::parse(&id_text).map_err(decode_error)?;
+    let data: String = r.get("data")?;
+    Ok(InstanceRecord {
+        process_name: id.process_name().to_owned(),
+        id,
+        unique_id: r.get("unique_id")?,
+        status: r.get("status")?,
+        version: r.get("version")?,
+        data: InstanceData::from_stored(&data),
+        created_at: Millis(r.get("created_at")?),
+        created_by: r.get("created_by")?,
+        modified_at: Millis(r.get("modified_at")?),
+        modified_by: r.get("modified_by")?,
+        deleted_at: r.get::<_, Option<i64>>("deleted_at")?.map(Millis),
+    })
+}
+
+// --- group commit -------------------------------------------------------------------------------
+
+/// Applies a batch of instance writes in one `BEGIN IMMEDIATE` transaction: one counter update
+/// per process, one statement each for all new instances, all events and all deliveries, and
+/// one statement per update, delete or restore.
+pub(super) fn apply(
+    conn: &mut Connection,
+    writes: &[InstanceWrite],
+) -> rusqlite::Result<Vec<WriteOutcome>> {
+    let now = Millis::now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Reserve the numbers of the creates: (process key, next number) per process.
+    let mut numbers = std::collections::HashMap::new();
+    for (workspace, process, count) in group::creates_per_process(writes) {
+        let reserved: Option<(i64, i64)> = tx
+            .prepare_cached(
+                "UPDATE processes SET next_number = next_number + ?3 WHERE workspace_id = ?1 AND name = ?2
+                 RETURNING id, next_number",
+            )?
+            .query_row(params![workspace.0, process.as_str(), count], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((key, last)) = reserved {
+            numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut new_rows = Vec::new();
+    for write in writes {
+        let outcome = match write {
+            InstanceWrite::Create {
+                workspace,
+                process,
+                data,
+                status,
+                by,
+            } => match numbers.get_mut(&(workspace.0, process.as_str())) {
+                None => WriteOutcome::Created(None),
+                Some((key, next)) => {
+                    let record = group::new_record(process, *next, data, status, by, now);
+                    new_rows.push(serde_json::json!({
+                        "w": workspace.0, "p": *key, "n": *next, "i": record.id.as_str(),
+                        "u": record.unique_id, "d": data.to_json(), "s": status.as_str(), "b": by,
+                    }));
+                    *next += 1;
+                    WriteOutcome::Created(Some(record))
+                }
+            },
+            InstanceWrite::Update {
+                workspace,
+                id,
+                update,
+                by,
+            } => {
+                let row = tx
+                    .prepare_cached(&format!(
+                        "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
+                         WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    ))?
+                    .query_row(
+                        params![
+                            update.data.to_json(),
+                            update.status.as_str(),
+                            now.0,
+                            by,
+                            workspace.0,
+                            id.as_str(),
+                            update.expected_version
+                        ],
+                        instance_from,
+                    )
+                    .optional()?;
+                written(&tx, row, *workspace, id, false)?
+            }
+            InstanceWrite::Delete { workspace, id, by } => {
+                let row = tx
+                    .prepare_cached(&format!(
+                        "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
+                         WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    ))?
+                    .query_row(params![now.0, by, workspace.0, id.as_str()], instance_from)
+                    .optional()?;
+                written(&tx, row, *workspace, id, false)?
+            }
+            InstanceWrite::Restore { workspace, id, .. } => {
+                let row = tx
+                    .prepare_cached(&format!(
+                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
+                         WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
+                         RETURNING {INSTANCE_COLUMNS}"
+                    ))?
+                    .query_row(params![workspace.0, id.as_str()], instance_from)
+                    .optional()?;
+                written(&tx, row, *workspace, id, true)?
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if !new_rows.is_empty() {
+        tx.prepare_cached(
+            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                    created_at, created_by, modified_at, modified_by)
+             SELECT json_extract(value, '$.w'), json_extract(value, '$.p'), json_extract(value, '$.n'),
+                    json_extract(value, '$.i'), json_extract(value, '$.u'), json_extract(value, '$.d'),
+                    json_extract(value, '$.s'), 1, ?2, json_extract(value, '$.b'), ?2, json_extract(value, '$.b')
+             FROM json_each(?1) ORDER BY key",
+        )?
+        .execute(params![serde_json::Value::Array(new_rows).to_string(), now.0])?;
+    }
+    fire(&tx, &group::fired(writes, &outcomes), now)?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
+/// matched.
+fn written(
+    tx: &Connection,
+    row: Option<InstanceRecord>,
+    workspace: WorkspaceId,
+    id: &InstanceId,
+    want_deleted: bool,
+) -> rusqlite::Result<WriteOutcome> {
+    let written = match row {
+        Some(record) => Written::Done(Box::new(record)),
+        None => {
+            let deleted: Option<Option<i64>> = tx
+                .prepare_cached(
+                    "SELECT deleted_at FROM instances WHERE workspace_id = ?1 AND instance_id = ?2",
+                )?
+                .query_row(params![workspace.0, id.as_str()], |r| r.get(0))
+                .optional()?;
+            match deleted {
+                None => Written::NotFound,
+                Some(at) if at.is_some() != want_deleted => Written::WrongState,
+                Some(_) => Written::VersionChanged,
+            }
+        }
+    };
+    Ok(WriteOutcome::Written(written))
+}
+
+/// Writes the events of a batch and, for each, one pending delivery per URL its event has
+/// enabled at this moment (held at once if the URL is paused), in the order of the events and
+/// of the URLs. Two statements, however many events.
+fn fire(
+    tx: &Connection,
+    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
+    now: Millis,
+) -> rusqlite::Result<()> {
+    if fired.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<serde_json::Value> = fired
+        .iter()
+        .map(|(workspace, event, record)| {
+            serde_json::json!({
+                "w": workspace.0, "e": event.as_str(), "i": record.id.as_str(),
+                "p": record.process_name, "s": group::snapshot(*event, record),
+            })
+        })
+        .collect();
+    let ids = tx
+        .prepare_cached(
+            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+             SELECT json_extract(value, '$.w'), json_extract(value, '$.e'), json_extract(value, '$.i'),
+                    json_extract(value, '$.p'), ?2, json_extract(value, '$.s')
+             FROM json_each(?1) ORDER BY key
+             RETURNING id",
+        )?
+        .query_map(
+            params![serde_json::Value::Array(events).to_string(), now.0],
+            |r| r.get::<_, i64>(0),
+        )?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let (first, last) = (
+        ids.iter().copied().min().unwrap_or(0),
+        ids.iter().copied().max().unwrap_or(-1),
+    );
+    // The write lock is ours: the new events are exactly the ids between the first and last.
+    tx.prepare_cached(
+        "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                 status, attempts, next_attempt_at, created_at, updated_at, format)
+         SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ev.id, u.event_type, ev.instance_id,
+                ev.process_name, u.url, u.host,
+                'pending', 0, CASE WHEN x.state = 'open' THEN ?4 ELSE ?3 END, ?3, ?3, w.webhook_format
+         FROM events ev
+         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
+         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+         JOIN workspaces w ON w.id = u.workspace_id
+         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1
+         ORDER BY ev.id, u.position",
+    )?
+    .execute(params![first, last, now.0, HELD])?;
+    Ok(())
+}
+
+// --- claims -------------------------------------------------------------------------------------
+
+/// What a claim asks for, owned so it can travel to the thread.
+pub(super) struct Claim {
+    pub node: String,
+    pub now: i64,
+    pub lease_until: i64,
+    pub limit: i64,
+    pub per_host_cap: i64,
+}
+
+/// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host (those
+/// configured, and any at the front of the queue), takes as many due rows as the host has free
+/// slots, in due order, from the per-host index: a host at its cap costs nothing and never hides
+/// the others behind its backlog. SQLite has no LATERAL join, so this is one small query per
+/// host, all in one transaction.
+pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let hosts: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT host FROM webhook_urls
+             UNION
+             SELECT host FROM (
+                SELECT host FROM deliveries
+                WHERE status = 'pending' AND next_attempt_at <= ?1
+                ORDER BY next_attempt_at, id LIMIT ?2)",
+        )?
+        .query_map(params![c.now, c.limit.saturating_mul(4)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let busy: std::collections::HashMap<String, i64> = tx
+        .prepare_cached(
+            "SELECT host, COUNT(*) FROM deliveries
+             WHERE lease_until IS NOT NULL AND lease_until > ?1 GROUP BY host",
+        )?
+        .query_map(params![c.now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut picked: Vec<(i64, i64)> = Vec::new();
+    {
+        let mut due = tx.prepare_cached(
+            "SELECT d.id, d.next_attempt_at FROM deliveries d
+             WHERE d.host = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.lease_until IS NULL OR d.lease_until <= ?2)
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries e
+                   WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                     AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
+             ORDER BY d.next_attempt_at, d.id
+             LIMIT ?3",
+        )?;
+        for host in &hosts {
+            let free = (c.per_host_cap - busy.get(host).copied().unwrap_or(0)).min(c.limit);
+            if free <= 0 {
+                continue;
+            }
+            for row in due.query_map(params![host, c.now, free], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                picked.push(row?);
+            }
+        }
+    }
+    picked.sort_by_key(|(id, at)| (*at, *id));
+    picked.truncate(usize::try_from(c.limit).unwrap_or(0));
+    if picked.is_empty() {
+        tx.commit()?;
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(&picked.iter().map(|(id, _)| id).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut claimed = tx
+        .prepare_cached(
+            "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
+             WHERE id IN (SELECT value FROM json_each(?3))
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
+        )?
+        .query_map(params![c.lease_until, c.node, ids], |r| {
+            Ok(ClaimedDelivery {
+                key: r.get("id")?,
+                workspace_id: WorkspaceId(r.get("workspace_id")?),
+                test: r.get("test")?,
+                id: DeliveryId::from_stored(r.get("webhook_id")?),
+                event_type: super::super::event_from_stored(&r.get::<_, String>("event_type")?),
+                instance_id: r.get("instance_id")?,
+                process_name: r.get("process_name")?,
+                url: r.get("url")?,
+                attempts: r.get("attempts")?,
+                occurred_at: Millis(r.get("created_at")?),
+                format: super::super::format_from_stored(&r.get::<_, String>("format")?),
+                instance: r.get("instance")?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    claimed.sort_by_key(|c| c.key);
+    Ok(claimed)
+}
+
+// --- results ------------------------------------------------------------------------------------
+
+/// Writes the results of attempts in one transaction (one statement for all attempts, one for
+/// all deliveries) and updates the health of their destinations under `breaker`.
+pub(super) fn record(
+    conn: &mut Connection,
+    results: &[AttemptResult],
+    breaker: &BreakerPolicy,
+) -> rusqlite::Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let now = Millis::now();
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let a = &r.attempt;
+            let (status, next_at) = r.next.stored();
+            serde_json::json!({
+                "k": r.key, "a": a.started_at.0, "d": a.duration_ms, "o": a.outcome.as_str(),
+                "c": a.status_code, "e": a.error, "x": a.response_excerpt, "s": status, "n": next_at,
+                "h": a.node,
+            })
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+         SELECT json_extract(value, '$.k'), json_extract(value, '$.a'), json_extract(value, '$.d'),
+                json_extract(value, '$.o'), json_extract(value, '$.c'), json_extract(value, '$.e'),
+                json_extract(value, '$.x'), json_extract(value, '$.h')
+         FROM json_each(?1) ORDER BY key",
+    )?
+    .execute(params![rows])?;
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
+                lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
+                last_status_code = j.c, last_error = j.e, updated_at = ?2
+         FROM (SELECT json_extract(value, '$.k') AS k, json_extract(value, '$.s') AS s,
+                      json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a,
+                      json_extract(value, '$.c') AS c, json_extract(value, '$.e') AS e
+               FROM json_each(?1)) AS j
+         WHERE deliveries.id = j.k",
+    )?
+    .execute(params![rows, now.0])?;
+    record_health(&tx, results, breaker, now)?;
+    tx.commit()
+}
+
+/// Updates the health of the destinations of these results: a success closes the breaker and
+/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
+/// pauses the URL, holding its deliveries except the one that will probe.
+fn record_health(
+    tx: &Connection,
+    results: &[AttemptResult],
+    breaker: &BreakerPolicy,
+    now: Millis,
+) -> rusqlite::Result<()> {
+    let mut closed = std::collections::HashSet::new();
+    for r in results.iter().filter(|r| !r.test) {
+        if r.attempt.outcome == AttemptOutcome::Success {
+            // A second success in a row for the same URL would change nothing.
+            if !closed.insert((r.workspace_id, r.url.as_str())) {
+                continue;
+            }
+            let known = tx
+                .prepare_cached(
+                    "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
+                            probe_interval_ms = 0, last_success_at = ?1
+                     WHERE workspace_id = ?2 AND url = ?3",
+                )?
+                .execute(params![now.0, r.workspace_id.0, r.url])?
+                > 0;
+            // Release what the pause held, through the index of held rows: nothing to read when
+            // nothing is held. Doing it on every success of a URL that has failed before, not
+            // only when its breaker was open, also frees a delivery queued as held by a write
+            // that raced with the success that closed the breaker.
+            if known {
+                tx.prepare_cached(&super::super::release_held_sql('?'))?
+                    .execute(params![now.0, r.workspace_id.0, r.url])?;
+            }
+            continue;
+        }
+        closed.remove(&(r.workspace_id, r.url.as_str()));
+        let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = tx
+            .prepare_cached(
+                "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
+                 VALUES (?1, ?2, 'closed', 1, ?3, ?4)
+                 ON CONFLICT (workspace_id, url) DO UPDATE SET
+                    consecutive_failures = consecutive_failures + 1,
+                    last_failure_at = excluded.last_failure_at,
+                    last_error = excluded.last_error
+                 RETURNING state, consecutive_failures, probe_interval_ms, paused_until",
+            )?
+            .query_row(
+                params![r.workspace_id.0, r.url, now.0, r.attempt.error],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )?;
+        let last = Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
+        let was_open = state == "open";
+        if was_open {
+            // A failed probe: the delivery waits with the others, even if its own schedule ran
+            // out, because nothing is dropped while its URL is paused.
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1 WHERE id = ?2 AND status = 'failed'",
+            )?
+            .execute(params![HELD, r.key])?;
+        }
+        // While a pause runs, failures are attempts that were in flight when it began, not
+        // failed probes: they are held with the rest and do not lengthen the pause.
+        let pause_running = was_open && paused_until.is_some_and(|until| until > now.0);
+        let decision = if pause_running {
+            AfterFailure::StayClosed
+        } else {
+            breaker.after_failure(failures, was_open, last)
+        };
+        let hold = |tx: &Connection| -> rusqlite::Result<usize> {
+            // Rows leased by attempts still in flight keep their lease.
+            tx.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?1
+                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
+            )?
+            .execute(params![HELD, r.workspace_id.0, r.url])
+        };
+        if pause_running {
+            hold(tx)?;
+        }
+        if let AfterFailure::Pause(pause) = decision {
+            let until = now.plus(pause);
+            tx.prepare_cached(
+                "UPDATE destinations SET state = 'open', probe_interval_ms = ?1, paused_until = ?2
+                 WHERE workspace_id = ?3 AND url = ?4",
+            )?
+            .execute(params![
+                i64::try_from(pause.as_millis()).unwrap_or(i64::MAX),
+                until.0,
+                r.workspace_id.0,
+                r.url
+            ])?;
+            // Hold every pending delivery of this URL; `promote_probes` picks the probe when
+            // the pause is over.
+            hold(tx)?;
+        }
+    }
+    Ok(())
+}
