@@ -218,6 +218,25 @@ pub struct AttemptRecord {
 /// held rows leave the front of the queue; the first successful probe releases them.
 pub const HELD: i64 = 4_000_000_000_000_000;
 
+/// Holds the pending deliveries of one URL (`?1`/`$1`: its host, `?2`/`$2`: workspace, `?3`/`$3`:
+/// URL) that are not held yet. They are found among the host's rows that are not held, through
+/// the per-host index (SQLite is told to use it), so holding again while a pause runs never
+/// reads the rows already held. Rows leased by attempts in flight keep their lease.
+fn hold_sql(placeholder: char) -> String {
+    let indexed = if placeholder == '?' {
+        "INDEXED BY deliveries_due_by_host"
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE deliveries SET next_attempt_at = 4000000000000000
+         WHERE id IN (SELECT id FROM deliveries {indexed}
+                      WHERE host = {p}1 AND status = 'pending' AND next_attempt_at < 4000000000000000)
+           AND workspace_id = {p}2 AND url = {p}3",
+        p = placeholder
+    )
+}
+
 /// Deliveries of one URL that its breaker holds, made due at `now` (`?1`/`$1`: now, `?2`/`$2`:
 /// workspace, `?3`/`$3`: URL). The constant is written out so the partial index on held rows
 /// (`deliveries_held`, migration 2) applies; a test checks it equals [`HELD`].
@@ -644,6 +663,8 @@ mod tests {
     fn the_held_constant_is_the_one_the_held_index_and_its_query_use() {
         let held = HELD.to_string();
         assert!(release_held_sql('?').contains(&format!(">= {held}")));
+        assert!(hold_sql('$').contains(&format!("= {held}")));
+        assert!(hold_sql('?').contains(&format!("< {held}")));
         for sql in [
             include_str!("../../migrations/sqlite/0002_held_index.sql"),
             include_str!("../../migrations/postgres/0002_held_index.sql"),

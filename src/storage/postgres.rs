@@ -1092,6 +1092,40 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
     })
 }
 
+/// Holds the URL's pending deliveries that are not held yet, once per URL and batch (this
+/// batch's own results were written before).
+async fn hold<'a>(
+    tx: &mut sqlx::PgConnection,
+    held: &mut std::collections::HashSet<(WorkspaceId, &'a str)>,
+    r: &'a AttemptResult,
+) -> Result<()> {
+    if !held.insert((r.workspace_id, r.url.as_str())) {
+        return Ok(());
+    }
+    match crate::domain::CallbackUrl::parse(&r.url) {
+        Ok(url) => {
+            sqlx::query(sqlx::AssertSqlSafe(hold_sql('$')))
+                .bind(url.host_key())
+                .bind(r.workspace_id.0)
+                .bind(&r.url)
+                .execute(&mut *tx)
+                .await?
+        }
+        Err(_) => {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1
+                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
+            )
+            .bind(HELD)
+            .bind(r.workspace_id.0)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?
+        }
+    };
+    Ok(())
+}
+
 /// Updates the health of the destinations of these results: a success closes the breaker and
 /// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
 /// pauses the URL, holding its deliveries except the one that will probe.
@@ -1103,12 +1137,14 @@ async fn record_health(
 ) -> Result<()> {
     use crate::domain::{AfterFailure, AttemptOutcome};
     let mut closed = std::collections::HashSet::new();
+    let mut held = std::collections::HashSet::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
             // A second success in a row for the same URL would change nothing.
             if !closed.insert((r.workspace_id, r.url.as_str())) {
                 continue;
             }
+            held.remove(&(r.workspace_id, r.url.as_str()));
             let known = sqlx::query(
                 "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
                         probe_interval_ms = 0, last_success_at = $1
@@ -1171,15 +1207,7 @@ async fn record_health(
             breaker.after_failure(failures, was_open, last)
         };
         if pause_running {
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = $1
-                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
-            )
-            .bind(HELD)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
+            hold(&mut *tx, &mut held, r).await?;
         }
         if let AfterFailure::Pause(pause) = decision {
             let until = now.plus(pause);
@@ -1194,16 +1222,8 @@ async fn record_health(
             .execute(&mut *tx)
             .await?;
             // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
-            // pause is over. Rows leased by attempts still in flight keep their lease.
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = $1
-                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
-            )
-            .bind(HELD)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
+            // pause is over.
+            hold(&mut *tx, &mut held, r).await?;
         }
     }
     Ok(())

@@ -451,12 +451,14 @@ fn record_health(
     now: Millis,
 ) -> rusqlite::Result<()> {
     let mut closed = std::collections::HashSet::new();
+    let mut held = std::collections::HashSet::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
             // A second success in a row for the same URL would change nothing.
             if !closed.insert((r.workspace_id, r.url.as_str())) {
                 continue;
             }
+            held.remove(&(r.workspace_id, r.url.as_str()));
             let known = tx
                 .prepare_cached(
                     "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
@@ -508,13 +510,23 @@ fn record_health(
         } else {
             breaker.after_failure(failures, was_open, last)
         };
-        let hold = |tx: &Connection| -> rusqlite::Result<usize> {
-            // Rows leased by attempts still in flight keep their lease.
-            tx.prepare_cached(
-                "UPDATE deliveries SET next_attempt_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-            )?
-            .execute(params![HELD, r.workspace_id.0, r.url])
+        // Once per URL and batch is enough: this batch's own results were written before.
+        let mut hold = |tx: &Connection| -> rusqlite::Result<()> {
+            if !held.insert((r.workspace_id, r.url.as_str())) {
+                return Ok(());
+            }
+            match crate::domain::CallbackUrl::parse(&r.url) {
+                Ok(url) => tx
+                    .prepare_cached(&super::super::hold_sql('?'))?
+                    .execute(params![url.host_key(), r.workspace_id.0, r.url])?,
+                Err(_) => tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET next_attempt_at = ?1
+                         WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
+                    )?
+                    .execute(params![HELD, r.workspace_id.0, r.url])?,
+            };
+            Ok(())
         };
         if pause_running {
             hold(tx)?;
