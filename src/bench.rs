@@ -477,6 +477,17 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     }
     figures.peak_rss_mib = peak_rss_mib(node.pid);
     figures.database_mib = database_mib(&node, pg_admin, &pg_name).await;
+    // Progress on stderr, so a long run that is stopped still shows what it measured.
+    eprintln!(
+        "{name}: {:.0} API op/s, {:.0} callbacks/s, p50/p95/p99 {:.1}/{:.1}/{:.1} ms, peak RSS {:.1} MiB, {}",
+        figures.api_ops_per_sec,
+        figures.callbacks_per_sec,
+        figures.latency_ms_p50,
+        figures.latency_ms_p95,
+        figures.latency_ms_p99,
+        figures.peak_rss_mib,
+        figures.note
+    );
     let _ = node.child.kill().await;
     drop_pg(pg_admin, pg_name).await;
     Ok(figures)

@@ -195,9 +195,12 @@ impl Worker {
             }
             // Idle: sleep until a write wakes us (ours, or another node's NOTIFY) or the poll
             // interval passes (retries coming due, leases expiring, other nodes' work on SQLite).
+            // One or two empty claims in a row are normal (on PostgreSQL every write wakes the
+            // worker twice: in process and through NOTIFY) and must not delay the next event;
+            // only a longer streak means work is announced that cannot be claimed yet.
             let quiet = match empty_claims {
-                0 => Duration::ZERO,
-                n => (Duration::from_millis(2) * 2u32.saturating_pow(n.min(8) - 1))
+                0..=2 => Duration::ZERO,
+                n => (Duration::from_millis(2) * 2u32.saturating_pow(n.min(10) - 3))
                     .min(Duration::from_millis(200)),
             };
             let announced = async {

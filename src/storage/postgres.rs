@@ -87,6 +87,15 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+            .fetch_one(&pool)
+            .await
+            .ok();
+        if autovacuum.as_deref() == Some("off") {
+            tracing::warn!(
+                "PostgreSQL's autovacuum is off: every delivery leaves dead rows in the queue, and claims slow down as they pile up; turn autovacuum on (the default) or VACUUM the deliveries table regularly"
+            );
+        }
         let writes = Arc::new(GroupCommit::start(PgWriter { pool: pool.clone() }));
         Ok(Self { pool, writes })
     }
