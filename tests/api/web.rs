@@ -14,6 +14,43 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The session cookie (`name=value`) of a successful form login.
+async fn session_cookie(app: &TestApp, email: &str) -> String {
+    let response = client()
+        .post(format!("{}/login", app.base))
+        .form(&[("email", email), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The anti-forgery token embedded in the page at `path`.
+async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> String {
+    let page = client()
+        .get(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 async fn login(app: &TestApp, https: bool) -> (String, String) {
     app.post(
         "/api/v1/users",
@@ -95,19 +132,7 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
         json!({"email": "user@example.com", "role": "user", "password": PASSWORD}),
     )
     .await;
-    let response = client()
-        .post(format!("{}/login", app.base))
-        .form(&[("email", "user@example.com"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    let user_cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let user_cookie = session_cookie(&app, "user@example.com").await;
     for path in [
         "/ui/admin",
         "/ui/admin/developer",
@@ -125,23 +150,7 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
     }
 
     // Logging out ends the session.
-    let page = client()
-        .get(format!("{}/ui/processes", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_token(&app, &cookie, "/ui/processes").await;
     let out = client()
         .post(format!("{}/logout", app.base))
         .header("cookie", &cookie)
@@ -200,36 +209,8 @@ async fn role_changes_and_deactivation_apply_to_api_tokens_at_once() {
     };
     assert_eq!(call(developer.clone()).await, StatusCode::OK);
 
-    let response = client()
-        .post(format!("{}/login", app.base))
-        .form(&[("email", "boss@example.com"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = client()
-        .get(format!("{}/ui/admin/users", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&app, "boss@example.com").await;
+    let csrf = csrf_token(&app, &cookie, "/ui/admin/users").await;
     let change = |action: &'static str| {
         let (cookie, csrf, base) = (cookie.clone(), csrf.clone(), app.base.clone());
         async move {
