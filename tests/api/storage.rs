@@ -1122,6 +1122,19 @@ async fn a_refused_write_fails_alone(db: TestDb, trigger: &'static str) {
 }
 
 #[tokio::test]
+async fn an_in_memory_sqlite_database_is_refused_with_the_way_out() {
+    let error = herald::storage::open("sqlite::memory:")
+        .await
+        .err()
+        .expect("an in-memory database is refused");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("use a file, such as sqlite://herald.db"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn sqlite_a_refused_write_fails_alone() {
     a_refused_write_fails_alone(
         TestDb::sqlite(),

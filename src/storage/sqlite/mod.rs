@@ -81,6 +81,13 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord> {
 impl SqliteStore {
     /// Opens (creating if missing) the database file a `sqlite://` URL names.
     pub async fn open(url: &str) -> Result<Self> {
+        // The writer thread opens the file itself: an in-memory database would be a second,
+        // separate database there.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StorageError::Io(
+                "an in-memory SQLite database cannot be shared with the writer thread; use a file, such as sqlite://herald.db".into(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
