@@ -197,8 +197,12 @@ impl Worker {
             // interval passes (retries coming due, leases expiring, other nodes' work on SQLite).
             // One or two empty claims in a row are normal (on PostgreSQL every write wakes the
             // worker twice: in process and through NOTIFY) and must not delay the next event;
-            // only a longer streak means work is announced that cannot be claimed yet.
+            // only a longer streak, while attempts are in flight (whose results will wake the
+            // loop anyway), means work is announced that cannot be claimed yet, for example
+            // because its host is at its cap. With nothing in flight an announcement is always
+            // claimed at once.
             let quiet = match empty_claims {
+                _ if in_flight.is_empty() => Duration::ZERO,
                 0..=2 => Duration::ZERO,
                 n => (Duration::from_millis(2) * 2u32.saturating_pow(n.min(10) - 3))
                     .min(Duration::from_millis(200)),
