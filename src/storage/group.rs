@@ -87,16 +87,77 @@ impl GroupCommit {
         Self { queue }
     }
 
-    /// Creates an instance: `None` when the process does not exist.
-    pub async fn create(&self, write: InstanceWrite) -> Result<Option<InstanceRecord>> {
+    /// `Store::create_instance` through the group commit: `None` when the process does not
+    /// exist.
+    pub async fn create(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        data: &InstanceData,
+        status: &InstanceStatus,
+        by: &str,
+    ) -> Result<Option<InstanceRecord>> {
+        let write = InstanceWrite::Create {
+            workspace,
+            process: process.clone(),
+            data: data.clone(),
+            status: status.clone(),
+            by: by.to_owned(),
+        };
         match self.submit(write).await? {
             WriteOutcome::Created(record) => Ok(record),
             WriteOutcome::Written(_) => unreachable!("a create answers with Created"),
         }
     }
 
-    /// Updates, deletes or restores an instance.
-    pub async fn write(&self, write: InstanceWrite) -> Result<Written> {
+    /// `Store::update_instance` through the group commit.
+    pub async fn update(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        update: &InstanceUpdate,
+        by: &str,
+    ) -> Result<Written> {
+        self.write(InstanceWrite::Update {
+            workspace,
+            id: id.clone(),
+            update: update.clone(),
+            by: by.to_owned(),
+        })
+        .await
+    }
+
+    /// `Store::delete_instance` through the group commit.
+    pub async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written> {
+        self.write(InstanceWrite::Delete {
+            workspace,
+            id: id.clone(),
+            by: by.to_owned(),
+        })
+        .await
+    }
+
+    /// `Store::restore_instance` through the group commit.
+    pub async fn restore(
+        &self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+        by: &str,
+    ) -> Result<Written> {
+        self.write(InstanceWrite::Restore {
+            workspace,
+            id: id.clone(),
+            by: by.to_owned(),
+        })
+        .await
+    }
+
+    async fn write(&self, write: InstanceWrite) -> Result<Written> {
         match self.submit(write).await? {
             WriteOutcome::Written(written) => Ok(written),
             WriteOutcome::Created(_) => unreachable!("only a create answers with Created"),

@@ -570,13 +570,7 @@ impl Store for SqliteStore {
         by: &str,
     ) -> Result<Option<InstanceRecord>> {
         self.writes
-            .create(InstanceWrite::Create {
-                workspace,
-                process: process.clone(),
-                data: data.clone(),
-                status: status.clone(),
-                by: by.to_owned(),
-            })
+            .create(workspace, process, data, status, by)
             .await
     }
 
@@ -643,14 +637,7 @@ impl Store for SqliteStore {
         update: &InstanceUpdate,
         by: &str,
     ) -> Result<Written> {
-        self.writes
-            .write(InstanceWrite::Update {
-                workspace,
-                id: id.clone(),
-                update: update.clone(),
-                by: by.to_owned(),
-            })
-            .await
+        self.writes.update(workspace, id, update, by).await
     }
 
     async fn delete_instance(
@@ -659,13 +646,7 @@ impl Store for SqliteStore {
         id: &InstanceId,
         by: &str,
     ) -> Result<Written> {
-        self.writes
-            .write(InstanceWrite::Delete {
-                workspace,
-                id: id.clone(),
-                by: by.to_owned(),
-            })
-            .await
+        self.writes.delete(workspace, id, by).await
     }
 
     async fn restore_instance(
@@ -674,13 +655,7 @@ impl Store for SqliteStore {
         id: &InstanceId,
         by: &str,
     ) -> Result<Written> {
-        self.writes
-            .write(InstanceWrite::Restore {
-                workspace,
-                id: id.clone(),
-                by: by.to_owned(),
-            })
-            .await
+        self.writes.restore(workspace, id, by).await
     }
 
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
