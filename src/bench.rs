@@ -603,9 +603,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
     if want(1) {
         all.push(scenario(&bench, steady).await?);
     }
-    let mut throughput = Figures::default();
+    // Scenarios 4 and 5 are judged against scenario 2's throughput, when it ran.
+    let mut throughput: Option<Figures> = None;
     if want(2) {
-        throughput = scenario(
+        let mut figures = scenario(
             &bench,
             Plan {
                 name: "2 throughput",
@@ -616,13 +617,21 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             },
         )
         .await?;
-        throughput.note = format!(
+        figures.note = format!(
             "{:.0}% of the bare-client ceiling, {:.0}% of the bound",
-            100.0 * throughput.callbacks_per_sec / ceiling_rate,
-            100.0 * throughput.callbacks_per_sec / bound
+            100.0 * figures.callbacks_per_sec / ceiling_rate,
+            100.0 * figures.callbacks_per_sec / bound
         );
-        all.push(throughput.clone());
+        all.push(figures.clone());
+        throughput = Some(figures);
     }
+    let against_scenario_2 = |rate: f64| match &throughput {
+        Some(two) => format!(
+            "{:.0}% of scenario 2's throughput",
+            100.0 * rate / two.callbacks_per_sec.max(1e-9)
+        ),
+        None => "scenario 2 not run: no ratio".to_owned(),
+    };
     if want(3) {
         all.push(
             scenario(
@@ -647,10 +656,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
     };
     if want(4) {
         let mut isolation = scenario(&bench, isolation_plan).await?;
-        isolation.note = format!(
-            "{:.0}% of scenario 2's throughput",
-            100.0 * isolation.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
-        );
+        isolation.note = against_scenario_2(isolation.callbacks_per_sec);
         all.push(isolation);
     }
     let backlog_plan = Plan {
@@ -663,12 +669,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
     if want(5) {
         let mut backlog = scenario(&bench, backlog_plan).await?;
         backlog.note = format!(
-            "drain from receiver-up; {} {}",
+            "drain from receiver-up; {} ({})",
             backlog.note,
-            format_args!(
-                "({:.0}% of scenario 2)",
-                100.0 * backlog.callbacks_per_sec / throughput.callbacks_per_sec.max(1e-9)
-            )
+            against_scenario_2(backlog.callbacks_per_sec)
         );
         all.push(backlog);
     }

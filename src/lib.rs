@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod storage;
@@ -27,6 +28,7 @@ use axum::routing::get;
 pub fn router(herald: service::Herald) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(api::metrics))
         .merge(api::router())
         .merge(web::router())
         .with_state(herald)

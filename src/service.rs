@@ -11,6 +11,7 @@ use crate::domain::{
     WebhookSettings,
 };
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::storage::{
     AttemptRecord, Caller, DeliveryFilter, DeliveryRecord, InstanceRecord, InstanceUpdate, NewUser,
     Page, ProcessRecord, Store, UserRecord, Written,
@@ -28,6 +29,7 @@ use tokio::sync::Notify;
 pub struct Herald {
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     outbound: Arc<Outbound>,
     callers: Arc<CallerCache>,
 }
@@ -132,8 +134,36 @@ impl Herald {
         Self {
             store,
             wake,
+            metrics: Arc::default(),
             outbound,
             callers: Arc::default(),
+        }
+    }
+
+    /// This node's counters, which its worker shares.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus text of this node's counters and of the queue; administrators and
+    /// developers only, like the delivery log.
+    pub async fn metrics_text(&self, caller: &Caller) -> Result<String> {
+        require_webhook_manager(caller)?;
+        let queue = self.store.queue_stats(Millis::now()).await?;
+        Ok(self.metrics.render(&queue))
+    }
+
+    /// Counts an event this node committed and wakes the worker for its deliveries.
+    fn committed(&self, event: EventType) {
+        self.metrics.event(event);
+        self.announce();
+    }
+
+    /// Wakes this node's worker after a write that queued deliveries, unless the store
+    /// announces it anyway (PostgreSQL's `NOTIFY` reaches this node's listener too).
+    fn announce(&self) {
+        if !self.store.announces_own_writes() {
+            self.wake.notify_one();
         }
     }
 
@@ -471,7 +501,7 @@ impl Herald {
             .create_instance(caller.workspace_id, process, data, &status, &caller.email)
             .await?
             .ok_or_else(|| process_not_found(process))?;
-        self.wake.notify_one();
+        self.committed(EventType::Created);
         Ok(created)
     }
 
@@ -543,7 +573,7 @@ impl Herald {
                 .await?
             {
                 Written::Done(instance) => {
-                    self.wake.notify_one();
+                    self.committed(EventType::Updated);
                     return Ok(Updated {
                         instance: *instance,
                         changed: true,
@@ -567,7 +597,7 @@ impl Herald {
             .await?
         {
             Written::Done(_) => {
-                self.wake.notify_one();
+                self.committed(EventType::Deleted);
                 Ok(())
             }
             Written::NotFound => Err(instance_not_found(id)),
@@ -592,7 +622,7 @@ impl Herald {
             .await?
         {
             Written::Done(instance) => {
-                self.wake.notify_one();
+                self.committed(EventType::Created);
                 Ok(*instance)
             }
             Written::NotFound => Err(instance_not_found(id)),
@@ -658,7 +688,7 @@ impl Herald {
         {
             return Err(Error::NotFound(format!("no delivery with ID {id}")));
         }
-        self.wake.notify_one();
+        self.announce();
         Ok(())
     }
 }
@@ -687,7 +717,7 @@ impl Herald {
             .redeliver_matching(caller.workspace_id, filter, Millis::now())
             .await?;
         tracing::info!(by = %caller.email, deliveries = n, "bulk redelivery");
-        self.wake.notify_one();
+        self.announce();
         Ok(n)
     }
 }

@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             prune_interval: config.prune_interval,
         },
         wake,
+        Arc::clone(herald.metrics()),
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -45,6 +45,23 @@ pub fn router() -> Router<Herald> {
     })
 }
 
+/// `GET /metrics`: this node's counters and the queue's state in Prometheus's text format, for
+/// an administrator's or developer's token (`Authorization: Bearer`, as Prometheus's
+/// `authorization` setting sends it).
+pub async fn metrics(
+    axum::extract::State(herald): axum::extract::State<Herald>,
+    extract::Auth(caller): extract::Auth,
+) -> Result<impl axum::response::IntoResponse> {
+    let text = herald.metrics_text(&caller).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
 /// `?limit=&cursor=` of a list.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ use crate::domain::{
     AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, SigningKeys,
 };
 use crate::error::error_chain;
+use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
     AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, WorkspaceId,
 };
@@ -53,6 +54,7 @@ pub struct Worker {
     client: CallbackClient,
     config: WorkerConfig,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 /// Decides what follows an attempt: success ends the delivery; 410 Gone ends it as failed;
@@ -90,12 +92,14 @@ impl Worker {
         client: CallbackClient,
         config: WorkerConfig,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             client,
             config,
             wake,
+            metrics,
         }
     }
 
@@ -156,6 +160,7 @@ impl Worker {
                     continue;
                 }
             };
+            self.metrics.claimed(claimed.len());
             let full_batch = claimed.len() == free;
             let signing = match keys.for_claims(self.store.as_ref(), &claimed).await {
                 Ok(signing) => signing,
@@ -184,8 +189,21 @@ impl Worker {
                     .get(&delivery.workspace_id)
                     .cloned()
                     .expect("keys were read for every workspace claimed");
+                let metrics = Arc::clone(&self.metrics);
+                metrics.attempt_started();
                 in_flight.spawn(async move {
                     let result = attempt(&client, &delivery, &keys, &retry, &node).await;
+                    metrics.attempt_finished(
+                        result.attempt.outcome,
+                        Duration::from_millis(
+                            u64::try_from(result.attempt.duration_ms).unwrap_or(0),
+                        ),
+                        match result.next {
+                            NextStep::Succeeded => AttemptEnd::Succeeded,
+                            NextStep::Failed => AttemptEnd::Failed,
+                            NextStep::RetryAt(_) => AttemptEnd::Retrying,
+                        },
+                    );
                     drop(permit);
                     let _ = tx.send(result);
                 });

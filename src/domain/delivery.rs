@@ -89,6 +89,19 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    /// Every outcome, success first.
+    pub const ALL: [AttemptOutcome; 9] = [
+        AttemptOutcome::Success,
+        AttemptOutcome::Timeout,
+        AttemptOutcome::ConnectionRefused,
+        AttemptOutcome::ConnectionError,
+        AttemptOutcome::DnsFailure,
+        AttemptOutcome::TlsError,
+        AttemptOutcome::HttpStatus,
+        AttemptOutcome::Redirect,
+        AttemptOutcome::PrivateAddress,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AttemptOutcome::Success => "success",
@@ -133,17 +146,7 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip() {
-        for o in [
-            AttemptOutcome::Success,
-            AttemptOutcome::Timeout,
-            AttemptOutcome::ConnectionRefused,
-            AttemptOutcome::ConnectionError,
-            AttemptOutcome::DnsFailure,
-            AttemptOutcome::TlsError,
-            AttemptOutcome::HttpStatus,
-            AttemptOutcome::Redirect,
-            AttemptOutcome::PrivateAddress,
-        ] {
+        for o in AttemptOutcome::ALL {
             assert_eq!(AttemptOutcome::from_stored(o.as_str()), o);
         }
     }

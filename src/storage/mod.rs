@@ -260,6 +260,50 @@ pub struct ClaimRequest<'a> {
     pub per_host_cap: i64,
 }
 
+/// The state of the whole delivery queue (every workspace), for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending deliveries, held ones included.
+    pub pending: u64,
+    /// Pending deliveries whose time has come and that no lease holds.
+    pub due: u64,
+    /// How long the oldest due delivery has waited past its time.
+    pub oldest_due_lag: std::time::Duration,
+    /// Destination URLs whose breaker is open.
+    pub paused_urls: u64,
+}
+
+/// The answer of the queue-statistics query: pending, due, oldest due time, paused URLs.
+type QueueRow = (i64, i64, Option<i64>, i64);
+
+impl QueueStats {
+    fn from_row((pending, due, oldest, paused): QueueRow, now: Millis) -> Self {
+        let lag = oldest.map_or(0, |at| now.0.saturating_sub(at).max(0));
+        Self {
+            pending: u64::try_from(pending).unwrap_or(0),
+            due: u64::try_from(due).unwrap_or(0),
+            oldest_due_lag: std::time::Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
+            paused_urls: u64::try_from(paused).unwrap_or(0),
+        }
+    }
+}
+
+/// The queue-statistics query (`?1`/`$1`: now). Counting reads the pending rows' index: about
+/// a tenth of a second with a million pending, once per scrape.
+fn queue_stats_sql(placeholder: char) -> String {
+    format!(
+        "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
+                (SELECT COUNT(*) FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= {p}1
+                   AND (lease_until IS NULL OR lease_until <= {p}1)),
+                (SELECT MIN(next_attempt_at) FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= {p}1
+                   AND (lease_until IS NULL OR lease_until <= {p}1)),
+                (SELECT COUNT(*) FROM destinations WHERE state = 'open')",
+        p = placeholder
+    )
+}
+
 /// The health of one destination URL, as `GET /api/v1/webhooks/health` shows it.
 #[derive(Debug, Clone)]
 pub struct DestinationRecord {
@@ -337,6 +381,13 @@ pub trait Store: Send + Sync + 'static {
     /// single node, whose own writes wake its worker directly.
     async fn subscribe(&self, _wake: Arc<tokio::sync::Notify>) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether [`Store::subscribe`] also announces this node's own writes. The service then does
+    /// not wake the worker itself: two wake-ups per write make the second claim find nothing,
+    /// which on PostgreSQL was a third of all claims at 1,000 events/s.
+    fn announces_own_writes(&self) -> bool {
+        false
     }
 
     /// Fails with [`SchemaError`] unless the schema is exactly current (used with `--no-migrate`).
@@ -525,6 +576,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The destinations of a workspace that have failed at least once.
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>>;
+
+    /// The state of the delivery queue over every workspace.
+    async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
 
     /// Creates a test delivery of `event` to `url`, already leased to `request.node`, for an
     /// immediate attempt by the caller.

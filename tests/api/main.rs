@@ -8,6 +8,7 @@ mod delivery;
 mod fleet;
 mod helpers;
 mod instances;
+mod metrics;
 mod reliability;
 mod signing;
 mod storage;

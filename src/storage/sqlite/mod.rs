@@ -708,6 +708,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
+        let row: QueueRow = sqlx::query_as(sqlx::AssertSqlSafe(queue_stats_sql('?')))
+            .bind(now.0)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(QueueStats::from_row(row, now))
+    }
+
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
         let rows = sqlx::query(
             "SELECT url, state, consecutive_failures, paused_until, last_success_at, last_failure_at, last_error

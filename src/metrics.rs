@@ -1,0 +1,296 @@
+//! What one node has done, for Prometheus: counters and a histogram kept in memory (atomics, no
+//! lock on the hot path), and the state of the queue read from the database when scraped.
+//!
+//! Counters are per node and start at zero when the process starts, as Prometheus expects; the
+//! queue gauges describe the whole database, so every node of a fleet reports the same values.
+
+use crate::domain::{AttemptOutcome, EventType};
+use crate::storage::QueueStats;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the attempt-duration histogram's buckets.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const OUTCOMES: [AttemptOutcome; 9] = AttemptOutcome::ALL;
+
+/// The node's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    events: [AtomicU64; 3],
+    attempts: [AtomicU64; OUTCOMES.len()],
+    /// Cumulative counts per bucket of [`DURATION_BUCKETS`], then the `+Inf` bucket.
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_micros: AtomicU64,
+    in_flight: AtomicI64,
+    claims: AtomicU64,
+    claimed: AtomicU64,
+    deliveries_succeeded: AtomicU64,
+    deliveries_failed: AtomicU64,
+    retries_scheduled: AtomicU64,
+}
+
+fn event_index(event: EventType) -> usize {
+    match event {
+        EventType::Created => 0,
+        EventType::Updated => 1,
+        EventType::Deleted => 2,
+    }
+}
+
+fn outcome_index(outcome: AttemptOutcome) -> usize {
+    OUTCOMES
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or(OUTCOMES.len() - 1)
+}
+
+/// What became of a delivery after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Succeeded,
+    Failed,
+    Retrying,
+}
+
+impl Metrics {
+    /// An instance change was committed with its event.
+    pub fn event(&self, event: EventType) {
+        self.events[event_index(event)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A claim returned `n` deliveries.
+    pub fn claimed(&self, n: usize) {
+        self.claims.fetch_add(1, Ordering::Relaxed);
+        self.claimed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// An attempt started.
+    pub fn attempt_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt ended after `took`.
+    pub fn attempt_finished(&self, outcome: AttemptOutcome, took: Duration, end: AttemptEnd) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.attempts[outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|upper| seconds <= *upper)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        match end {
+            AttemptEnd::Succeeded => &self.deliveries_succeeded,
+            AttemptEnd::Failed => &self.deliveries_failed,
+            AttemptEnd::Retrying => &self.retries_scheduled,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4) of these counters and of `queue`.
+    pub fn render(&self, queue: &QueueStats) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "herald_events_total",
+            "counter",
+            "Instance changes committed by this node, each queuing one delivery per enabled URL.",
+        );
+        for event in EventType::ALL {
+            let _ = writeln!(
+                out,
+                "herald_events_total{{event_type=\"{}\"}} {}",
+                event.as_str(),
+                load(&self.events[event_index(event)])
+            );
+        }
+
+        header(
+            &mut out,
+            "herald_callback_attempts_total",
+            "counter",
+            "Callback attempts made by this node, by outcome.",
+        );
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herald_callback_attempts_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                load(&self.attempts[i])
+            );
+        }
+
+        header(
+            &mut out,
+            "herald_callback_attempt_duration_seconds",
+            "histogram",
+            "Time from sending a callback to its answer, error or timeout.",
+        );
+        let mut cumulative = 0;
+        for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += load(&self.duration_buckets[i]);
+            let _ = writeln!(
+                out,
+                "herald_callback_attempt_duration_seconds_bucket{{le=\"{upper}\"}} {cumulative}"
+            );
+        }
+        cumulative += load(&self.duration_buckets[DURATION_BUCKETS.len()]);
+        let _ = writeln!(
+            out,
+            "herald_callback_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "herald_callback_attempt_duration_seconds_sum {}",
+            load(&self.duration_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "herald_callback_attempt_duration_seconds_count {cumulative}"
+        );
+
+        for (name, help, value) in [
+            (
+                "herald_deliveries_succeeded_total",
+                "Deliveries this node completed with a 2xx answer.",
+                &self.deliveries_succeeded,
+            ),
+            (
+                "herald_deliveries_failed_total",
+                "Deliveries this node gave up on: retries exhausted, 410 Gone, or a failed test callback.",
+                &self.deliveries_failed,
+            ),
+            (
+                "herald_delivery_retries_scheduled_total",
+                "Failed attempts this node scheduled a retry for.",
+                &self.retries_scheduled,
+            ),
+            (
+                "herald_claims_total",
+                "Claims this node's worker made on the delivery queue.",
+                &self.claims,
+            ),
+            (
+                "herald_claimed_deliveries_total",
+                "Deliveries this node's worker claimed.",
+                &self.claimed,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", load(value));
+        }
+
+        header(
+            &mut out,
+            "herald_callbacks_in_flight",
+            "gauge",
+            "Callback attempts this node is waiting on now.",
+        );
+        let _ = writeln!(
+            out,
+            "herald_callbacks_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed).max(0)
+        );
+
+        header(
+            &mut out,
+            "herald_deliveries_pending",
+            "gauge",
+            "Deliveries waiting in the queue (all nodes), including those held by a paused URL.",
+        );
+        let _ = writeln!(out, "herald_deliveries_pending {}", queue.pending);
+        header(
+            &mut out,
+            "herald_deliveries_due",
+            "gauge",
+            "Pending deliveries whose time has come and that no attempt holds.",
+        );
+        let _ = writeln!(out, "herald_deliveries_due {}", queue.due);
+        header(
+            &mut out,
+            "herald_queue_lag_seconds",
+            "gauge",
+            "How long the oldest due delivery has been waiting past its time (0 when none is).",
+        );
+        let _ = writeln!(
+            out,
+            "herald_queue_lag_seconds {}",
+            queue.oldest_due_lag.as_secs_f64()
+        );
+        header(
+            &mut out,
+            "herald_destinations_paused",
+            "gauge",
+            "Callback URLs whose circuit breaker is open.",
+        );
+        let _ = writeln!(out, "herald_destinations_paused {}", queue.paused_urls);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_is_cumulative_and_counts_every_attempt() {
+        let m = Metrics::default();
+        m.attempt_started();
+        m.attempt_started();
+        m.attempt_started();
+        m.attempt_finished(
+            AttemptOutcome::Success,
+            Duration::from_millis(3),
+            AttemptEnd::Succeeded,
+        );
+        m.attempt_finished(
+            AttemptOutcome::HttpStatus,
+            Duration::from_millis(40),
+            AttemptEnd::Retrying,
+        );
+        let text = m.render(&QueueStats::default());
+        assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("herald_callback_attempt_duration_seconds_count 2\n"));
+        assert!(text.contains("herald_callback_attempt_duration_seconds_sum 0.043\n"));
+        assert!(text.contains("herald_callback_attempts_total{outcome=\"http_status\"} 1\n"));
+        assert!(text.contains("herald_callbacks_in_flight 1\n"));
+        assert!(text.contains("herald_delivery_retries_scheduled_total 1\n"));
+        assert!(text.contains("herald_deliveries_succeeded_total 1\n"));
+    }
+
+    #[test]
+    fn every_metric_has_help_and_type_lines() {
+        let text = Metrics::default().render(&QueueStats::default());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line
+                .split(['{', ' '])
+                .next()
+                .unwrap()
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "no TYPE line for {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `/metrics`: what an operator's Prometheus scrapes.
+
+use crate::helpers::*;
+use reqwest::Method;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// The scrape as text, with the admin token.
+async fn scrape(app: &TestApp) -> String {
+    let (status, headers, body) = app
+        .call_full(Method::GET, "/metrics", Some(&app.token), None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    body.as_str().expect("plain text").to_owned()
+}
+
+/// The value of one sample line, `name{labels}` or `name`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn counters_follow_events_attempts_and_outcomes() {
+    counters_follow(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_counters_follow_events_attempts_and_outcomes() {
+    if let Some(app) = TestApp::spawn_postgres(|_| {}).await {
+        counters_follow(app).await;
+    }
+}
+
+async fn counters_follow(app: TestApp) {
+    let rx = Receiver::start().await;
+    rx.behave("/gone", Behaviour::Status(410));
+    let (ok, gone) = (rx.url("/ok"), rx.url("/gone"));
+    app.configure(&[&ok, &gone], &[&ok], &[&ok]).await;
+    app.process("expense").await;
+
+    let first = app.instance("expense", json!({"amount": 1})).await;
+    app.instance("expense", json!({"amount": 2})).await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/instances/{first}"),
+            json!({"data": {"amount": 3}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.delete(&format!("/api/v1/instances/{first}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Four callbacks answered 200, two answered 410 (which ends a delivery without retries).
+    rx.wait_for(Some("/ok"), 4).await;
+    rx.wait_for(Some("/gone"), 2).await;
+    let text = eventually("every result counted and stored", || async {
+        let text = scrape(&app).await;
+        (sample(&text, "herald_deliveries_succeeded_total") == Some(4.0)
+            && sample(&text, "herald_deliveries_failed_total") == Some(2.0)
+            && sample(&text, "herald_deliveries_pending") == Some(0.0))
+        .then_some(text)
+    })
+    .await;
+    for (series, want) in [
+        ("herald_events_total{event_type=\"created\"}", 2.0),
+        ("herald_events_total{event_type=\"updated\"}", 1.0),
+        ("herald_events_total{event_type=\"deleted\"}", 1.0),
+        ("herald_callback_attempts_total{outcome=\"success\"}", 4.0),
+        (
+            "herald_callback_attempts_total{outcome=\"http_status\"}",
+            2.0,
+        ),
+        ("herald_callback_attempts_total{outcome=\"timeout\"}", 0.0),
+        ("herald_callback_attempt_duration_seconds_count", 6.0),
+        (
+            "herald_callback_attempt_duration_seconds_bucket{le=\"+Inf\"}",
+            6.0,
+        ),
+        ("herald_delivery_retries_scheduled_total", 0.0),
+        ("herald_claimed_deliveries_total", 6.0),
+        ("herald_callbacks_in_flight", 0.0),
+        ("herald_deliveries_due", 0.0),
+        ("herald_queue_lag_seconds", 0.0),
+        ("herald_destinations_paused", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn queue_gauges_show_attempts_in_flight_and_deliveries_waiting() {
+    // One attempt at a time, to a receiver that never answers: one in flight, two due behind it.
+    let app = TestApp::spawn_with(|c| {
+        c.max_in_flight = 1;
+        c.callback_timeout = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let rx = Receiver::start().await;
+    rx.behave("/hang", Behaviour::Hang);
+    app.configure(&[&rx.url("/hang")], &[], &[]).await;
+    app.process("expense").await;
+    for n in 0..3 {
+        app.instance("expense", json!({ "n": n })).await;
+    }
+    rx.wait_for(Some("/hang"), 1).await;
+    let text = eventually("one attempt in flight, two due", || async {
+        let text = scrape(&app).await;
+        (sample(&text, "herald_callbacks_in_flight") == Some(1.0)
+            && sample(&text, "herald_deliveries_due") == Some(2.0))
+        .then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "herald_deliveries_pending"), Some(3.0));
+    assert!(sample(&text, "herald_queue_lag_seconds").unwrap() >= 0.0);
+    assert_eq!(
+        sample(&text, "herald_events_total{event_type=\"created\"}"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_an_administrator_or_developer_token() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _) = app
+        .call(Method::GET, "/metrics", Some("hrld_not-a-real-token"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let user = app.user_token("clerk@example.com", "user").await;
+    let (status, body) = app.call(Method::GET, "/metrics", Some(&user), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let developer = app.user_token("dev@example.com", "developer").await;
+    let (status, _) = app
+        .call(Method::GET, "/metrics", Some(&developer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
