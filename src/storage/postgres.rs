@@ -801,6 +801,40 @@ impl Store for PostgresStore {
         let nodes: Vec<&str> = results.iter().map(|r| r.attempt.node.as_str()).collect();
         let (statuses, next_at): (Vec<&str>, Vec<Option<i64>>) =
             results.iter().map(|r| r.next.stored()).unzip();
+        if results
+            .iter()
+            .all(|r| r.attempt.outcome == crate::domain::AttemptOutcome::Success)
+        {
+            // The common case: one statement, so no explicit transaction (four round trips
+            // fewer). It stores the attempts and the deliveries' new state, and does what
+            // `record_health` does for a success: closes the breaker of each URL that has failed
+            // before, and makes what that URL's pause held due now.
+            let mut urls: Vec<(i64, &str)> = results
+                .iter()
+                .filter(|r| !r.test)
+                .map(|r| (r.workspace_id.0, r.url.as_str()))
+                .collect();
+            urls.sort_unstable();
+            urls.dedup();
+            let (url_workspaces, url_texts): (Vec<i64>, Vec<&str>) = urls.into_iter().unzip();
+            sqlx::query(RECORD_SUCCESSES_SQL)
+                .bind(&keys)
+                .bind(&started)
+                .bind(&durations)
+                .bind(&outcomes)
+                .bind(&codes)
+                .bind(&errors)
+                .bind(&excerpts)
+                .bind(&nodes)
+                .bind(&statuses)
+                .bind(&next_at)
+                .bind(now.0)
+                .bind(&url_workspaces)
+                .bind(&url_texts)
+                .execute(&self.queue)
+                .await?;
+            return Ok(());
+        }
         let mut tx = self.queue.begin().await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
@@ -1097,6 +1131,37 @@ impl Store for PostgresStore {
 }
 
 /// Announces due deliveries to every node; PostgreSQL delivers it when the transaction commits.
+/// Stores a batch of successful attempts (see `record_attempts`). `$1` keys, `$2` started,
+/// `$3` durations, `$4` outcomes, `$5` status codes, `$6` errors, `$7` excerpts, `$8` nodes, `$9`
+/// statuses, `$10` next attempt times, `$11` now, `$12`/`$13` the workspaces and URLs of the
+/// non-test results. The held constant is written out so the partial index of held rows applies;
+/// a test checks it equals [`HELD`].
+const RECORD_SUCCESSES_SQL: &str = "WITH attempts AS (
+        INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error,
+                                       response_excerpt, node)
+        SELECT k, a, d, o, c, e, x, h
+        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                    $7::text[], $8::text[]) WITH ORDINALITY AS t(k, a, d, o, c, e, x, h, ord)
+        ORDER BY ord),
+     done AS (
+        UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
+               lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
+               last_status_code = j.c, last_error = j.e, updated_at = $11
+        FROM unnest($1::bigint[], $9::text[], $10::bigint[], $2::bigint[], $5::bigint[], $6::text[])
+             AS j(k, s, n, a, c, e)
+        WHERE deliveries.id = j.k),
+     healed AS (
+        UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
+               probe_interval_ms = 0, last_success_at = $11
+        FROM unnest($12::bigint[], $13::text[]) AS h(w, u)
+        WHERE destinations.workspace_id = h.w AND destinations.url = h.u
+        RETURNING destinations.workspace_id, destinations.url)
+     UPDATE deliveries SET next_attempt_at = $11
+     FROM healed
+     WHERE deliveries.workspace_id = healed.workspace_id AND deliveries.url = healed.url
+       AND deliveries.status = 'pending' AND deliveries.next_attempt_at >= 4000000000000000
+       AND deliveries.id <> ALL($1::bigint[])";
+
 async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
@@ -1515,4 +1580,14 @@ async fn fire(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releasing_held_rows_after_successes_uses_the_held_constant() {
+        assert!(RECORD_SUCCESSES_SQL.contains(&format!("next_attempt_at >= {HELD}")));
+    }
 }
