@@ -13,7 +13,8 @@ use crate::domain::{
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, WorkspaceId,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, UnfinishedHold,
+    WorkspaceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,16 +375,54 @@ async fn write_results(
     breaker: BreakerPolicy,
 ) {
     let mut batch = Vec::with_capacity(256);
+    // URLs whose pause is still being held chunk by chunk, each by its own task, so the results
+    // of other URLs never wait behind a large hold.
+    let holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>> = Arc::default();
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut backoff = Duration::from_millis(50);
-        while let Err(error) = store.record_attempts(&batch, &breaker).await {
-            tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        let unfinished = loop {
+            match store.record_attempts(&batch, &breaker).await {
+                Ok(unfinished) => break unfinished,
+                Err(error) => {
+                    tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
         batch.clear();
         stored.notify_one();
+        for hold in unfinished {
+            if holding.lock().expect("not poisoned").insert(hold.clone()) {
+                tokio::spawn(hold_the_rest(
+                    Arc::clone(&store),
+                    hold,
+                    Arc::clone(&holding),
+                ));
+            }
+        }
     }
+}
+
+/// Holds a paused URL's remaining deliveries, one chunk per transaction, until none is left or
+/// its breaker closed. If the database fails meanwhile, the unheld rows are claimed, fail, and
+/// are held then.
+async fn hold_the_rest(
+    store: Arc<dyn Store>,
+    hold: UnfinishedHold,
+    holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>>,
+) {
+    loop {
+        match store.hold_more(&hold).await {
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => break,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "holding a paused URL's deliveries failed");
+                break;
+            }
+        }
+    }
+    holding.lock().expect("not poisoned").remove(&hold);
 }
 
 /// Every five idle polls: give every paused URL whose pause is over its probe. Every `prune_interval`

@@ -782,9 +782,9 @@ impl Store for PostgresStore {
         &self,
         results: &[AttemptResult],
         breaker: &BreakerPolicy,
-    ) -> Result<()> {
+    ) -> Result<Vec<UnfinishedHold>> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = Millis::now();
         let keys: Vec<i64> = results.iter().map(|r| r.key).collect();
@@ -833,7 +833,7 @@ impl Store for PostgresStore {
                 .bind(&url_texts)
                 .execute(&self.queue)
                 .await?;
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut tx = self.queue.begin().await?;
         sqlx::query(
@@ -871,9 +871,28 @@ impl Store for PostgresStore {
         .bind(now.0)
         .execute(&mut *tx)
         .await?;
-        record_health(&mut tx, results, breaker, now).await?;
+        let unfinished = record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(unfinished)
+    }
+
+    async fn hold_more(&self, hold: &UnfinishedHold) -> Result<bool> {
+        let mut tx = self.queue.begin().await?;
+        // Locking the breaker's row orders this chunk with the success that would close it: that
+        // success's release then runs after this chunk and frees what it held.
+        let open: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM destinations WHERE workspace_id = $1 AND url = $2 AND state = 'open' FOR UPDATE",
+        )
+        .bind(hold.workspace_id.0)
+        .bind(&hold.url)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let more = match open {
+            Some(_) => hold_chunk(&mut tx, hold.workspace_id, &hold.url).await?,
+            None => false,
+        };
+        tx.commit().await?;
+        Ok(more)
     }
 
     async fn promote_probes(&self, now: Millis) -> Result<()> {
@@ -1195,35 +1214,54 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
 async fn hold<'a>(
     tx: &mut sqlx::PgConnection,
     held: &mut std::collections::HashSet<(WorkspaceId, &'a str)>,
+    unfinished: &mut Vec<UnfinishedHold>,
     r: &'a AttemptResult,
 ) -> Result<()> {
     if !held.insert((r.workspace_id, r.url.as_str())) {
         return Ok(());
     }
-    match crate::domain::CallbackUrl::parse(&r.url) {
-        Ok(url) => {
-            sqlx::query(sqlx::AssertSqlSafe(hold_sql('$')))
-                .bind(url.host_key())
-                .bind(r.workspace_id.0)
-                .bind(&r.url)
+    if hold_chunk(tx, r.workspace_id, &r.url).await? {
+        unfinished.push(UnfinishedHold {
+            workspace_id: r.workspace_id,
+            url: r.url.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
+async fn hold_chunk(
+    tx: &mut sqlx::PgConnection,
+    workspace: WorkspaceId,
+    url: &str,
+) -> Result<bool> {
+    match crate::domain::CallbackUrl::parse(url) {
+        Ok(parsed) => {
+            let n = sqlx::query(sqlx::AssertSqlSafe(hold_sql('$')))
+                .bind(parsed.host_key())
+                .bind(workspace.0)
+                .bind(url)
+                .bind(HOLD_CHUNK)
                 .persistent(false)
                 .execute(&mut *tx)
                 .await?
+                .rows_affected();
+            Ok(n as i64 == HOLD_CHUNK)
         }
+        // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {
             sqlx::query(
                 "UPDATE deliveries SET next_attempt_at = $1
                  WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
             )
             .bind(HELD)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .persistent(false)
+            .bind(workspace.0)
+            .bind(url)
             .execute(&mut *tx)
-            .await?
+            .await?;
+            Ok(false)
         }
-    };
-    Ok(())
+    }
 }
 
 /// Updates the health of the destinations of these results: a success closes the breaker and
@@ -1234,10 +1272,11 @@ async fn record_health(
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
     now: Millis,
-) -> Result<()> {
+) -> Result<Vec<UnfinishedHold>> {
     use crate::domain::{AfterFailure, AttemptOutcome};
     let mut closed = std::collections::HashSet::new();
     let mut held = std::collections::HashSet::new();
+    let mut unfinished = Vec::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
             // A second success in a row for the same URL would change nothing.
@@ -1308,7 +1347,7 @@ async fn record_health(
             breaker.after_failure(failures, was_open, last)
         };
         if pause_running {
-            hold(&mut *tx, &mut held, r).await?;
+            hold(&mut *tx, &mut held, &mut unfinished, r).await?;
         }
         if let AfterFailure::Pause(pause) = decision {
             let until = now.plus(pause);
@@ -1324,10 +1363,12 @@ async fn record_health(
             .await?;
             // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
             // pause is over.
-            hold(&mut *tx, &mut held, r).await?;
+            hold(&mut *tx, &mut held, &mut unfinished, r).await?;
         }
     }
-    Ok(())
+    // A URL that failed and then succeeded in the same batch needs no more holding.
+    unfinished.retain(|h| !closed.contains(&(h.workspace_id, h.url.as_str())));
+    Ok(unfinished)
 }
 
 /// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.

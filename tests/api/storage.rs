@@ -7,8 +7,8 @@ use herald::domain::{
     InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, WebhookSettings,
 };
 use herald::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, DeliveryFilter, HELD, InstanceUpdate, NewUser,
-    NextStep, Store, WorkspaceId, Written,
+    AttemptRecord, AttemptResult, ClaimRequest, DeliveryFilter, HELD, HOLD_CHUNK, InstanceUpdate,
+    NewUser, NextStep, Store, UnfinishedHold, WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -54,6 +54,7 @@ conformance!(
     claims_respect_the_per_host_cap,
     results_are_recorded_and_the_log_filters,
     the_breaker_holds_and_releases_a_url,
+    a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes,
     pruning_removes_only_old_finished_deliveries,
     redelivery_single_and_bulk,
     test_deliveries_are_leased_and_logged,
@@ -783,6 +784,88 @@ async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
         released.len(),
         4,
         "the first success releases every held delivery"
+    );
+}
+
+async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://down.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    let policy = BreakerPolicy {
+        threshold: 3,
+        first_probe: Duration::from_secs(10),
+        max_probe: Duration::from_secs(60),
+    };
+    // Concurrent creates are committed in groups, so a thousand take a few transactions.
+    let backlog = HOLD_CHUNK as usize + 10;
+    let mut creates = tokio::task::JoinSet::new();
+    for _ in 0..backlog {
+        let (store, p) = (Arc::clone(&store), p.clone());
+        creates.spawn(async move { create(&store, ws, &p).await });
+    }
+    while let Some(created) = creates.join_next().await {
+        created.unwrap();
+    }
+
+    let now = Millis::now();
+    let claimed = store.claim_due(claim(now, 3, 100)).await.unwrap();
+    let retry = NextStep::RetryAt(now.plus(Duration::from_secs(1)));
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| result(c, ws, false, retry))
+        .collect();
+    let unfinished = store.record_attempts(&results, &policy).await.unwrap();
+    let hold = UnfinishedHold {
+        workspace_id: ws,
+        url: "https://down.example/".into(),
+    };
+    assert_eq!(
+        unfinished,
+        std::slice::from_ref(&hold),
+        "one chunk held, more remain"
+    );
+    // What the first chunk left is still due (and would be claimed) until the rest is held.
+    let later = now.plus(Duration::from_secs(5));
+    let stats = store.queue_stats(later).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.due, stats.paused_urls),
+        (backlog as u64, 10, 1)
+    );
+    assert!(stats.oldest_due_lag >= Duration::from_secs(5));
+    assert!(!store.hold_more(&hold).await.unwrap(), "nothing left");
+    let stats = store.queue_stats(later).await.unwrap();
+    assert_eq!((stats.pending, stats.due), (backlog as u64, 0));
+    assert_eq!(stats.oldest_due_lag, Duration::ZERO);
+    assert!(
+        store
+            .claim_due(claim(later, 100, 100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the whole backlog is held"
+    );
+
+    // Once a success closes the breaker, holding more does nothing.
+    let after = now.plus(Duration::from_secs(11));
+    store.promote_probes(after).await.unwrap();
+    let probe = store.claim_due(claim(after, 100, 100)).await.unwrap();
+    assert_eq!(probe.len(), 1);
+    store
+        .record_attempts(&[result(&probe[0], ws, true, NextStep::Succeeded)], &policy)
+        .await
+        .unwrap();
+    assert!(!store.hold_more(&hold).await.unwrap());
+    let released = store
+        .claim_due(claim(Millis::now(), 2000, 2000))
+        .await
+        .unwrap();
+    assert_eq!(
+        released.len(),
+        backlog - 1,
+        "every held delivery is released"
     );
 }
 

@@ -676,14 +676,22 @@ impl Store for SqliteStore {
         &self,
         results: &[AttemptResult],
         breaker: &BreakerPolicy,
-    ) -> Result<()> {
+    ) -> Result<Vec<UnfinishedHold>> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (results, breaker) = (results.to_vec(), *breaker);
         let _writing = self.write.acquire().await?;
         self.thread
             .run(move |conn| writer::record(conn, &results, &breaker))
+            .await
+    }
+
+    async fn hold_more(&self, hold: &UnfinishedHold) -> Result<bool> {
+        let hold = hold.clone();
+        let _writing = self.write.acquire().await?;
+        self.thread
+            .run(move |conn| writer::hold_more(conn, &hold))
             .await
     }
 

@@ -13,7 +13,8 @@
 
 use super::super::group::{self, InstanceWrite, WriteOutcome};
 use super::super::{
-    AttemptResult, ClaimedDelivery, HELD, InstanceRecord, StorageError, WorkspaceId, Written,
+    AttemptResult, ClaimedDelivery, HELD, HOLD_CHUNK, InstanceRecord, StorageError, UnfinishedHold,
+    WorkspaceId, Written,
 };
 use crate::domain::{
     AfterFailure, AttemptOutcome, BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId,
@@ -399,9 +400,9 @@ pub(super) fn record(
     conn: &mut Connection,
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<UnfinishedHold>> {
     if results.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let now = Millis::now();
     let rows: Vec<serde_json::Value> = results
@@ -437,8 +438,43 @@ pub(super) fn record(
          WHERE deliveries.id = j.k",
     )?
     .execute(params![rows, now.0])?;
-    record_health(&tx, results, breaker, now)?;
-    tx.commit()
+    let unfinished = record_health(&tx, results, breaker, now)?;
+    tx.commit()?;
+    Ok(unfinished)
+}
+
+/// Holds the next chunk of a URL whose breaker is still open (see [`Store::hold_more`]).
+pub(super) fn hold_more(conn: &mut Connection, hold: &UnfinishedHold) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let open = tx
+        .prepare_cached(
+            "SELECT 1 FROM destinations WHERE workspace_id = ?1 AND url = ?2 AND state = 'open'",
+        )?
+        .exists(params![hold.workspace_id.0, hold.url])?;
+    let more = open && hold_chunk(&tx, hold.workspace_id, &hold.url)?;
+    tx.commit()?;
+    Ok(more)
+}
+
+/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
+fn hold_chunk(tx: &Connection, workspace: WorkspaceId, url: &str) -> rusqlite::Result<bool> {
+    match crate::domain::CallbackUrl::parse(url) {
+        Ok(parsed) => {
+            let n = tx
+                .prepare_cached(&super::super::hold_sql('?'))?
+                .execute(params![parsed.host_key(), workspace.0, url, HOLD_CHUNK])?;
+            Ok(n as i64 == HOLD_CHUNK)
+        }
+        // Stored URLs were validated when saved; this only guards against hand-edited rows.
+        Err(_) => {
+            tx.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?1
+                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
+            )?
+            .execute(params![HELD, workspace.0, url])?;
+            Ok(false)
+        }
+    }
 }
 
 /// Updates the health of the destinations of these results: a success closes the breaker and
@@ -449,9 +485,10 @@ fn record_health(
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
     now: Millis,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<UnfinishedHold>> {
     let mut closed = std::collections::HashSet::new();
     let mut held = std::collections::HashSet::new();
+    let mut unfinished = Vec::new();
     for r in results.iter().filter(|r| !r.test) {
         if r.attempt.outcome == AttemptOutcome::Success {
             // A second success in a row for the same URL would change nothing.
@@ -515,17 +552,12 @@ fn record_health(
             if !held.insert((r.workspace_id, r.url.as_str())) {
                 return Ok(());
             }
-            match crate::domain::CallbackUrl::parse(&r.url) {
-                Ok(url) => tx
-                    .prepare_cached(&super::super::hold_sql('?'))?
-                    .execute(params![url.host_key(), r.workspace_id.0, r.url])?,
-                Err(_) => tx
-                    .prepare_cached(
-                        "UPDATE deliveries SET next_attempt_at = ?1
-                         WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-                    )?
-                    .execute(params![HELD, r.workspace_id.0, r.url])?,
-            };
+            if hold_chunk(tx, r.workspace_id, &r.url)? {
+                unfinished.push(UnfinishedHold {
+                    workspace_id: r.workspace_id,
+                    url: r.url.clone(),
+                });
+            }
             Ok(())
         };
         if pause_running {
@@ -548,5 +580,7 @@ fn record_health(
             hold(tx)?;
         }
     }
-    Ok(())
+    // A URL that failed and then succeeded in the same batch needs no more holding.
+    unfinished.retain(|h| !closed.contains(&(h.workspace_id, h.url.as_str())));
+    Ok(unfinished)
 }
