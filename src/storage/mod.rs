@@ -227,8 +227,10 @@ pub const HOLD_CHUNK: i64 = 1000;
 
 /// Holds up to `?4`/`$4` pending deliveries of one URL (`?1`/`$1`: its host, `?2`/`$2`:
 /// workspace, `?3`/`$3`: URL) that are not held yet. They are found among the host's rows that
-/// are not held, through the per-host index (SQLite is told to use it), so holding again while a
-/// pause runs never reads the rows already held. Rows leased by attempts in flight keep their
+/// are not held, in due order, through the per-host index (SQLite is told to use it; PostgreSQL
+/// takes it for the order, which only that index gives), so holding again while a pause runs never reads the rows already
+/// held (measured on PostgreSQL: through the per-URL index instead, each chunk read the URL's
+/// 100,000 held rows again, 60–90 ms a chunk). Rows leased by attempts in flight keep their
 /// lease.
 fn hold_sql(placeholder: char) -> String {
     let indexed = if placeholder == '?' {
@@ -241,6 +243,7 @@ fn hold_sql(placeholder: char) -> String {
          WHERE id IN (SELECT id FROM deliveries {indexed}
                       WHERE host = {p}1 AND status = 'pending' AND next_attempt_at < 4000000000000000
                         AND workspace_id = {p}2 AND url = {p}3
+                      ORDER BY host, next_attempt_at, id
                       LIMIT {p}4)",
         p = placeholder
     )

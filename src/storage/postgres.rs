@@ -1157,7 +1157,9 @@ impl Store for PostgresStore {
 /// `$3` durations, `$4` outcomes, `$5` status codes, `$6` errors, `$7` excerpts, `$8` nodes, `$9`
 /// statuses, `$10` next attempt times, `$11` now, `$12`/`$13` the workspaces and URLs of the
 /// non-test results. The held constant is written out so the partial index of held rows applies;
-/// a test checks it equals [`HELD`].
+/// a test checks it equals [`HELD`]. The release reads the held rows of each URL whose breaker
+/// closed, one URL at a time (`OFFSET 0` keeps the planner from turning it into a join that
+/// reads every held row: measured, 83 ms per batch with 100,000 rows held for another URL).
 const RECORD_SUCCESSES_SQL: &str = "WITH attempts AS (
         INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error,
                                        response_excerpt, node)
@@ -1179,10 +1181,13 @@ const RECORD_SUCCESSES_SQL: &str = "WITH attempts AS (
         WHERE destinations.workspace_id = h.w AND destinations.url = h.u
         RETURNING destinations.workspace_id, destinations.url)
      UPDATE deliveries SET next_attempt_at = $11
-     FROM healed
-     WHERE deliveries.workspace_id = healed.workspace_id AND deliveries.url = healed.url
-       AND deliveries.status = 'pending' AND deliveries.next_attempt_at >= 4000000000000000
-       AND deliveries.id <> ALL($1::bigint[])";
+     WHERE id IN (SELECT held.id FROM healed
+                  CROSS JOIN LATERAL (
+                      SELECT d.id FROM deliveries d
+                      WHERE d.workspace_id = healed.workspace_id AND d.url = healed.url
+                        AND d.status = 'pending' AND d.next_attempt_at >= 4000000000000000
+                      OFFSET 0) held)
+       AND id <> ALL($1::bigint[])";
 
 async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
