@@ -105,11 +105,18 @@ impl PostgresStore {
         // again, with the same webhook-id, which delivery at least once allows and receivers
         // already handle for retries. Events and their deliveries are always committed durably
         // before the API answers. Measured: one WAL flush fewer per claim and per result batch.
+        //
+        // The queue's statements read a few rows each, through an index in order; no bitmap
+        // scans: they do not mark index entries of dead rows, so a release that finds nothing
+        // re-read the 100,000 rows a URL's pause had held, on every batch of that URL's
+        // successes until vacuum ran (measured: 116 ms a batch while a backlog drained).
         let queue = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.options([("synchronous_commit", "off")]))
+            .connect_with(
+                options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
+            )
             .await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
             .fetch_one(&pool)
