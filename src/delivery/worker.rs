@@ -375,9 +375,15 @@ async fn write_results(
     breaker: BreakerPolicy,
 ) {
     let mut batch = Vec::with_capacity(256);
-    // URLs whose pause is still being held chunk by chunk, each by its own task, so the results
-    // of other URLs never wait behind a large hold.
+    // URLs whose pause is still being held chunk by chunk, by a task of their own, so the
+    // results of other URLs never wait behind a large hold.
     let holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>> = Arc::default();
+    let (holds, to_hold) = mpsc::unbounded_channel();
+    tokio::spawn(hold_the_rest(
+        Arc::clone(&store),
+        to_hold,
+        Arc::clone(&holding),
+    ));
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut backoff = Duration::from_millis(50);
         let unfinished = loop {
@@ -394,35 +400,34 @@ async fn write_results(
         stored.notify_one();
         for hold in unfinished {
             if holding.lock().expect("not poisoned").insert(hold.clone()) {
-                tokio::spawn(hold_the_rest(
-                    Arc::clone(&store),
-                    hold,
-                    Arc::clone(&holding),
-                ));
+                let _ = holds.send(hold);
             }
         }
     }
 }
 
-/// Holds a paused URL's remaining deliveries, one chunk per transaction, until none is left or
-/// its breaker closed. If the database fails meanwhile, the unheld rows are claimed, fail, and
-/// are held then.
+/// Holds the remaining deliveries of paused URLs, one URL after another and one chunk per
+/// transaction, until none is left or the URL's breaker closed: one database connection at most
+/// is busy holding, however many URLs pause at once. If the database fails meanwhile, the unheld
+/// rows are claimed, fail, and are held then.
 async fn hold_the_rest(
     store: Arc<dyn Store>,
-    hold: UnfinishedHold,
+    mut to_hold: mpsc::UnboundedReceiver<UnfinishedHold>,
     holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>>,
 ) {
-    loop {
-        match store.hold_more(&hold).await {
-            Ok(true) => tokio::task::yield_now().await,
-            Ok(false) => break,
-            Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "holding a paused URL's deliveries failed");
-                break;
+    while let Some(hold) = to_hold.recv().await {
+        loop {
+            match store.hold_more(&hold).await {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "holding a paused URL's deliveries failed");
+                    break;
+                }
             }
         }
+        holding.lock().expect("not poisoned").remove(&hold);
     }
-    holding.lock().expect("not poisoned").remove(&hold);
 }
 
 /// Every five idle polls: give every paused URL whose pause is over its probe. Every `prune_interval`
