@@ -10,10 +10,50 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the attempt-duration histogram's buckets.
-const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Upper bounds (seconds) of the duration histograms' buckets.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// A Prometheus histogram of durations, in seconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Counts per bucket of [`DURATION_BUCKETS`] (not cumulative), then the `+Inf` bucket.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|upper| seconds <= *upper)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{upper}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
 
 const OUTCOMES: [AttemptOutcome; 9] = AttemptOutcome::ALL;
 
@@ -22,9 +62,13 @@ const OUTCOMES: [AttemptOutcome; 9] = AttemptOutcome::ALL;
 pub struct Metrics {
     events: [AtomicU64; 3],
     attempts: [AtomicU64; OUTCOMES.len()],
-    /// Cumulative counts per bucket of [`DURATION_BUCKETS`], then the `+Inf` bucket.
-    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    duration_sum_micros: AtomicU64,
+    attempt_duration: Histogram,
+    /// How long each claim on the queue took.
+    pub claim_duration: Histogram,
+    /// How long storing each batch of attempt results took.
+    pub results_duration: Histogram,
+    /// How long each instance change took to commit with its event and deliveries.
+    pub instance_write_duration: Histogram,
     in_flight: AtomicI64,
     claims: AtomicU64,
     claimed: AtomicU64,
@@ -77,16 +121,7 @@ impl Metrics {
     pub fn attempt_finished(&self, outcome: AttemptOutcome, took: Duration, end: AttemptEnd) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.attempts[outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|upper| seconds <= *upper)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.attempt_duration.observe(took);
         match end {
             AttemptEnd::Succeeded => &self.deliveries_succeeded,
             AttemptEnd::Failed => &self.deliveries_failed,
@@ -130,33 +165,25 @@ impl Metrics {
             );
         }
 
-        header(
+        self.attempt_duration.render(
             &mut out,
             "herald_callback_attempt_duration_seconds",
-            "histogram",
             "Time from sending a callback to its answer, error or timeout.",
         );
-        let mut cumulative = 0;
-        for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += load(&self.duration_buckets[i]);
-            let _ = writeln!(
-                out,
-                "herald_callback_attempt_duration_seconds_bucket{{le=\"{upper}\"}} {cumulative}"
-            );
-        }
-        cumulative += load(&self.duration_buckets[DURATION_BUCKETS.len()]);
-        let _ = writeln!(
-            out,
-            "herald_callback_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        self.claim_duration.render(
+            &mut out,
+            "herald_claim_duration_seconds",
+            "Time each claim of due deliveries took in the database.",
         );
-        let _ = writeln!(
-            out,
-            "herald_callback_attempt_duration_seconds_sum {}",
-            load(&self.duration_sum_micros) as f64 / 1e6
+        self.results_duration.render(
+            &mut out,
+            "herald_results_write_duration_seconds",
+            "Time storing each batch of attempt results took.",
         );
-        let _ = writeln!(
-            out,
-            "herald_callback_attempt_duration_seconds_count {cumulative}"
+        self.instance_write_duration.render(
+            &mut out,
+            "herald_instance_write_duration_seconds",
+            "Time from handing an instance change to storage until it was committed with its event and deliveries (waiting for the group commit included).",
         );
 
         for (name, help, value) in [
@@ -264,6 +291,9 @@ mod tests {
             AttemptEnd::Retrying,
         );
         let text = m.render(&QueueStats::default());
+        assert!(
+            text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.0025\"} 0\n")
+        );
         assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.05\"} 2\n"));

@@ -153,8 +153,12 @@ impl Herald {
         Ok(self.metrics.render(&queue))
     }
 
-    /// Counts an event this node committed and wakes the worker for its deliveries.
-    fn committed(&self, event: EventType) {
+    /// Counts an event this node committed (its write began at `started`) and wakes the worker
+    /// for its deliveries.
+    fn committed(&self, event: EventType, started: std::time::Instant) {
+        self.metrics
+            .instance_write_duration
+            .observe(started.elapsed());
         self.metrics.event(event);
         self.announce();
     }
@@ -496,12 +500,13 @@ impl Herald {
         status: Option<InstanceStatus>,
     ) -> Result<InstanceRecord> {
         let status = status.unwrap_or_else(InstanceStatus::default_status);
+        let started = std::time::Instant::now();
         let created = self
             .store
             .create_instance(caller.workspace_id, process, data, &status, &caller.email)
             .await?
             .ok_or_else(|| process_not_found(process))?;
-        self.committed(EventType::Created);
+        self.committed(EventType::Created, started);
         Ok(created)
     }
 
@@ -567,13 +572,14 @@ impl Herald {
                 status,
                 expected_version: current.version,
             };
+            let started = std::time::Instant::now();
             match self
                 .store
                 .update_instance(caller.workspace_id, id, &update, &caller.email)
                 .await?
             {
                 Written::Done(instance) => {
-                    self.committed(EventType::Updated);
+                    self.committed(EventType::Updated, started);
                     return Ok(Updated {
                         instance: *instance,
                         changed: true,
@@ -591,13 +597,14 @@ impl Herald {
     }
 
     pub async fn delete_instance(&self, caller: &Caller, id: &InstanceId) -> Result<()> {
+        let started = std::time::Instant::now();
         match self
             .store
             .delete_instance(caller.workspace_id, id, &caller.email)
             .await?
         {
             Written::Done(_) => {
-                self.committed(EventType::Deleted);
+                self.committed(EventType::Deleted, started);
                 Ok(())
             }
             Written::NotFound => Err(instance_not_found(id)),
@@ -616,13 +623,14 @@ impl Herald {
                 "only administrators may restore instances from the recycle bin".into(),
             ));
         }
+        let started = std::time::Instant::now();
         match self
             .store
             .restore_instance(caller.workspace_id, id, &caller.email)
             .await?
         {
             Written::Done(instance) => {
-                self.committed(EventType::Created);
+                self.committed(EventType::Created, started);
                 Ok(*instance)
             }
             Written::NotFound => Err(instance_not_found(id)),

@@ -117,6 +117,7 @@ impl Worker {
             results_rx,
             Arc::clone(&stored),
             self.config.breaker,
+            Arc::clone(&self.metrics),
         ));
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&self.store),
@@ -150,7 +151,10 @@ impl Worker {
                 limit: free as i64,
                 per_host_cap: self.config.per_host_cap as i64,
             };
-            let claimed = match self.store.claim_due(request).await {
+            let started = std::time::Instant::now();
+            let claim = self.store.claim_due(request).await;
+            self.metrics.claim_duration.observe(started.elapsed());
+            let claimed = match claim {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(error = %error_chain(&error), "claiming deliveries failed; retrying in 1 s");
@@ -373,6 +377,7 @@ async fn write_results(
     mut rx: mpsc::UnboundedReceiver<AttemptResult>,
     stored: Arc<Notify>,
     breaker: BreakerPolicy,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(256);
     // URLs whose pause is still being held chunk by chunk, by a task of their own, so the
@@ -386,6 +391,7 @@ async fn write_results(
     ));
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut backoff = Duration::from_millis(50);
+        let started = std::time::Instant::now();
         let unfinished = loop {
             match store.record_attempts(&batch, &breaker).await {
                 Ok(unfinished) => break unfinished,
@@ -396,6 +402,7 @@ async fn write_results(
                 }
             }
         };
+        metrics.results_duration.observe(started.elapsed());
         batch.clear();
         stored.notify_one();
         for hold in unfinished {

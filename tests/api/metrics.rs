@@ -91,6 +91,17 @@ async fn counters_follow(app: TestApp) {
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }
+    // Every change was timed, and every claim and result batch.
+    assert_eq!(
+        sample(&text, "herald_instance_write_duration_seconds_count"),
+        Some(4.0)
+    );
+    for series in [
+        "herald_claim_duration_seconds_count",
+        "herald_results_write_duration_seconds_count",
+    ] {
+        assert!(sample(&text, series).unwrap() >= 1.0, "{series} in\n{text}");
+    }
 }
 
 #[tokio::test]
