@@ -833,7 +833,7 @@ impl Store for PostgresStore {
             urls.sort_unstable();
             urls.dedup();
             let (url_workspaces, url_texts): (Vec<i64>, Vec<&str>) = urls.into_iter().unzip();
-            sqlx::query(RECORD_SUCCESSES_SQL)
+            sqlx::query(RECORD_RESULTS_SQL)
                 .bind(&keys)
                 .bind(&started)
                 .bind(&durations)
@@ -851,42 +851,25 @@ impl Store for PostgresStore {
                 .await?;
             return Ok(Vec::new());
         }
+        // Failures: the same statement, closing no breaker, then the health rules one by one.
+        let no_urls: (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
         let mut tx = self.queue.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
-             SELECT k, a, d, o, c, e, x, h
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],
-                         $8::text[])
-                  WITH ORDINALITY AS t(k, a, d, o, c, e, x, h, ord)
-             ORDER BY ord",
-        )
-        .bind(&keys)
-        .bind(&started)
-        .bind(&durations)
-        .bind(&outcomes)
-        .bind(&codes)
-        .bind(&errors)
-        .bind(&excerpts)
-        .bind(&nodes)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
-                    lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
-                    last_status_code = j.c, last_error = j.e, updated_at = $7
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-                  AS j(k, s, n, a, c, e)
-             WHERE deliveries.id = j.k",
-        )
-        .bind(&keys)
-        .bind(&statuses)
-        .bind(&next_at)
-        .bind(&started)
-        .bind(&codes)
-        .bind(&errors)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(RECORD_RESULTS_SQL)
+            .bind(&keys)
+            .bind(&started)
+            .bind(&durations)
+            .bind(&outcomes)
+            .bind(&codes)
+            .bind(&errors)
+            .bind(&excerpts)
+            .bind(&nodes)
+            .bind(&statuses)
+            .bind(&next_at)
+            .bind(now.0)
+            .bind(&no_urls.0)
+            .bind(&no_urls.1)
+            .execute(&mut *tx)
+            .await?;
         let unfinished = record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(unfinished)
@@ -1160,14 +1143,16 @@ impl Store for PostgresStore {
 }
 
 /// Announces due deliveries to every node; PostgreSQL delivers it when the transaction commits.
-/// Stores a batch of successful attempts (see `record_attempts`). `$1` keys, `$2` started,
-/// `$3` durations, `$4` outcomes, `$5` status codes, `$6` errors, `$7` excerpts, `$8` nodes, `$9`
-/// statuses, `$10` next attempt times, `$11` now, `$12`/`$13` the workspaces and URLs of the
-/// non-test results. The held constant is written out so the partial index of held rows applies;
+/// Stores a batch of attempt results (see `record_attempts`): the attempt rows and the
+/// deliveries' new state, and closes the breakers of the URLs in `$12`/`$13` (the workspaces and
+/// URLs of a batch of successes; none when `record_health` applies the rules instead), making
+/// what their pauses held due now. `$1` keys, `$2` started, `$3` durations, `$4` outcomes, `$5`
+/// status codes, `$6` errors, `$7` excerpts, `$8` nodes, `$9` statuses, `$10` next attempt
+/// times, `$11` now. The held constant is written out so the partial index of held rows applies;
 /// a test checks it equals [`HELD`]. The release reads the held rows of each URL whose breaker
 /// closed, one URL at a time (`OFFSET 0` keeps the planner from turning it into a join that
 /// reads every held row: measured, 83 ms per batch with 100,000 rows held for another URL).
-const RECORD_SUCCESSES_SQL: &str = "WITH attempts AS (
+const RECORD_RESULTS_SQL: &str = "WITH attempts AS (
         INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error,
                                        response_excerpt, node)
         SELECT k, a, d, o, c, e, x, h
@@ -1642,6 +1627,6 @@ mod tests {
 
     #[test]
     fn releasing_held_rows_after_successes_uses_the_held_constant() {
-        assert!(RECORD_SUCCESSES_SQL.contains(&format!("next_attempt_at >= {HELD}")));
+        assert!(RECORD_RESULTS_SQL.contains(&format!("next_attempt_at >= {HELD}")));
     }
 }

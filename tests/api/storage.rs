@@ -720,18 +720,27 @@ async fn results_are_recorded_and_the_log_filters(store: Arc<dyn Store>) {
     );
 }
 
-async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
-    let ws = setup(&store).await;
+/// A workspace whose `created` event goes to https://down.example/ only, a process, and a
+/// breaker that opens after three failures and probes after ten seconds.
+async fn one_url_that_will_fail(
+    store: &Arc<dyn Store>,
+) -> (WorkspaceId, ProcessName, BreakerPolicy) {
+    let ws = setup(store).await;
     store
         .save_webhook_settings(ws, &settings(&["https://down.example/"], &[], &[]))
         .await
         .unwrap();
-    let p = process(&store, ws, "p").await;
+    let p = process(store, ws, "p").await;
     let policy = BreakerPolicy {
         threshold: 3,
         first_probe: Duration::from_secs(10),
         max_probe: Duration::from_secs(60),
     };
+    (ws, p, policy)
+}
+
+async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
+    let (ws, p, policy) = one_url_that_will_fail(&store).await;
     for _ in 0..4 {
         create(&store, ws, &p).await;
     }
@@ -788,17 +797,7 @@ async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
 }
 
 async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: Arc<dyn Store>) {
-    let ws = setup(&store).await;
-    store
-        .save_webhook_settings(ws, &settings(&["https://down.example/"], &[], &[]))
-        .await
-        .unwrap();
-    let p = process(&store, ws, "p").await;
-    let policy = BreakerPolicy {
-        threshold: 3,
-        first_probe: Duration::from_secs(10),
-        max_probe: Duration::from_secs(60),
-    };
+    let (ws, p, policy) = one_url_that_will_fail(&store).await;
     // Concurrent creates are committed in groups, so a thousand take a few transactions.
     let backlog = HOLD_CHUNK as usize + 10;
     let mut creates = tokio::task::JoinSet::new();
