@@ -43,7 +43,64 @@ pub struct Figures {
     pub latency_ms_max: f64,
     pub peak_rss_mib: f64,
     pub database_mib: f64,
+    /// Herald's own view of where the time went, from its `/metrics` at the end of the run.
+    pub stages: Stages,
     pub note: String,
+}
+
+/// Mean durations of the node's stages (ms) and the mean claim size, read from its metrics.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Stages {
+    pub instance_write_ms: f64,
+    pub claim_ms: f64,
+    pub claims: f64,
+    pub deliveries_per_claim: f64,
+    pub attempt_ms: f64,
+    pub results_write_ms: f64,
+}
+
+impl Stages {
+    /// Reads the means from Prometheus text (`_sum` / `_count` of each histogram).
+    fn from_metrics(text: &str) -> Stages {
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let mean_ms = |histogram: &str| {
+            let count = value(&format!("{histogram}_count"));
+            if count > 0.0 {
+                1000.0 * value(&format!("{histogram}_sum")) / count
+            } else {
+                0.0
+            }
+        };
+        let claims = value("herald_claims_total");
+        Stages {
+            instance_write_ms: mean_ms("herald_instance_write_duration_seconds"),
+            claim_ms: mean_ms("herald_claim_duration_seconds"),
+            claims,
+            deliveries_per_claim: if claims > 0.0 {
+                value("herald_claimed_deliveries_total") / claims
+            } else {
+                0.0
+            },
+            attempt_ms: mean_ms("herald_callback_attempt_duration_seconds"),
+            results_write_ms: mean_ms("herald_results_write_duration_seconds"),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "stages (mean): instance write {:.2} ms, claim {:.2} ms ({:.0} claims, {:.1} deliveries each), attempt {:.2} ms, results write {:.2} ms",
+            self.instance_write_ms,
+            self.claim_ms,
+            self.claims,
+            self.deliveries_per_claim,
+            self.attempt_ms,
+            self.results_write_ms
+        )
+    }
 }
 
 #[derive(Default)]
@@ -476,6 +533,16 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         figures.callbacks_per_sec = figures.callbacks as f64 / span.max(1e-9);
     }
     figures.peak_rss_mib = peak_rss_mib(node.pid);
+    if let Ok(r) = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        && let Ok(text) = r.text().await
+    {
+        figures.stages = Stages::from_metrics(&text);
+    }
     figures.database_mib = database_mib(&node, pg_admin, &pg_name).await;
     // Progress on stderr, so a long run that is stopped still shows what it measured.
     eprintln!(
@@ -488,6 +555,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         figures.peak_rss_mib,
         figures.note
     );
+    eprintln!("  {}", figures.stages.line());
     let _ = node.child.kill().await;
     drop_pg(pg_admin, pg_name).await;
     Ok(figures)
@@ -722,4 +790,30 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stages;
+
+    #[test]
+    fn stage_means_are_read_from_the_metrics_text() {
+        let text = "\
+# TYPE herald_claim_duration_seconds histogram
+herald_claim_duration_seconds_bucket{le=\"0.001\"} 3
+herald_claim_duration_seconds_sum 0.008
+herald_claim_duration_seconds_count 4
+herald_claims_total 4
+herald_claimed_deliveries_total 10
+herald_results_write_duration_seconds_sum 0
+herald_results_write_duration_seconds_count 0
+";
+        let stages = Stages::from_metrics(text);
+        assert!((stages.claim_ms - 2.0).abs() < 1e-9);
+        assert!((stages.claims - 4.0).abs() < 1e-9);
+        assert!((stages.deliveries_per_claim - 2.5).abs() < 1e-9);
+        // No samples (or no such metric): zero, not a division by zero.
+        assert_eq!(stages.results_write_ms, 0.0);
+        assert_eq!(stages.instance_write_ms, 0.0);
+    }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 
 /// The public ID of a delivery, also sent as the `webhook-id` header (`msg_` + 32 hex).
 /// It stays the same across retries and redeliveries so receivers can drop duplicates.
+/// The hex starts with the creation time in milliseconds (12 digits, as a UUIDv7 does), then
+/// random digits: IDs sort by creation time, and new rows go at the end of the index on them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct DeliveryId(String);

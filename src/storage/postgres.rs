@@ -1587,7 +1587,8 @@ async fn fire(
          queued AS (
          INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
                                  status, attempts, next_attempt_at, created_at, updated_at, format)
-         SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.workspace_id, ev.id, u.event_type,
+         SELECT 'msg_' || lpad(to_hex($6::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
+                u.workspace_id, ev.id, u.event_type,
                 ev.instance_id, ev.process_name, u.url, u.host,
                 'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $6 END, $6, $6, w.webhook_format
          FROM ev

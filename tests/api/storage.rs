@@ -457,10 +457,18 @@ async fn the_outbox_queues_one_delivery_per_enabled_url(store: Arc<dyn Store>) {
     assert!(log.iter().all(|d| d.status == DeliveryStatus::Pending
         && d.instance_id == "p-1"
         && d.process_name == "p"));
-    assert!(
-        log.iter()
-            .all(|d| d.id.as_str().starts_with("msg_") && d.id.as_str().len() == 36)
-    );
+    // Webhook IDs: `msg_` + 32 hex, all different, starting with the creation time in ms (so
+    // they sort by creation time).
+    for d in &log {
+        assert_eq!(
+            herald::domain::DeliveryId::parse(d.id.as_str()),
+            Ok(d.id.clone())
+        );
+        let millis = i64::from_str_radix(&d.id.as_str()[4..16], 16).unwrap();
+        assert_eq!(millis, d.created_at.0, "{}", d.id);
+    }
+    let ids: std::collections::HashSet<&str> = log.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), log.len());
 }
 
 async fn claims_lease_and_never_hand_out_a_delivery_twice(store: Arc<dyn Store>) {

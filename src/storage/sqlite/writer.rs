@@ -281,7 +281,7 @@ fn fire(
     tx.prepare_cached(
         "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
                                  status, attempts, next_attempt_at, created_at, updated_at, format)
-         SELECT 'msg_' || lower(hex(randomblob(16))), u.workspace_id, ev.id, u.event_type, ev.instance_id,
+         SELECT 'msg_' || printf('%012x', ?3) || '7' || lower(substr(hex(randomblob(10)), 1, 19)), u.workspace_id, ev.id, u.event_type, ev.instance_id,
                 ev.process_name, u.url, u.host,
                 'pending', 0, CASE WHEN x.state = 'open' THEN ?4 ELSE ?3 END, ?3, ?3, w.webhook_format
          FROM events ev
