@@ -43,6 +43,11 @@ pub struct Figures {
     pub latency_ms_max: f64,
     pub peak_rss_mib: f64,
     pub database_mib: f64,
+    /// CPU time per event (API request to stored result, every callback of it), in µs: of the
+    /// Herald process, and of PostgreSQL's server processes (zero on SQLite, which runs inside
+    /// Herald). Steadier than rates on a shared machine, so changes are compared with them.
+    pub herald_cpu_us_per_event: f64,
+    pub database_cpu_us_per_event: f64,
     /// Herald's own view of where the time went, from its `/metrics` at the end of the run.
     pub stages: Stages,
     pub note: String,
@@ -228,6 +233,45 @@ async fn start_herald(
 }
 
 /// Peak resident memory of a process, from the kernel's high-water mark.
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> f64 {
+    // USER_HZ, the unit of these fields, is 100 on every Linux architecture Herald targets.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15: indexes 11 and 12 after the state.
+    (ticks(11) + ticks(12)) / TICKS_PER_SEC
+}
+
+/// CPU seconds used so far by every PostgreSQL server process on this machine (the benchmark
+/// runs alone on it, so they serve Herald's node).
+fn postgres_cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .map(|pid| cpu_secs(&pid))
+        .sum()
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -484,6 +528,8 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     )
     .await?;
     arrivals.down.store(backlog, Ordering::Relaxed);
+    let herald_pid = node.pid.to_string();
+    let cpu_before = (cpu_secs(&herald_pid), postgres_cpu_secs());
     let start = now_micros();
     let (commits, api_rate) = drive(&api, events, rate).await?;
     let fast: Vec<&&str> = urls.iter().filter(|u| **u != "/hang").collect();
@@ -502,6 +548,13 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
             "only {} of {expected} callbacks arrived in time",
             arrivals.count.load(Ordering::Relaxed)
         );
+    }
+    if events > 0 {
+        let per_event = |secs: f64| 1e6 * secs / events as f64;
+        figures.herald_cpu_us_per_event = per_event(cpu_secs(&herald_pid) - cpu_before.0);
+        if pg_admin.is_some() {
+            figures.database_cpu_us_per_event = per_event(postgres_cpu_secs() - cpu_before.1);
+        }
     }
     // A backlog drains from the first callback that got through after the receiver came back
     // (the circuit breaker's probe); other scenarios count from the first API call.
@@ -554,6 +607,10 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         figures.latency_ms_p99,
         figures.peak_rss_mib,
         figures.note
+    );
+    eprintln!(
+        "  CPU per event: Herald {:.0} µs, database server {:.0} µs",
+        figures.herald_cpu_us_per_event, figures.database_cpu_us_per_event
     );
     eprintln!("  {}", figures.stages.line());
     let _ = node.child.kill().await;
@@ -750,7 +807,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         100.0 * bound / ceiling_rate
     );
     println!(
-        "{:<32} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  note",
+        "{:<32} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  note",
         "scenario",
         "api op/s",
         "callback/s",
@@ -759,11 +816,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         "p99 ms",
         "max ms",
         "RSS MiB",
-        "DB MiB"
+        "DB MiB",
+        "CPU µs/ev",
+        "DB µs/ev"
     );
     for f in &all {
         println!(
-            "{:<32} {:>9.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {}",
+            "{:<32} {:>9.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>9.0}  {}",
             f.scenario,
             f.api_ops_per_sec,
             f.callbacks_per_sec,
@@ -773,6 +832,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             f.latency_ms_max,
             f.peak_rss_mib,
             f.database_mib,
+            f.herald_cpu_us_per_event,
+            f.database_cpu_us_per_event,
             f.note
         );
     }

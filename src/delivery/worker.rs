@@ -369,6 +369,15 @@ fn to_record(a: Attempt, node: &str) -> AttemptRecord {
     }
 }
 
+/// Most attempt results stored in one batch.
+const RESULTS_BATCH: usize = 256;
+
+/// How long the results writer waits for more results before storing a batch that is not full.
+/// Measured at 1,000 events/s on PostgreSQL: results were stored nearly one by one (18,800
+/// writes for 30,000 results), each a statement costing the server 0.2–0.4 ms, and each waking
+/// a claim that found little or nothing.
+const RESULTS_LINGER: Duration = Duration::from_millis(3);
+
 /// Stores results in batches. A failed write is retried, never dropped: the lease keeps the
 /// delivery from being attempted again meanwhile, and if the node dies the delivery is simply
 /// attempted again after the lease ends.
@@ -379,7 +388,7 @@ async fn write_results(
     breaker: BreakerPolicy,
     metrics: Arc<Metrics>,
 ) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(RESULTS_BATCH);
     // URLs whose pause is still being held chunk by chunk, by a task of their own, so the
     // results of other URLs never wait behind a large hold.
     let holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>> = Arc::default();
@@ -389,7 +398,18 @@ async fn write_results(
         to_hold,
         Arc::clone(&holding),
     ));
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    while rx.recv_many(&mut batch, RESULTS_BATCH).await > 0 {
+        // A few results at a time cost nearly as much to store as a full batch (the statement,
+        // not its rows, is the cost), and nothing waits on them but freed slots and the next
+        // delivery of the same instance: gather for a moment.
+        let deadline = tokio::time::Instant::now() + RESULTS_LINGER;
+        while batch.len() < RESULTS_BATCH {
+            let room = RESULTS_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         let mut backoff = Duration::from_millis(50);
         let started = std::time::Instant::now();
         let unfinished = loop {

@@ -110,13 +110,21 @@ impl PostgresStore {
         // scans: they do not mark index entries of dead rows, so a release that finds nothing
         // re-read the 100,000 rows a URL's pause had held, on every batch of that URL's
         // successes until vacuum ran (measured: 116 ms a batch while a backlog drained).
+        //
+        // Every statement of the queue pool finds its rows by key through an index, whatever its
+        // parameters, so each keeps its first (generic) plan: left to choose, PostgreSQL kept
+        // re-planning the results statement, whose arrays a generic plan cannot size, and
+        // planned the claim afresh on every call (measured at 1,000 events/s: 0.35 ms of planning
+        // per batch of results and 0.55 ms per claim, more than half of their server time).
         let queue = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(
-                options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
-            )
+            .connect_with(options.options([
+                ("synchronous_commit", "off"),
+                ("enable_bitmapscan", "off"),
+                ("plan_cache_mode", "force_generic_plan"),
+            ]))
             .await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
             .fetch_one(&pool)
@@ -743,10 +751,11 @@ impl Store for PostgresStore {
         // per-host index (one probe per host), never by reading the queue, so a claim costs the
         // same with a million rows pending as with ten, whatever the planner's statistics say.
         //
-        // Planned with its parameters each time (an unnamed statement): how many rows a host's
-        // free slots take decides between reading the per-host index in order and sorting, and a
-        // generic plan cannot know it (measured: a prepared claim let delivery fall behind by
-        // seconds in the throughput scenario).
+        // Prepared, with a generic plan (see `open`). "No earlier delivery of this instance to
+        // this URL is pending" is written as "this is the first pending one" (a scalar subquery,
+        // one probe of `deliveries_pending_key` per candidate) rather than `NOT EXISTS`: the
+        // generic plan turned `NOT EXISTS` into an anti-join against every pending row of the host,
+        // read for each candidate (measured: claims of 18 ms, delivery seconds behind).
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = $1, leased_by = $2
              WHERE id IN (
@@ -764,10 +773,10 @@ impl Store for PostgresStore {
                     SELECT d.id, d.next_attempt_at FROM deliveries d
                     WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
                       AND (d.lease_until IS NULL OR d.lease_until <= $3)
-                      AND NOT EXISTS (
-                          SELECT 1 FROM deliveries e
+                      AND d.id = (
+                          SELECT min(e.id) FROM deliveries e
                           WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                            AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
+                            AND e.url = d.url AND e.instance_id = d.instance_id)
                     ORDER BY d.next_attempt_at, d.id
                     LIMIT GREATEST($5 - b.n, 0)
                     FOR UPDATE SKIP LOCKED
@@ -783,7 +792,6 @@ impl Store for PostgresStore {
         .bind(request.now.0)
         .bind(request.limit)
         .bind(request.per_host_cap)
-        .persistent(false)
         .fetch_all(&self.queue)
         .await?;
         let mut claimed = rows
@@ -902,11 +910,13 @@ impl Store for PostgresStore {
                         WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending')
                 FROM destinations x
                 WHERE x.state = 'open' AND x.paused_until <= $1
-                  AND NOT EXISTS (
-                      SELECT 1 FROM deliveries p
-                      WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
-                        AND p.next_attempt_at < $2
-                        AND (p.next_attempt_at <= $1 OR p.lease_until > $1)))",
+                  -- No probe due or in flight. A scalar subquery, not NOT EXISTS: the generic plan
+                  -- made an anti-join of NOT EXISTS that read every pending row per URL.
+                  AND (SELECT 1 FROM deliveries p
+                       WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
+                         AND p.next_attempt_at < $2
+                         AND (p.next_attempt_at <= $1 OR p.lease_until > $1)
+                       LIMIT 1) IS NULL)",
         )
         .bind(now.0)
         .bind(HELD)
