@@ -117,6 +117,11 @@ impl Metrics {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Attempts in flight now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// An attempt ended after `took`.
     pub fn attempt_finished(&self, outcome: AttemptOutcome, took: Duration, end: AttemptEnd) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
