@@ -22,6 +22,8 @@ pub struct PostgresStore {
     /// The worker's claims and results, committed without waiting for the WAL flush (see
     /// [`PostgresStore::open`]).
     queue: PgPool,
+    /// Claims only: planned afresh on every call, so not under the queue pool's generic plans.
+    claims: PgPool,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -110,21 +112,25 @@ impl PostgresStore {
         // scans: they do not mark index entries of dead rows, so a release that finds nothing
         // re-read the 100,000 rows a URL's pause had held, on every batch of that URL's
         // successes until vacuum ran (measured: 116 ms a batch while a backlog drained).
-        //
-        // Every statement of the queue pool finds its rows by key through an index, whatever its
-        // parameters, so each keeps its first (generic) plan: left to choose, PostgreSQL kept
-        // re-planning the results statement, whose arrays a generic plan cannot size, and
-        // planned the claim afresh on every call (measured at 1,000 events/s: 0.35 ms of planning
-        // per batch of results and 0.55 ms per claim, more than half of their server time).
+        let queue_options =
+            options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]);
+        // The claim is planned afresh with its parameters each time (see `claim_due`), on
+        // connections of its own. Every other statement of the queue pool finds its rows by key
+        // through an index whatever its parameters, and keeps its first plan: left to choose,
+        // PostgreSQL re-planned the results statement on every batch, since a generic plan
+        // cannot size its arrays (measured at 1,000 events/s: 0.35 ms of planning per batch, 40%
+        // of that statement's server time).
+        let claims = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(queue_options.clone())
+            .await?;
         let queue = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.options([
-                ("synchronous_commit", "off"),
-                ("enable_bitmapscan", "off"),
-                ("plan_cache_mode", "force_generic_plan"),
-            ]))
+            .connect_with(queue_options.options([("plan_cache_mode", "force_generic_plan")]))
             .await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
             .fetch_one(&pool)
@@ -139,6 +145,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             queue,
+            claims,
             writes,
         })
     }
@@ -751,11 +758,13 @@ impl Store for PostgresStore {
         // per-host index (one probe per host), never by reading the queue, so a claim costs the
         // same with a million rows pending as with ten, whatever the planner's statistics say.
         //
-        // Prepared, with a generic plan (see `open`). "No earlier delivery of this instance to
-        // this URL is pending" is written as "this is the first pending one" (a scalar subquery,
-        // one probe of `deliveries_pending_key` per candidate) rather than `NOT EXISTS`: the
-        // generic plan turned `NOT EXISTS` into an anti-join against every pending row of the host,
-        // read for each candidate (measured: claims of 18 ms, delivery seconds behind).
+        // Planned with its parameters each time (an unnamed statement, on the claims pool): a
+        // generic plan is made once per connection, often while the queue is empty, and no form
+        // of this statement was found whose generic plan stays right as the queue fills. Measured:
+        // with `NOT EXISTS`, the generic plan read every pending row of the host per candidate
+        // (claims of 18 ms, delivery 40 s behind); with the check as a scalar subquery, fine in
+        // the benchmark, one claim took 38 s in the fleet test, so its leases ran out while it ran
+        // and two nodes sent and recorded the same delivery.
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = $1, leased_by = $2
              WHERE id IN (
@@ -773,10 +782,10 @@ impl Store for PostgresStore {
                     SELECT d.id, d.next_attempt_at FROM deliveries d
                     WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
                       AND (d.lease_until IS NULL OR d.lease_until <= $3)
-                      AND d.id = (
-                          SELECT min(e.id) FROM deliveries e
+                      AND NOT EXISTS (
+                          SELECT 1 FROM deliveries e
                           WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                            AND e.url = d.url AND e.instance_id = d.instance_id)
+                            AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
                     ORDER BY d.next_attempt_at, d.id
                     LIMIT GREATEST($5 - b.n, 0)
                     FOR UPDATE SKIP LOCKED
@@ -792,7 +801,8 @@ impl Store for PostgresStore {
         .bind(request.now.0)
         .bind(request.limit)
         .bind(request.per_host_cap)
-        .fetch_all(&self.queue)
+        .persistent(false)
+        .fetch_all(&self.claims)
         .await?;
         let mut claimed = rows
             .iter()
