@@ -76,6 +76,16 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord> {
     })
 }
 
+/// A pool of at most `max` connections with `options`, one opened at once.
+async fn connect(options: &PgConnectOptions, max: u32) -> Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?)
+}
+
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names.
     pub async fn open(url: &str) -> Result<Self> {
@@ -95,12 +105,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)?
             .application_name("herald")
             .options([("enable_seqscan", "off"), ("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(12)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
+        let pool = connect(&options, 12).await?;
         // Claims (leases) and attempt results do not wait for their commit to reach the disk.
         // What a server crash can lose of them is the last fraction of a second: a lost lease
         // returns its delivery to the queue, and a lost result makes Herald send that delivery
@@ -120,18 +125,12 @@ impl PostgresStore {
         // PostgreSQL re-planned the results statement on every batch, since a generic plan
         // cannot size its arrays (measured at 1,000 events/s: 0.35 ms of planning per batch, 40%
         // of that statement's server time).
-        let claims = PgPoolOptions::new()
-            .max_connections(2)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(queue_options.clone())
-            .await?;
-        let queue = PgPoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(queue_options.options([("plan_cache_mode", "force_generic_plan")]))
-            .await?;
+        let claims = connect(&queue_options, 2).await?;
+        let queue = connect(
+            &queue_options.options([("plan_cache_mode", "force_generic_plan")]),
+            4,
+        )
+        .await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
             .fetch_one(&pool)
             .await
