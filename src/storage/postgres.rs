@@ -22,6 +22,8 @@ pub struct PostgresStore {
     /// The worker's claims and results, committed without waiting for the WAL flush (see
     /// [`PostgresStore::open`]).
     queue: PgPool,
+    /// Claims only: planned afresh on every call, so not under the queue pool's generic plans.
+    claims: PgPool,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -117,11 +119,13 @@ impl PostgresStore {
         // successes until vacuum ran (measured: 116 ms a batch while a backlog drained).
         let queue_options =
             options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]);
-        // Every statement of the queue pool finds its rows by key through an index whatever its
-        // parameters, and keeps its first plan: left to choose, PostgreSQL re-planned the
-        // results statement on every batch, since a generic plan cannot size its arrays, and the
-        // claim was planned on every call (measured at 1,000 events/s: 0.35 ms of planning per
-        // batch of results and 0.55 ms per claim, more than half of their server time).
+        // The claim is planned afresh with its parameters each time (see `claim_due`), on
+        // connections of its own. Every other statement of the queue pool finds its rows by key
+        // through an index whatever its parameters, and keeps its first plan: left to choose,
+        // PostgreSQL re-planned the results statement on every batch, since a generic plan
+        // cannot size its arrays (measured at 1,000 events/s: 0.35 ms of planning per batch, 40%
+        // of that statement's server time).
+        let claims = connect(&queue_options, 2).await?;
         let queue = connect(
             &queue_options.options([("plan_cache_mode", "force_generic_plan")]),
             4,
@@ -140,6 +144,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             queue,
+            claims,
             writes,
         })
     }
@@ -752,15 +757,14 @@ impl Store for PostgresStore {
         // per-host index (one probe per host), never by reading the queue, so a claim costs the
         // same with a million rows pending as with ten, whatever the planner's statistics say.
         //
-        // Prepared, with the queue pool's generic plan, made once per connection and often
-        // while the queue is empty, so every part of the statement is written so that one index
-        // alone serves it whatever the statistics say. "No earlier delivery of this instance to
-        // this URL is pending" is "this row is the first pending one", found by reading
-        // `deliveries_pending_key` in its own order: as `NOT EXISTS`, a generic plan made on a
-        // live queue read every pending row of the host per candidate (claims of 18 ms); as
-        // `min(id)`, one made on an empty table scanned `deliveries_due_by_host` per candidate (a
-        // 25–38 s claim in the fleet test, long enough for leases to run out). The order makes
-        // `deliveries_pending_key` the only index that needs no sort.
+        // Planned with its parameters each time (an unnamed statement, on the claims pool): a
+        // generic plan is made once per connection, often while the queue is empty, and no form
+        // of this statement was found whose generic plan stays right as the queue fills. Measured:
+        // with `NOT EXISTS`, the generic plan read every pending row of the host per candidate
+        // (claims of 18 ms, delivery 40 s behind); with the check as a scalar subquery (`min(id)`,
+        // or reading `deliveries_pending_key` in order with `LIMIT 1`), fine in the benchmark, one
+        // claim took 25–40 s in the fleet test, so its leases ran out while it ran and two nodes
+        // sent and recorded the same delivery.
         let rows = sqlx::query(
             "UPDATE deliveries SET lease_until = $1, leased_by = $2
              WHERE id IN (
@@ -778,12 +782,10 @@ impl Store for PostgresStore {
                     SELECT d.id, d.next_attempt_at FROM deliveries d
                     WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
                       AND (d.lease_until IS NULL OR d.lease_until <= $3)
-                      AND d.id = (
-                          SELECT e.id FROM deliveries e
+                      AND NOT EXISTS (
+                          SELECT 1 FROM deliveries e
                           WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                            AND e.url = d.url AND e.instance_id = d.instance_id
-                          ORDER BY e.workspace_id, e.url, e.instance_id, e.id
-                          LIMIT 1)
+                            AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
                     ORDER BY d.next_attempt_at, d.id
                     LIMIT GREATEST($5 - b.n, 0)
                     FOR UPDATE SKIP LOCKED
@@ -799,7 +801,8 @@ impl Store for PostgresStore {
         .bind(request.now.0)
         .bind(request.limit)
         .bind(request.per_host_cap)
-        .fetch_all(&self.queue)
+        .persistent(false)
+        .fetch_all(&self.claims)
         .await?;
         let mut claimed = rows
             .iter()
