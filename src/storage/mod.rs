@@ -228,10 +228,10 @@ pub const HOLD_CHUNK: i64 = 1000;
 /// Holds up to `?4`/`$4` pending deliveries of one URL (`?1`/`$1`: its host, `?2`/`$2`:
 /// workspace, `?3`/`$3`: URL) that are not held yet. They are found among the host's rows that
 /// are not held, in due order, through the per-host index (SQLite is told to use it; PostgreSQL
-/// takes it for the order, which only that index gives), so holding again while a pause runs never reads the rows already
-/// held (measured on PostgreSQL: through the per-URL index instead, each chunk read the URL's
-/// 100,000 held rows again, 60–90 ms a chunk). Rows leased by attempts in flight keep their
-/// lease.
+/// takes it for the order, which only that index gives), so holding again while a pause runs
+/// never reads the rows already held (measured on PostgreSQL: through the per-URL index instead,
+/// each chunk read the URL's 100,000 held rows again, 60–90 ms a chunk). Rows leased by attempts
+/// in flight keep their lease.
 fn hold_sql(placeholder: char) -> String {
     let indexed = if placeholder == '?' {
         "INDEXED BY deliveries_due_by_host"

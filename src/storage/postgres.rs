@@ -835,44 +835,21 @@ impl Store for PostgresStore {
         let nodes: Vec<&str> = results.iter().map(|r| r.attempt.node.as_str()).collect();
         let (statuses, next_at): (Vec<&str>, Vec<Option<i64>>) =
             results.iter().map(|r| r.next.stored()).unzip();
-        if results
+        let all_succeeded = results
             .iter()
-            .all(|r| r.attempt.outcome == crate::domain::AttemptOutcome::Success)
-        {
-            // The common case: one statement, so no explicit transaction (four round trips
-            // fewer). It stores the attempts and the deliveries' new state, and does what
-            // `record_health` does for a success: closes the breaker of each URL that has failed
-            // before, and makes what that URL's pause held due now.
-            let mut urls: Vec<(i64, &str)> = results
-                .iter()
-                .filter(|r| !r.test)
-                .map(|r| (r.workspace_id.0, r.url.as_str()))
-                .collect();
-            urls.sort_unstable();
-            urls.dedup();
-            let (url_workspaces, url_texts): (Vec<i64>, Vec<&str>) = urls.into_iter().unzip();
-            sqlx::query(RECORD_RESULTS_SQL)
-                .bind(&keys)
-                .bind(&started)
-                .bind(&durations)
-                .bind(&outcomes)
-                .bind(&codes)
-                .bind(&errors)
-                .bind(&excerpts)
-                .bind(&nodes)
-                .bind(&statuses)
-                .bind(&next_at)
-                .bind(now.0)
-                .bind(&url_workspaces)
-                .bind(&url_texts)
-                .execute(&self.queue)
-                .await?;
-            return Ok(Vec::new());
-        }
-        // Failures: the same statement, closing no breaker, then the health rules one by one.
-        let no_urls: (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
-        let mut tx = self.queue.begin().await?;
-        sqlx::query(RECORD_RESULTS_SQL)
+            .all(|r| r.attempt.outcome == crate::domain::AttemptOutcome::Success);
+        // When every attempt succeeded, the statement also does what `record_health` does for a
+        // success: closes the breaker of each URL that has failed before, and makes what that
+        // URL's pause held due now. With failures it closes none; the health rules follow.
+        let mut urls: Vec<(i64, &str)> = results
+            .iter()
+            .filter(|r| all_succeeded && !r.test)
+            .map(|r| (r.workspace_id.0, r.url.as_str()))
+            .collect();
+        urls.sort_unstable();
+        urls.dedup();
+        let (url_workspaces, url_texts): (Vec<i64>, Vec<&str>) = urls.into_iter().unzip();
+        let query = sqlx::query(RECORD_RESULTS_SQL)
             .bind(&keys)
             .bind(&started)
             .bind(&durations)
@@ -884,10 +861,16 @@ impl Store for PostgresStore {
             .bind(&statuses)
             .bind(&next_at)
             .bind(now.0)
-            .bind(&no_urls.0)
-            .bind(&no_urls.1)
-            .execute(&mut *tx)
-            .await?;
+            .bind(&url_workspaces)
+            .bind(&url_texts);
+        if all_succeeded {
+            // The common case: one statement, so no explicit transaction (four round trips
+            // fewer).
+            query.execute(&self.queue).await?;
+            return Ok(Vec::new());
+        }
+        let mut tx = self.queue.begin().await?;
+        query.execute(&mut *tx).await?;
         let unfinished = record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(unfinished)
