@@ -401,6 +401,7 @@ impl Herald {
             lease_until: now.plus(out.client.timeout() + out.lease_margin),
             limit: 1,
             per_host_cap: out.per_host_cap as i64,
+            full_hosts: &[],
         };
         let keys = self.store.signing_keys(caller.workspace_id, now).await?;
         let claimed = self

@@ -13,8 +13,8 @@ use crate::domain::{
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Store, UnfinishedHold,
-    WorkspaceId,
+    AttemptRecord, AttemptResult, BreakerStep, ClaimRequest, ClaimedDelivery, NextStep, Store,
+    Unfinished, WorkspaceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +133,10 @@ impl Worker {
         // over a growing quiet period instead of each triggering a claim.
         let mut empty_claims: u32 = 0;
         let mut keys = KeyCache::default();
+        // Attempts in flight per host on this node. A host this node alone keeps at its cap is
+        // full whatever the other nodes do: the claim skips it without counting its leases.
+        let busy: Arc<BusyHosts> = Arc::default();
+        let mut full_hosts = Vec::new();
 
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
@@ -145,12 +149,21 @@ impl Worker {
                 continue;
             }
             let now = Millis::now();
+            full_hosts.clear();
+            full_hosts.extend(
+                busy.lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .filter(|(_, n)| **n >= self.config.per_host_cap)
+                    .map(|(host, _)| host.clone()),
+            );
             let request = ClaimRequest {
                 node: &self.config.node_id,
                 now,
                 lease_until: now.plus(lease),
                 limit: free as i64,
                 per_host_cap: self.config.per_host_cap as i64,
+                full_hosts: &full_hosts,
             };
             let started = std::time::Instant::now();
             let claim = self.store.claim_due(request).await;
@@ -197,8 +210,10 @@ impl Worker {
                     .expect("keys were read for every workspace claimed");
                 let metrics = Arc::clone(&self.metrics);
                 metrics.attempt_started();
+                let slot = HostSlot::take(&busy, &delivery.host);
                 in_flight.spawn(async move {
                     let result = attempt(&client, &delivery, &keys, &retry, &node).await;
+                    drop(slot);
                     metrics.attempt_finished(
                         result.attempt.outcome,
                         Duration::from_millis(
@@ -255,6 +270,41 @@ impl Worker {
         let _ = writer.await;
         let _ = housekeeping.await;
         tracing::info!("delivery worker stopped");
+    }
+}
+
+/// Attempts in flight per host on this node.
+type BusyHosts = std::sync::Mutex<std::collections::HashMap<String, usize>>;
+
+/// One attempt in flight to a host, counted in [`BusyHosts`] until dropped.
+struct HostSlot {
+    busy: Arc<BusyHosts>,
+    host: String,
+}
+
+impl HostSlot {
+    fn take(busy: &Arc<BusyHosts>, host: &str) -> Self {
+        *busy
+            .lock()
+            .expect("not poisoned")
+            .entry(host.to_owned())
+            .or_default() += 1;
+        Self {
+            busy: Arc::clone(busy),
+            host: host.to_owned(),
+        }
+    }
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().expect("not poisoned");
+        if let Some(n) = busy.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.host);
+            }
+        }
     }
 }
 
@@ -396,14 +446,15 @@ async fn write_results(
     per_host_cap: usize,
 ) {
     let mut batch = Vec::with_capacity(RESULTS_BATCH);
-    // URLs whose pause is still being held chunk by chunk, by a task of their own, so the
-    // results of other URLs never wait behind a large hold.
-    let holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>> = Arc::default();
-    let (holds, to_hold) = mpsc::unbounded_channel();
-    tokio::spawn(hold_the_rest(
+    // URLs whose pause is still being held, or whose recovery released, chunk by chunk, by a
+    // task of their own, so the results of other URLs never wait behind a large backlog.
+    let moving: Arc<std::sync::Mutex<std::collections::HashSet<Unfinished>>> = Arc::default();
+    let (moves, to_move) = mpsc::unbounded_channel();
+    tokio::spawn(finish_backlogs(
         Arc::clone(&store),
-        to_hold,
-        Arc::clone(&holding),
+        to_move,
+        Arc::clone(&moving),
+        Arc::clone(&stored),
     ));
     while rx.recv_many(&mut batch, RESULTS_BATCH).await > 0 {
         // A few results at a time cost nearly as much to store as a full batch (the statement,
@@ -436,35 +487,42 @@ async fn write_results(
         metrics.results_duration.observe(started.elapsed());
         batch.clear();
         stored.notify_one();
-        for hold in unfinished {
-            if holding.lock().expect("not poisoned").insert(hold.clone()) {
-                let _ = holds.send(hold);
+        for work in unfinished {
+            if moving.lock().expect("not poisoned").insert(work.clone()) {
+                let _ = moves.send(work);
             }
         }
     }
 }
 
-/// Holds the remaining deliveries of paused URLs, one URL after another and one chunk per
-/// transaction, until none is left or the URL's breaker closed: one database connection at most
-/// is busy holding, however many URLs pause at once. If the database fails meanwhile, the unheld
-/// rows are claimed, fail, and are held then.
-async fn hold_the_rest(
+/// Holds the remaining deliveries of paused URLs, and releases those of recovered ones, one URL
+/// after another and one chunk per transaction, until none is left or the URL's breaker changed
+/// again: one database connection at most is busy with backlogs, however many URLs pause or
+/// recover at once. Each released chunk wakes the delivery loop. If the database fails meanwhile,
+/// unheld rows are claimed, fail, and are held then; unreleased rows wait for the URL's next
+/// success.
+async fn finish_backlogs(
     store: Arc<dyn Store>,
-    mut to_hold: mpsc::UnboundedReceiver<UnfinishedHold>,
-    holding: Arc<std::sync::Mutex<std::collections::HashSet<UnfinishedHold>>>,
+    mut to_move: mpsc::UnboundedReceiver<Unfinished>,
+    moving: Arc<std::sync::Mutex<std::collections::HashSet<Unfinished>>>,
+    released: Arc<Notify>,
 ) {
-    while let Some(hold) = to_hold.recv().await {
+    while let Some(work) = to_move.recv().await {
         loop {
-            match store.hold_more(&hold).await {
+            let more = store.resume(&work).await;
+            if work.step == BreakerStep::Release {
+                released.notify_one();
+            }
+            match more {
                 Ok(true) => tokio::task::yield_now().await,
                 Ok(false) => break,
                 Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "holding a paused URL's deliveries failed");
+                    tracing::warn!(error = %error_chain(&error), step = ?work.step, "holding or releasing a URL's deliveries failed");
                     break;
                 }
             }
         }
-        holding.lock().expect("not poisoned").remove(&hold);
+        moving.lock().expect("not poisoned").remove(&work);
     }
 }
 
@@ -514,6 +572,27 @@ async fn housekeeping(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_slots_count_attempts_in_flight_until_dropped() {
+        let busy: Arc<BusyHosts> = Arc::default();
+        let count = |host: &str| busy.lock().unwrap().get(host).copied();
+        let a = HostSlot::take(&busy, "a.example:443");
+        let b = HostSlot::take(&busy, "a.example:443");
+        let c = HostSlot::take(&busy, "b.example:443");
+        assert_eq!(
+            (count("a.example:443"), count("b.example:443")),
+            (Some(2), Some(1))
+        );
+        drop(a);
+        drop(c);
+        assert_eq!(
+            (count("a.example:443"), count("b.example:443")),
+            (Some(1), None)
+        );
+        drop(b);
+        assert!(busy.lock().unwrap().is_empty());
+    }
 
     fn failed(status: u16, retry_after: Option<u64>) -> Attempt {
         Attempt {

@@ -4,7 +4,8 @@
 //! deliveries), and on this kind of machine the cost of a transaction is in its statements and
 //! its commit, not in its rows. So each store hands its instance writes to one writer task,
 //! which takes whatever requests are waiting (up to [`MAX_BATCH`]), applies them in arrival
-//! order in **one** transaction with multi-row statements, and answers each request only after
+//! order in **one** transaction with as few statements as the backend allows (multi-row
+//! statements on PostgreSQL, where each is a round trip), and answers each request only after
 //! that transaction committed. A request that finds the writer idle is written at once: batching
 //! adds no delay, it only appears under concurrency.
 //!

@@ -44,6 +44,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "held_index",
         sql: include_str!("../../migrations/sqlite/0002_held_index.sql"),
     },
+    Migration {
+        version: 3,
+        name: "held_by_id",
+        sql: include_str!("../../migrations/sqlite/0003_held_by_id.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -56,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "held_index",
         sql: include_str!("../../migrations/postgres/0002_held_index.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "held_by_id",
+        sql: include_str!("../../migrations/postgres/0003_held_by_id.sql"),
     },
 ];
 

@@ -218,12 +218,14 @@ pub struct AttemptRecord {
 /// held rows leave the front of the queue; the first successful probe releases them.
 pub const HELD: i64 = 4_000_000_000_000_000;
 
-/// Most deliveries one statement holds when a URL's breaker opens. A URL with a large backlog is
-/// held chunk by chunk, each in its own transaction ([`Store::hold_more`]), so opening a breaker
-/// never stalls the results of other URLs behind one long update (measured on PostgreSQL: a
-/// 25,000-row hold in the results transaction delayed every other callback's results by a
-/// second).
-pub const HOLD_CHUNK: i64 = 1000;
+/// Most deliveries one statement holds when a URL's breaker opens, or releases when it closes.
+/// A URL with a large backlog is held or released chunk by chunk, each chunk in its own
+/// transaction ([`Store::resume`]), so a breaker that opens or closes never stalls the results of
+/// other URLs behind one long update. Measured on PostgreSQL: a 25,000-row hold in the results
+/// transaction delayed every other callback's results by a second, and a release of a paused
+/// URL's whole backlog in one statement took up to 30 s, long enough for the leases of other
+/// attempts to run out (and their deliveries to be sent twice).
+pub const BREAKER_CHUNK: i64 = 1000;
 
 /// Holds up to `?4`/`$4` pending deliveries of one URL (`?1`/`$1`: its host, `?2`/`$2`:
 /// workspace, `?3`/`$3`: URL) that are not held yet. They are found among the host's rows that
@@ -249,22 +251,89 @@ fn hold_sql(placeholder: char) -> String {
     )
 }
 
-/// Deliveries of one URL that its breaker holds, made due at `now` (`?1`/`$1`: now, `?2`/`$2`:
-/// workspace, `?3`/`$3`: URL). The constant is written out so the partial index on held rows
-/// (`deliveries_held`, migration 2) applies; a test checks it equals [`HELD`].
+/// Up to `?4`/`$4` deliveries of one URL that its breaker holds, oldest first, made due at
+/// `?1`/`$1` (`?2`/`$2`: workspace, `?3`/`$3`: URL). The constant is written out so the partial
+/// index on held rows (`deliveries_held`, migration 3: by URL and id) applies; a test checks it
+/// equals [`HELD`].
 fn release_held_sql(placeholder: char) -> String {
     format!(
         "UPDATE deliveries SET next_attempt_at = {p}1
-         WHERE workspace_id = {p}2 AND url = {p}3 AND status = 'pending' AND next_attempt_at >= 4000000000000000",
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE workspace_id = {p}2 AND url = {p}3 AND status = 'pending'
+                        AND next_attempt_at >= 4000000000000000
+                      ORDER BY id LIMIT {p}4)",
         p = placeholder
     )
 }
 
-/// A URL whose breaker opened with more pending deliveries than one chunk holds.
+/// Paused URLs whose pause is over, the candidates for a probe (`?1`/`$1`: now), each with the
+/// host its probe checks.
+fn pauses_over_sql(placeholder: char) -> String {
+    format!(
+        "SELECT workspace_id, url FROM destinations WHERE state = 'open' AND paused_until <= {placeholder}1"
+    )
+}
+
+/// The host of a paused URL, for [`promote_probe_sql`]; none for a URL that does not parse
+/// (stored URLs were validated when saved: this only guards against hand-edited rows).
+fn probe_host(url: &str) -> Option<String> {
+    crate::domain::CallbackUrl::parse(url)
+        .ok()
+        .map(|u| u.host_key())
+}
+
+/// Makes one paused URL's probe due (`?1`/`$1`: now, `?2`/`$2`: workspace, `?3`/`$3`: URL,
+/// `?4`/`$4`: its host), unless a delivery of that URL is due or in flight already. The probe is
+/// the URL's oldest held delivery (one descent of `deliveries_held`), or when none is held its
+/// oldest pending one. The two checks read the host's due rows and its leases (bounded by the
+/// per-host cap), never the paused backlog; SQLite is told which index to use, having no
+/// statistics to choose by.
+fn promote_probe_sql(placeholder: char) -> String {
+    let (due, leased) = if placeholder == '?' {
+        (
+            "INDEXED BY deliveries_due_by_host",
+            "INDEXED BY deliveries_leased",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "UPDATE deliveries SET next_attempt_at = {p}1
+         WHERE id = COALESCE(
+                 (SELECT h.id FROM deliveries h
+                  WHERE h.workspace_id = {p}2 AND h.url = {p}3 AND h.status = 'pending'
+                    AND h.next_attempt_at >= 4000000000000000
+                  ORDER BY h.id LIMIT 1),
+                 (SELECT MIN(a.id) FROM deliveries a
+                  WHERE a.workspace_id = {p}2 AND a.url = {p}3 AND a.status = 'pending'))
+           AND (SELECT 1 FROM deliveries d {due}
+                WHERE d.host = {p}4 AND d.status = 'pending' AND d.next_attempt_at <= {p}1
+                  AND d.workspace_id = {p}2 AND d.url = {p}3
+                LIMIT 1) IS NULL
+           AND (SELECT 1 FROM deliveries l {leased}
+                WHERE l.host = {p}4 AND l.lease_until > {p}1
+                  AND l.workspace_id = {p}2 AND l.url = {p}3
+                LIMIT 1) IS NULL",
+        p = placeholder
+    )
+}
+
+/// What a results write left to do on a URL whose breaker opened or closed, one
+/// [`BREAKER_CHUNK`] at a time ([`Store::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakerStep {
+    /// The breaker opened: hold the URL's pending deliveries.
+    Hold,
+    /// The breaker closed: release what it held.
+    Release,
+}
+
+/// A URL whose breaker opened or closed with more deliveries to hold or release than one chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UnfinishedHold {
+pub struct Unfinished {
     pub workspace_id: WorkspaceId,
     pub url: String,
+    pub step: BreakerStep,
 }
 
 /// What a worker asks for when it claims work.
@@ -277,6 +346,8 @@ pub struct ClaimRequest<'a> {
     pub limit: i64,
     /// Most attempts in flight to one host (`host:port`) across all nodes.
     pub per_host_cap: i64,
+    /// Hosts at their cap on this node alone: the claim need not count their leases.
+    pub full_hosts: &'a [String],
 }
 
 /// The state of the whole delivery queue (every workspace), for `/metrics`.
@@ -348,6 +419,8 @@ pub struct ClaimedDelivery {
     pub instance_id: String,
     pub process_name: String,
     pub url: String,
+    /// The URL's `host:port`, the unit of the per-host cap.
+    pub host: String,
     /// Attempts made before this one.
     pub attempts: i64,
     pub occurred_at: Millis,
@@ -581,17 +654,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes the results of attempts, all in one transaction, and updates the health of their
     /// destinations under `breaker` (pausing a failing URL's deliveries, or releasing them).
-    /// Returns the URLs whose pause held a full [`HOLD_CHUNK`]: the caller holds the rest with
-    /// [`Store::hold_more`].
+    /// Returns the URLs whose pause held, or whose recovery released, a full [`BREAKER_CHUNK`]:
+    /// the caller does the rest with [`Store::resume`].
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
         breaker: &BreakerPolicy,
-    ) -> Result<Vec<UnfinishedHold>>;
+    ) -> Result<Vec<Unfinished>>;
 
-    /// Holds the next [`HOLD_CHUNK`] pending deliveries of a URL whose breaker is still open, in
-    /// one transaction; nothing once the breaker has closed. Returns whether more may remain.
-    async fn hold_more(&self, hold: &UnfinishedHold) -> Result<bool>;
+    /// Holds (while the URL's breaker is still open) or releases (while it is still closed) the
+    /// next [`BREAKER_CHUNK`] deliveries of a URL, in one transaction; nothing once the breaker
+    /// has changed again. Returns whether more may remain.
+    async fn resume(&self, work: &Unfinished) -> Result<bool>;
 
     /// Housekeeping run every few seconds by each worker: every paused URL whose pause is over,
     /// and which has no delivery due or in flight, gets its earliest pending delivery made due
@@ -747,6 +821,8 @@ mod tests {
         for sql in [
             include_str!("../../migrations/sqlite/0002_held_index.sql"),
             include_str!("../../migrations/postgres/0002_held_index.sql"),
+            include_str!("../../migrations/sqlite/0003_held_by_id.sql"),
+            include_str!("../../migrations/postgres/0003_held_by_id.sql"),
         ] {
             assert!(sql.contains(&format!("next_attempt_at >= {held}")));
         }

@@ -753,7 +753,10 @@ impl Store for PostgresStore {
         // One statement, so no explicit transaction (and two round trips fewer per claim).
         // Per destination host with pending deliveries, take as many due rows as the host has
         // free slots, in due order, from the per-host index: a host at its cap costs nothing and
-        // never hides the others behind its backlog. The hosts are found by skipping through the
+        // never hides the others behind its backlog; a host this node alone keeps at its cap is
+        // skipped before its leases are counted (measured with a hanging receiver: counting its 64
+        // leases doubled the claim's cost, their rows never settled enough for an index-only
+        // scan). The hosts are found by skipping through the
         // per-host index (one probe per host), never by reading the queue, so a claim costs the
         // same with a million rows pending as with ten, whatever the planner's statistics say.
         //
@@ -790,10 +793,10 @@ impl Store for PostgresStore {
                     LIMIT GREATEST($5 - b.n, 0)
                     FOR UPDATE SKIP LOCKED
                 ) picked
-                WHERE h.host IS NOT NULL
+                WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
                 ORDER BY picked.next_attempt_at, picked.id
                 LIMIT $4)
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )
         .bind(request.lease_until.0)
@@ -801,6 +804,7 @@ impl Store for PostgresStore {
         .bind(request.now.0)
         .bind(request.limit)
         .bind(request.per_host_cap)
+        .bind(request.full_hosts)
         .persistent(false)
         .fetch_all(&self.claims)
         .await?;
@@ -816,7 +820,7 @@ impl Store for PostgresStore {
         &self,
         results: &[AttemptResult],
         breaker: &BreakerPolicy,
-    ) -> Result<Vec<UnfinishedHold>> {
+    ) -> Result<Vec<Unfinished>> {
         if results.is_empty() {
             return Ok(Vec::new());
         }
@@ -849,7 +853,7 @@ impl Store for PostgresStore {
         urls.sort_unstable();
         urls.dedup();
         let (url_workspaces, url_texts): (Vec<i64>, Vec<&str>) = urls.into_iter().unzip();
-        let query = sqlx::query(RECORD_RESULTS_SQL)
+        let query = sqlx::query_as::<_, (i64, String)>(RECORD_RESULTS_SQL)
             .bind(&keys)
             .bind(&started)
             .bind(&durations)
@@ -862,59 +866,81 @@ impl Store for PostgresStore {
             .bind(&next_at)
             .bind(now.0)
             .bind(&url_workspaces)
-            .bind(&url_texts);
+            .bind(&url_texts)
+            .bind(BREAKER_CHUNK);
+        // URLs whose recovery released a full chunk: the caller releases the rest.
+        let released = |rows: Vec<(i64, String)>| {
+            rows.into_iter().map(|(workspace, url)| Unfinished {
+                workspace_id: WorkspaceId(workspace),
+                url,
+                step: BreakerStep::Release,
+            })
+        };
         if all_succeeded {
             // The common case: one statement, so no explicit transaction (four round trips
             // fewer).
-            query.execute(&self.queue).await?;
-            return Ok(Vec::new());
+            let rows = query.fetch_all(&self.queue).await?;
+            return Ok(released(rows).collect());
         }
         let mut tx = self.queue.begin().await?;
-        query.execute(&mut *tx).await?;
+        query.fetch_all(&mut *tx).await?;
         let unfinished = record_health(&mut tx, results, breaker, now).await?;
         tx.commit().await?;
         Ok(unfinished)
     }
 
-    async fn hold_more(&self, hold: &UnfinishedHold) -> Result<bool> {
+    async fn resume(&self, work: &Unfinished) -> Result<bool> {
         let mut tx = self.queue.begin().await?;
-        // Locking the breaker's row orders this chunk with the success that would close it: that
-        // success's release then runs after this chunk and frees what it held.
-        let open: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM destinations WHERE workspace_id = $1 AND url = $2 AND state = 'open' FOR UPDATE",
+        // Locking the breaker's row orders this chunk with the result that would change the
+        // breaker again: that result's hold or release then runs after this chunk and sees what
+        // it did.
+        let wanted = match work.step {
+            BreakerStep::Hold => "open",
+            BreakerStep::Release => "closed",
+        };
+        let still: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM destinations WHERE workspace_id = $1 AND url = $2 AND state = $3 FOR UPDATE",
         )
-        .bind(hold.workspace_id.0)
-        .bind(&hold.url)
+        .bind(work.workspace_id.0)
+        .bind(&work.url)
+        .bind(wanted)
         .fetch_optional(&mut *tx)
         .await?;
-        let more = match open {
-            Some(_) => hold_chunk(&mut tx, hold.workspace_id, &hold.url).await?,
-            None => false,
+        let more = match (still, work.step) {
+            (None, _) => false,
+            (Some(_), BreakerStep::Hold) => {
+                hold_chunk(&mut tx, work.workspace_id, &work.url).await?
+            }
+            (Some(_), BreakerStep::Release) => {
+                release_chunk(&mut tx, work.workspace_id, &work.url, Millis::now()).await?
+            }
         };
         tx.commit().await?;
         Ok(more)
     }
 
     async fn promote_probes(&self, now: Millis) -> Result<()> {
-        sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $1
-             WHERE id IN (
-                SELECT (SELECT MIN(d.id) FROM deliveries d
-                        WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending')
-                FROM destinations x
-                WHERE x.state = 'open' AND x.paused_until <= $1
-                  -- No probe due or in flight. A scalar subquery, not NOT EXISTS: the generic plan
-                  -- made an anti-join of NOT EXISTS that read every pending row per URL.
-                  AND (SELECT 1 FROM deliveries p
-                       WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
-                         AND p.next_attempt_at < $2
-                         AND (p.next_attempt_at <= $1 OR p.lease_until > $1)
-                       LIMIT 1) IS NULL)",
-        )
-        .bind(now.0)
-        .bind(HELD)
-        .execute(&self.queue)
-        .await?;
+        let paused: Vec<(i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(super::pauses_over_sql('$')))
+                .bind(now.0)
+                .fetch_all(&self.pool)
+                .await?;
+        // Planned with its parameters each time: the checks must read the host's index,
+        // never the URL's backlog, and only the values tell the planner which is small.
+        let promote = super::promote_probe_sql('$');
+        for (workspace, url) in paused {
+            let Some(host) = super::probe_host(&url) else {
+                continue;
+            };
+            sqlx::query(sqlx::AssertSqlSafe(promote.as_str()))
+                .bind(now.0)
+                .bind(workspace)
+                .bind(&url)
+                .bind(host)
+                .persistent(false)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
@@ -975,7 +1001,7 @@ impl Store for PostgresStore {
                                      test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at, format)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, 'pending', 0, $9, $10, $11, $9, $9,
                      (SELECT webhook_format FROM workspaces WHERE id = $2))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )
         .bind(DeliveryId::generate().as_str())
@@ -1174,15 +1200,18 @@ const RECORD_RESULTS_SQL: &str = "WITH attempts AS (
                probe_interval_ms = 0, last_success_at = $11
         FROM unnest($12::bigint[], $13::text[]) AS h(w, u)
         WHERE destinations.workspace_id = h.w AND destinations.url = h.u
-        RETURNING destinations.workspace_id, destinations.url)
-     UPDATE deliveries SET next_attempt_at = $11
-     WHERE id IN (SELECT held.id FROM healed
-                  CROSS JOIN LATERAL (
-                      SELECT d.id FROM deliveries d
-                      WHERE d.workspace_id = healed.workspace_id AND d.url = healed.url
-                        AND d.status = 'pending' AND d.next_attempt_at >= 4000000000000000
-                      OFFSET 0) held)
-       AND id <> ALL($1::bigint[])";
+        RETURNING destinations.workspace_id, destinations.url),
+     released AS (
+        UPDATE deliveries SET next_attempt_at = $11
+        WHERE id IN (SELECT held.id FROM healed
+                     CROSS JOIN LATERAL (
+                         SELECT d.id FROM deliveries d
+                         WHERE d.workspace_id = healed.workspace_id AND d.url = healed.url
+                           AND d.status = 'pending' AND d.next_attempt_at >= 4000000000000000
+                           AND d.id <> ALL($1::bigint[])
+                         ORDER BY d.id LIMIT $14) held)
+        RETURNING workspace_id, url)
+     SELECT workspace_id, url FROM released GROUP BY workspace_id, url HAVING COUNT(*) >= $14";
 
 async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
@@ -1205,6 +1234,7 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
         instance_id: r.try_get("instance_id")?,
         process_name: r.try_get("process_name")?,
         url: r.try_get("url")?,
+        host: r.try_get("host")?,
         attempts: r.try_get("attempts")?,
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),
@@ -1217,22 +1247,41 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
 async fn hold<'a>(
     tx: &mut sqlx::PgConnection,
     held: &mut std::collections::HashSet<(WorkspaceId, &'a str)>,
-    unfinished: &mut Vec<UnfinishedHold>,
+    unfinished: &mut Vec<Unfinished>,
     r: &'a AttemptResult,
 ) -> Result<()> {
     if !held.insert((r.workspace_id, r.url.as_str())) {
         return Ok(());
     }
     if hold_chunk(tx, r.workspace_id, &r.url).await? {
-        unfinished.push(UnfinishedHold {
+        unfinished.push(Unfinished {
             workspace_id: r.workspace_id,
             url: r.url.clone(),
+            step: BreakerStep::Hold,
         });
     }
     Ok(())
 }
 
-/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
+/// Releases up to [`BREAKER_CHUNK`] held deliveries of a URL; whether more may remain.
+async fn release_chunk(
+    tx: &mut sqlx::PgConnection,
+    workspace: WorkspaceId,
+    url: &str,
+    now: Millis,
+) -> Result<bool> {
+    let n = sqlx::query(sqlx::AssertSqlSafe(release_held_sql('$')))
+        .bind(now.0)
+        .bind(workspace.0)
+        .bind(url)
+        .bind(BREAKER_CHUNK)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    Ok(n as i64 == BREAKER_CHUNK)
+}
+
+/// Holds up to [`BREAKER_CHUNK`] pending deliveries of a URL; whether more may remain.
 async fn hold_chunk(
     tx: &mut sqlx::PgConnection,
     workspace: WorkspaceId,
@@ -1244,11 +1293,11 @@ async fn hold_chunk(
                 .bind(parsed.host_key())
                 .bind(workspace.0)
                 .bind(url)
-                .bind(HOLD_CHUNK)
+                .bind(BREAKER_CHUNK)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            Ok(n as i64 == HOLD_CHUNK)
+            Ok(n as i64 == BREAKER_CHUNK)
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {
@@ -1274,7 +1323,7 @@ async fn record_health(
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
     now: Millis,
-) -> Result<Vec<UnfinishedHold>> {
+) -> Result<Vec<Unfinished>> {
     use crate::domain::{AfterFailure, AttemptOutcome};
     let mut closed = std::collections::HashSet::new();
     let mut held = std::collections::HashSet::new();
@@ -1302,13 +1351,12 @@ async fn record_health(
             // nothing is held. Doing it on every success of a URL that has failed before, not
             // only when its breaker was open, also frees a delivery queued as held by a write
             // that raced with the success that closed the breaker.
-            if known {
-                sqlx::query(sqlx::AssertSqlSafe(release_held_sql('$')))
-                    .bind(now.0)
-                    .bind(r.workspace_id.0)
-                    .bind(&r.url)
-                    .execute(&mut *tx)
-                    .await?;
+            if known && release_chunk(&mut *tx, r.workspace_id, &r.url, now).await? {
+                unfinished.push(Unfinished {
+                    workspace_id: r.workspace_id,
+                    url: r.url.clone(),
+                    step: BreakerStep::Release,
+                });
             }
             continue;
         }
@@ -1367,8 +1415,11 @@ async fn record_health(
             hold(&mut *tx, &mut held, &mut unfinished, r).await?;
         }
     }
-    // A URL that failed and then succeeded in the same batch needs no more holding.
-    unfinished.retain(|h| !closed.contains(&(h.workspace_id, h.url.as_str())));
+    // A URL that failed and then succeeded in the same batch needs no more holding (and one that
+    // succeeded and then paused again no more releasing: `resume` finds its breaker open).
+    unfinished.retain(|h| {
+        h.step == BreakerStep::Release || !closed.contains(&(h.workspace_id, h.url.as_str()))
+    });
     Ok(unfinished)
 }
 

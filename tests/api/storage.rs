@@ -7,8 +7,8 @@ use herald::domain::{
     InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, WebhookSettings,
 };
 use herald::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, DeliveryFilter, HELD, HOLD_CHUNK, InstanceUpdate,
-    NewUser, NextStep, Store, UnfinishedHold, WorkspaceId, Written,
+    AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
+    InstanceUpdate, NewUser, NextStep, Store, Unfinished, WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -52,6 +52,7 @@ conformance!(
     claims_lease_and_never_hand_out_a_delivery_twice,
     claims_keep_per_instance_order,
     claims_respect_the_per_host_cap,
+    claims_skip_the_hosts_the_worker_says_are_full,
     results_are_recorded_and_the_log_filters,
     the_breaker_holds_and_releases_a_url,
     a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes,
@@ -123,6 +124,7 @@ fn claim(now: Millis, limit: i64, cap: i64) -> ClaimRequest<'static> {
         lease_until: now.plus(Duration::from_secs(15)),
         limit,
         per_host_cap: cap,
+        full_hosts: &[],
     }
 }
 
@@ -632,6 +634,33 @@ async fn claims_respect_the_per_host_cap(store: Arc<dyn Store>) {
     assert_eq!(third.len(), 1, "one slot freed on one host");
 }
 
+async fn claims_skip_the_hosts_the_worker_says_are_full(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(&["https://one.example/", "https://two.example/"], &[], &[]),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let full = ["one.example:443".to_owned()];
+    let now = Millis::now();
+    let request = ClaimRequest {
+        full_hosts: &full,
+        ..claim(now, 100, 100)
+    };
+    let got = store.claim_due(request).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|c| c.host == "two.example:443"), "{got:?}");
+    let rest = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    assert!(rest.iter().all(|c| c.host == "one.example:443"));
+}
+
 async fn results_are_recorded_and_the_log_filters(store: Arc<dyn Store>) {
     let ws = setup(&store).await;
     store
@@ -807,7 +836,7 @@ async fn the_breaker_holds_and_releases_a_url(store: Arc<dyn Store>) {
 async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: Arc<dyn Store>) {
     let (ws, p, policy) = one_url_that_will_fail(&store).await;
     // Concurrent creates are committed in groups, so a thousand take a few transactions.
-    let backlog = HOLD_CHUNK as usize + 10;
+    let backlog = BREAKER_CHUNK as usize + 10;
     let mut creates = tokio::task::JoinSet::new();
     for _ in 0..backlog {
         let (store, p) = (Arc::clone(&store), p.clone());
@@ -825,9 +854,10 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
         .map(|c| result(c, ws, false, retry))
         .collect();
     let unfinished = store.record_attempts(&results, &policy).await.unwrap();
-    let hold = UnfinishedHold {
+    let hold = Unfinished {
         workspace_id: ws,
         url: "https://down.example/".into(),
+        step: BreakerStep::Hold,
     };
     assert_eq!(
         unfinished,
@@ -842,7 +872,7 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
         (backlog as u64, 10, 1)
     );
     assert!(stats.oldest_due_lag >= Duration::from_secs(5));
-    assert!(!store.hold_more(&hold).await.unwrap(), "nothing left");
+    assert!(!store.resume(&hold).await.unwrap(), "nothing left");
     let stats = store.queue_stats(later).await.unwrap();
     assert_eq!((stats.pending, stats.due), (backlog as u64, 0));
     assert_eq!(stats.oldest_due_lag, Duration::ZERO);
@@ -855,24 +885,50 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
         "the whole backlog is held"
     );
 
-    // Once a success closes the breaker, holding more does nothing.
+    // The probe is the oldest delivery held.
     let after = now.plus(Duration::from_secs(11));
     store.promote_probes(after).await.unwrap();
     let probe = store.claim_due(claim(after, 100, 100)).await.unwrap();
     assert_eq!(probe.len(), 1);
-    store
+    // Once a success closes the breaker, holding more does nothing, and the held deliveries are
+    // released a chunk at a time, oldest first.
+    let unfinished = store
         .record_attempts(&[result(&probe[0], ws, true, NextStep::Succeeded)], &policy)
         .await
         .unwrap();
-    assert!(!store.hold_more(&hold).await.unwrap());
-    let released = store
+    let release = Unfinished {
+        step: BreakerStep::Release,
+        ..hold.clone()
+    };
+    assert_eq!(
+        unfinished,
+        std::slice::from_ref(&release),
+        "one chunk released"
+    );
+    assert!(!store.resume(&hold).await.unwrap());
+    let first = store
+        .claim_due(claim(Millis::now(), 2000, 2000))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), BREAKER_CHUNK as usize);
+    assert!(!store.resume(&release).await.unwrap(), "nothing left");
+    let rest = store
         .claim_due(claim(Millis::now(), 2000, 2000))
         .await
         .unwrap();
     assert_eq!(
-        released.len(),
+        first.len() + rest.len(),
         backlog - 1,
         "every held delivery is released"
+    );
+    let oldest_released = first.iter().map(|c| c.key).min().unwrap();
+    assert!(
+        probe[0].key < oldest_released,
+        "the probe was the oldest delivery"
+    );
+    assert!(
+        first.iter().map(|c| c.key).max() < rest.iter().map(|c| c.key).min(),
+        "the oldest are released first"
     );
 }
 
@@ -1046,6 +1102,7 @@ async fn concurrent_claimers_never_overlap(store: Arc<dyn Store>) {
                     lease_until: now.plus(Duration::from_secs(30)),
                     limit: 7,
                     per_host_cap: 1000,
+                    full_hosts: &[],
                 };
                 let got = store.claim_due(request).await.unwrap();
                 if got.is_empty() {

@@ -665,6 +665,7 @@ impl Store for SqliteStore {
             lease_until: request.lease_until.0,
             limit: request.limit,
             per_host_cap: request.per_host_cap,
+            full_hosts: request.full_hosts.to_vec(),
         };
         let _writing = self.write.acquire().await?;
         self.thread
@@ -676,7 +677,7 @@ impl Store for SqliteStore {
         &self,
         results: &[AttemptResult],
         breaker: &BreakerPolicy,
-    ) -> Result<Vec<UnfinishedHold>> {
+    ) -> Result<Vec<Unfinished>> {
         if results.is_empty() {
             return Ok(Vec::new());
         }
@@ -687,32 +688,33 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn hold_more(&self, hold: &UnfinishedHold) -> Result<bool> {
-        let hold = hold.clone();
+    async fn resume(&self, work: &Unfinished) -> Result<bool> {
+        let work = work.clone();
         let _writing = self.write.acquire().await?;
         self.thread
-            .run(move |conn| writer::hold_more(conn, &hold))
+            .run(move |conn| writer::resume(conn, &work))
             .await
     }
 
     async fn promote_probes(&self, now: Millis) -> Result<()> {
-        sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = ?1
-             WHERE id IN (
-                SELECT (SELECT MIN(d.id) FROM deliveries d
-                        WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending')
-                FROM destinations x
-                WHERE x.state = 'open' AND x.paused_until <= ?1
-                  AND NOT EXISTS (
-                      SELECT 1 FROM deliveries p
-                      WHERE p.workspace_id = x.workspace_id AND p.url = x.url AND p.status = 'pending'
-                        AND p.next_attempt_at < ?2
-                        AND (p.next_attempt_at <= ?1 OR p.lease_until > ?1)))",
-        )
-        .bind(now.0)
-        .bind(HELD)
-        .execute(&self.write)
-        .await?;
+        let paused: Vec<(i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(super::pauses_over_sql('?')))
+                .bind(now.0)
+                .fetch_all(&self.pool)
+                .await?;
+        let promote = super::promote_probe_sql('?');
+        for (workspace, url) in paused {
+            let Some(host) = super::probe_host(&url) else {
+                continue;
+            };
+            sqlx::query(sqlx::AssertSqlSafe(promote.as_str()))
+                .bind(now.0)
+                .bind(workspace)
+                .bind(&url)
+                .bind(host)
+                .execute(&self.write)
+                .await?;
+        }
         Ok(())
     }
 
@@ -773,7 +775,7 @@ impl Store for SqliteStore {
                                      test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at, format)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 'pending', 0, ?9, ?10, ?11, ?9, ?9,
                      (SELECT webhook_format FROM workspaces WHERE id = ?2))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )
         .bind(DeliveryId::generate().as_str())
@@ -950,6 +952,7 @@ fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
         instance_id: r.try_get("instance_id")?,
         process_name: r.try_get("process_name")?,
         url: r.try_get("url")?,
+        host: r.try_get("host")?,
         attempts: r.try_get("attempts")?,
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),

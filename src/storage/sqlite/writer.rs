@@ -13,8 +13,8 @@
 
 use super::super::group::{self, InstanceWrite, WriteOutcome};
 use super::super::{
-    AttemptResult, ClaimedDelivery, HELD, HOLD_CHUNK, InstanceRecord, StorageError, UnfinishedHold,
-    WorkspaceId, Written,
+    AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimedDelivery, HELD, InstanceRecord, StorageError,
+    Unfinished, WorkspaceId, Written,
 };
 use crate::domain::{
     AfterFailure, AttemptOutcome, BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId,
@@ -42,6 +42,14 @@ impl WriteThread {
         conn.pragma_update(None, "synchronous", "normal")?;
         conn.pragma_update(None, "foreign_keys", "on")?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Plans that never depend on bound values. Without this SQLite plans `LIMIT ?` with the
+        // value bound, marks the statement expired whenever that parameter is bound again, and
+        // parses and plans it anew on the next step: the claim's per-host query was re-prepared
+        // on every run (11% of this thread's time, `perf`).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -123,7 +131,14 @@ pub(super) fn apply(
         }
     }
     let mut outcomes = Vec::with_capacity(writes.len());
-    let mut new_rows = Vec::new();
+    // One statement per row: on this thread a statement costs the SQLite engine only, a few
+    // microseconds, less than packing the rows into JSON for one multi-row statement and
+    // unpacking them again (which took a quarter of this thread's time, `perf`).
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                created_at, created_by, modified_at, modified_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?8, ?9)",
+    )?;
     for write in writes {
         let outcome = match write {
             InstanceWrite::Create {
@@ -136,10 +151,17 @@ pub(super) fn apply(
                 None => WriteOutcome::Created(None),
                 Some((key, next)) => {
                     let record = group::new_record(process, *next, data, status, by, now);
-                    new_rows.push(serde_json::json!({
-                        "w": workspace.0, "p": *key, "n": *next, "i": record.id.as_str(),
-                        "u": record.unique_id, "d": data.to_json(), "s": status.as_str(), "b": by,
-                    }));
+                    insert.execute(params![
+                        workspace.0,
+                        *key,
+                        *next,
+                        record.id.as_str(),
+                        record.unique_id,
+                        data.to_json(),
+                        status.as_str(),
+                        now.0,
+                        by
+                    ])?;
                     *next += 1;
                     WriteOutcome::Created(Some(record))
                 }
@@ -196,17 +218,7 @@ pub(super) fn apply(
         };
         outcomes.push(outcome);
     }
-    if !new_rows.is_empty() {
-        tx.prepare_cached(
-            "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                    created_at, created_by, modified_at, modified_by)
-             SELECT json_extract(value, '$.w'), json_extract(value, '$.p'), json_extract(value, '$.n'),
-                    json_extract(value, '$.i'), json_extract(value, '$.u'), json_extract(value, '$.d'),
-                    json_extract(value, '$.s'), 1, ?2, json_extract(value, '$.b'), ?2, json_extract(value, '$.b')
-             FROM json_each(?1) ORDER BY key",
-        )?
-        .execute(params![serde_json::Value::Array(new_rows).to_string(), now.0])?;
-    }
+    drop(insert);
     fire(&tx, &group::fired(writes, &outcomes), now)?;
     tx.commit()?;
     Ok(outcomes)
@@ -251,28 +263,22 @@ fn fire(
     if fired.is_empty() {
         return Ok(());
     }
-    let events: Vec<serde_json::Value> = fired
-        .iter()
-        .map(|(workspace, event, record)| {
-            serde_json::json!({
-                "w": workspace.0, "e": event.as_str(), "i": record.id.as_str(),
-                "p": record.process_name, "s": group::snapshot(*event, record),
-            })
-        })
-        .collect();
-    let ids = tx
-        .prepare_cached(
-            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-             SELECT json_extract(value, '$.w'), json_extract(value, '$.e'), json_extract(value, '$.i'),
-                    json_extract(value, '$.p'), ?2, json_extract(value, '$.s')
-             FROM json_each(?1) ORDER BY key
-             RETURNING id",
-        )?
-        .query_map(
-            params![serde_json::Value::Array(events).to_string(), now.0],
-            |r| r.get::<_, i64>(0),
-        )?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut ids = Vec::with_capacity(fired.len());
+    for (workspace, event, record) in fired {
+        insert.execute(params![
+            workspace.0,
+            event.as_str(),
+            record.id.as_str(),
+            record.process_name,
+            now.0,
+            group::snapshot(*event, record)
+        ])?;
+        ids.push(tx.last_insert_rowid());
+    }
     let (first, last) = (
         ids.iter().copied().min().unwrap_or(0),
         ids.iter().copied().max().unwrap_or(-1),
@@ -305,6 +311,7 @@ pub(super) struct Claim {
     pub lease_until: i64,
     pub limit: i64,
     pub per_host_cap: i64,
+    pub full_hosts: Vec<String>,
 }
 
 /// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host (those
@@ -345,7 +352,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
              ORDER BY d.next_attempt_at, d.id
              LIMIT ?3",
         )?;
-        for host in &hosts {
+        for host in hosts.iter().filter(|h| !c.full_hosts.contains(h)) {
             let free = (c.per_host_cap - busy.get(host).copied().unwrap_or(0)).min(c.limit);
             if free <= 0 {
                 continue;
@@ -367,7 +374,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
         .prepare_cached(
             "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
              WHERE id IN (SELECT value FROM json_each(?3))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, attempts, created_at, format,
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )?
         .query_map(params![c.lease_until, c.node, ids], |r| {
@@ -380,6 +387,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
                 instance_id: r.get("instance_id")?,
                 process_name: r.get("process_name")?,
                 url: r.get("url")?,
+                host: r.get("host")?,
                 attempts: r.get("attempts")?,
                 occurred_at: Millis(r.get("created_at")?),
                 format: super::super::format_from_stored(&r.get::<_, String>("format")?),
@@ -400,70 +408,98 @@ pub(super) fn record(
     conn: &mut Connection,
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
-) -> rusqlite::Result<Vec<UnfinishedHold>> {
+) -> rusqlite::Result<Vec<Unfinished>> {
     if results.is_empty() {
         return Ok(Vec::new());
     }
     let now = Millis::now();
-    let rows: Vec<serde_json::Value> = results
-        .iter()
-        .map(|r| {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // One statement per row, as in `apply`.
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE deliveries SET status = ?1, next_attempt_at = ?2, attempts = attempts + 1,
+                    lease_until = NULL, leased_by = NULL, last_attempt_at = ?3,
+                    last_status_code = ?4, last_error = ?5, updated_at = ?6
+             WHERE id = ?7",
+        )?;
+        for r in results {
             let a = &r.attempt;
             let (status, next_at) = r.next.stored();
-            serde_json::json!({
-                "k": r.key, "a": a.started_at.0, "d": a.duration_ms, "o": a.outcome.as_str(),
-                "c": a.status_code, "e": a.error, "x": a.response_excerpt, "s": status, "n": next_at,
-                "h": a.node,
-            })
-        })
-        .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached(
-        "INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt, node)
-         SELECT json_extract(value, '$.k'), json_extract(value, '$.a'), json_extract(value, '$.d'),
-                json_extract(value, '$.o'), json_extract(value, '$.c'), json_extract(value, '$.e'),
-                json_extract(value, '$.x'), json_extract(value, '$.h')
-         FROM json_each(?1) ORDER BY key",
-    )?
-    .execute(params![rows])?;
-    tx.prepare_cached(
-        "UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
-                lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
-                last_status_code = j.c, last_error = j.e, updated_at = ?2
-         FROM (SELECT json_extract(value, '$.k') AS k, json_extract(value, '$.s') AS s,
-                      json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a,
-                      json_extract(value, '$.c') AS c, json_extract(value, '$.e') AS e
-               FROM json_each(?1)) AS j
-         WHERE deliveries.id = j.k",
-    )?
-    .execute(params![rows, now.0])?;
+            insert.execute(params![
+                r.key,
+                a.started_at.0,
+                a.duration_ms,
+                a.outcome.as_str(),
+                a.status_code,
+                a.error,
+                a.response_excerpt,
+                a.node
+            ])?;
+            update.execute(params![
+                status,
+                next_at,
+                a.started_at.0,
+                a.status_code,
+                a.error,
+                now.0,
+                r.key
+            ])?;
+        }
+    }
     let unfinished = record_health(&tx, results, breaker, now)?;
     tx.commit()?;
     Ok(unfinished)
 }
 
-/// Holds the next chunk of a URL whose breaker is still open (see [`Store::hold_more`]).
-pub(super) fn hold_more(conn: &mut Connection, hold: &UnfinishedHold) -> rusqlite::Result<bool> {
+/// Holds or releases the next chunk of a URL whose breaker is still open or still closed (see
+/// [`Store::resume`]).
+pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let open = tx
+    let wanted = match work.step {
+        BreakerStep::Hold => "open",
+        BreakerStep::Release => "closed",
+    };
+    let still = tx
         .prepare_cached(
-            "SELECT 1 FROM destinations WHERE workspace_id = ?1 AND url = ?2 AND state = 'open'",
+            "SELECT 1 FROM destinations WHERE workspace_id = ?1 AND url = ?2 AND state = ?3",
         )?
-        .exists(params![hold.workspace_id.0, hold.url])?;
-    let more = open && hold_chunk(&tx, hold.workspace_id, &hold.url)?;
+        .exists(params![work.workspace_id.0, work.url, wanted])?;
+    let more = still
+        && match work.step {
+            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url)?,
+            BreakerStep::Release => {
+                release_chunk(&tx, work.workspace_id, &work.url, Millis::now())?
+            }
+        };
     tx.commit()?;
     Ok(more)
 }
 
-/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
+/// Releases up to [`BREAKER_CHUNK`] held deliveries of a URL; whether more may remain.
+fn release_chunk(
+    tx: &Connection,
+    workspace: WorkspaceId,
+    url: &str,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(&super::super::release_held_sql('?'))?
+        .execute(params![now.0, workspace.0, url, BREAKER_CHUNK])?;
+    Ok(n as i64 == BREAKER_CHUNK)
+}
+
+/// Holds up to [`BREAKER_CHUNK`] pending deliveries of a URL; whether more may remain.
 fn hold_chunk(tx: &Connection, workspace: WorkspaceId, url: &str) -> rusqlite::Result<bool> {
     match crate::domain::CallbackUrl::parse(url) {
         Ok(parsed) => {
             let n = tx
                 .prepare_cached(&super::super::hold_sql('?'))?
-                .execute(params![parsed.host_key(), workspace.0, url, HOLD_CHUNK])?;
-            Ok(n as i64 == HOLD_CHUNK)
+                .execute(params![parsed.host_key(), workspace.0, url, BREAKER_CHUNK])?;
+            Ok(n as i64 == BREAKER_CHUNK)
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {
@@ -485,7 +521,7 @@ fn record_health(
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
     now: Millis,
-) -> rusqlite::Result<Vec<UnfinishedHold>> {
+) -> rusqlite::Result<Vec<Unfinished>> {
     let mut closed = std::collections::HashSet::new();
     let mut held = std::collections::HashSet::new();
     let mut unfinished = Vec::new();
@@ -508,9 +544,12 @@ fn record_health(
             // nothing is held. Doing it on every success of a URL that has failed before, not
             // only when its breaker was open, also frees a delivery queued as held by a write
             // that raced with the success that closed the breaker.
-            if known {
-                tx.prepare_cached(&super::super::release_held_sql('?'))?
-                    .execute(params![now.0, r.workspace_id.0, r.url])?;
+            if known && release_chunk(tx, r.workspace_id, &r.url, now)? {
+                unfinished.push(Unfinished {
+                    workspace_id: r.workspace_id,
+                    url: r.url.clone(),
+                    step: BreakerStep::Release,
+                });
             }
             continue;
         }
@@ -553,9 +592,10 @@ fn record_health(
                 return Ok(());
             }
             if hold_chunk(tx, r.workspace_id, &r.url)? {
-                unfinished.push(UnfinishedHold {
+                unfinished.push(Unfinished {
                     workspace_id: r.workspace_id,
                     url: r.url.clone(),
+                    step: BreakerStep::Hold,
                 });
             }
             Ok(())
@@ -580,7 +620,10 @@ fn record_health(
             hold(tx)?;
         }
     }
-    // A URL that failed and then succeeded in the same batch needs no more holding.
-    unfinished.retain(|h| !closed.contains(&(h.workspace_id, h.url.as_str())));
+    // A URL that failed and then succeeded in the same batch needs no more holding (and one that
+    // succeeded and then paused again no more releasing: `resume` finds its breaker open).
+    unfinished.retain(|h| {
+        h.step == BreakerStep::Release || !closed.contains(&(h.workspace_id, h.url.as_str()))
+    });
     Ok(unfinished)
 }
