@@ -314,23 +314,29 @@ pub(super) struct Claim {
     pub full_hosts: Vec<String>,
 }
 
-/// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host (those
-/// configured, and any at the front of the queue), takes as many due rows as the host has free
+/// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host with
+/// pending deliveries (except those the worker knows to be full), takes as many due rows as the host has free
 /// slots, in due order, from the per-host index: a host at its cap costs nothing and never hides
 /// the others behind its backlog. SQLite has no LATERAL join, so this is one small query per
 /// host, all in one transaction.
 pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<ClaimedDelivery>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Every host with pending rows, by skipping through the per-host index (one descent per
+    // host). Reading the front of the due queue for hosts instead read `4 × limit` rows per claim,
+    // all of one host when a receiver that never answers has a backlog there: that doubled the
+    // claim's cost (measured with `perf`).
     let hosts: Vec<String> = tx
         .prepare_cached(
-            "SELECT DISTINCT host FROM webhook_urls
-             UNION
-             SELECT host FROM (
-                SELECT host FROM deliveries
-                WHERE status = 'pending' AND next_attempt_at <= ?1
-                ORDER BY next_attempt_at, id LIMIT ?2)",
+            "WITH RECURSIVE hosts(host) AS (
+                SELECT (SELECT host FROM deliveries INDEXED BY deliveries_due_by_host
+                        WHERE status = 'pending' ORDER BY host LIMIT 1)
+                UNION ALL
+                SELECT (SELECT d.host FROM deliveries d INDEXED BY deliveries_due_by_host
+                        WHERE d.status = 'pending' AND d.host > hosts.host ORDER BY d.host LIMIT 1)
+                FROM hosts WHERE hosts.host IS NOT NULL)
+             SELECT host FROM hosts WHERE host IS NOT NULL",
         )?
-        .query_map(params![c.now, c.limit.saturating_mul(4)], |r| r.get(0))?
+        .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let busy: std::collections::HashMap<String, i64> = tx
         .prepare_cached(
