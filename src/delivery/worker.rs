@@ -526,6 +526,33 @@ async fn finish_backlogs(
     }
 }
 
+/// Releases what recovered URLs still hold when the release that began with their recovery
+/// stopped part way (its node stopped between chunks, or the database failed): otherwise those
+/// deliveries would wait for the URL's next success, which may never come.
+async fn finish_stranded_releases(store: &dyn Store, wake: &Notify) {
+    let stranded = match store.stranded_releases().await {
+        Ok(stranded) => stranded,
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "looking for unfinished releases failed");
+            return;
+        }
+    };
+    for work in stranded {
+        loop {
+            let more = store.resume(&work).await;
+            wake.notify_one();
+            match more {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "releasing a recovered URL's deliveries failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Every five idle polls: give every paused URL whose pause is over its probe. Every `prune_interval`
 /// (and continuously while there is a backlog): prune the log in small batches, so pruning never
 /// holds the database for long.
@@ -544,6 +571,7 @@ async fn housekeeping(
                 tracing::warn!(error = %error_chain(&error), "promoting circuit-breaker probes failed")
             }
         }
+        finish_stranded_releases(store.as_ref(), &wake).await;
         if last_prune.elapsed() >= config.prune_interval {
             let before = Millis(
                 Millis::now().0 - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),

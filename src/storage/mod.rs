@@ -258,12 +258,23 @@ fn hold_sql(placeholder: char) -> String {
 fn release_held_sql(placeholder: char) -> String {
     format!(
         "UPDATE deliveries SET next_attempt_at = {p}1
-         WHERE id IN (SELECT id FROM deliveries
+         WHERE id IN (SELECT id FROM deliveries {held}
                       WHERE workspace_id = {p}2 AND url = {p}3 AND status = 'pending'
                         AND next_attempt_at >= 4000000000000000
                       ORDER BY id LIMIT {p}4)",
-        p = placeholder
+        p = placeholder,
+        held = held_index(placeholder)
     )
+}
+
+/// SQLite, which has no statistics to choose by, is told to read held rows through their own
+/// index; PostgreSQL picks it by itself.
+fn held_index(placeholder: char) -> &'static str {
+    if placeholder == '?' {
+        "INDEXED BY deliveries_held"
+    } else {
+        ""
+    }
 }
 
 /// Paused URLs whose pause is over, the candidates for a probe (`?1`/`$1`: now), each with the
@@ -300,7 +311,7 @@ fn promote_probe_sql(placeholder: char) -> String {
     format!(
         "UPDATE deliveries SET next_attempt_at = {p}1
          WHERE id = COALESCE(
-                 (SELECT h.id FROM deliveries h
+                 (SELECT h.id FROM deliveries h {held}
                   WHERE h.workspace_id = {p}2 AND h.url = {p}3 AND h.status = 'pending'
                     AND h.next_attempt_at >= 4000000000000000
                   ORDER BY h.id LIMIT 1),
@@ -314,8 +325,34 @@ fn promote_probe_sql(placeholder: char) -> String {
                 WHERE l.host = {p}4 AND l.lease_until > {p}1
                   AND l.workspace_id = {p}2 AND l.url = {p}3
                 LIMIT 1) IS NULL",
-        p = placeholder
+        p = placeholder,
+        held = held_index(placeholder)
     )
+}
+
+/// URLs whose breaker is closed but which still have held deliveries (see
+/// [`Store::stranded_releases`]); the held check is one descent of `deliveries_held`.
+fn stranded_releases_sql(placeholder: char) -> String {
+    format!(
+        "SELECT x.workspace_id, x.url FROM destinations x
+         WHERE x.state = 'closed'
+           AND (SELECT 1 FROM deliveries d {held}
+                WHERE d.workspace_id = x.workspace_id AND d.url = x.url AND d.status = 'pending'
+                  AND d.next_attempt_at >= 4000000000000000
+                LIMIT 1) IS NOT NULL",
+        held = held_index(placeholder)
+    )
+}
+
+/// Rows of [`stranded_releases_sql`] as work for [`Store::resume`].
+fn stranded(rows: Vec<(i64, String)>) -> Vec<Unfinished> {
+    rows.into_iter()
+        .map(|(workspace, url)| Unfinished {
+            workspace_id: WorkspaceId(workspace),
+            url,
+            step: BreakerStep::Release,
+        })
+        .collect()
 }
 
 /// What a results write left to do on a URL whose breaker opened or closed, one
@@ -673,6 +710,11 @@ pub trait Store: Send + Sync + 'static {
     /// probe from going out when the pause ends.
     async fn promote_probes(&self, now: Millis) -> Result<()>;
 
+    /// URLs whose breaker is closed and which still have held deliveries: a release that stopped
+    /// part way (its node stopped, or the database failed between chunks). Housekeeping finishes
+    /// them with [`Store::resume`], so no delivery stays held once its URL recovered.
+    async fn stranded_releases(&self) -> Result<Vec<Unfinished>>;
+
     /// The destinations of a workspace that have failed at least once.
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>>;
 
@@ -816,6 +858,8 @@ mod tests {
     fn the_held_constant_is_the_one_the_held_index_and_its_query_use() {
         let held = HELD.to_string();
         assert!(release_held_sql('?').contains(&format!(">= {held}")));
+        assert!(stranded_releases_sql('?').contains(&format!(">= {held}")));
+        assert!(promote_probe_sql('?').contains(&format!(">= {held}")));
         assert!(hold_sql('$').contains(&format!("= {held}")));
         assert!(hold_sql('?').contains(&format!("< {held}")));
         for sql in [

@@ -884,6 +884,10 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
             .is_empty(),
         "the whole backlog is held"
     );
+    assert!(
+        store.stranded_releases().await.unwrap().is_empty(),
+        "a paused URL's held deliveries wait for its probe"
+    );
 
     // The probe is the oldest delivery held.
     let after = now.plus(Duration::from_secs(11));
@@ -905,6 +909,11 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
         std::slice::from_ref(&release),
         "one chunk released"
     );
+    assert_eq!(
+        store.stranded_releases().await.unwrap(),
+        std::slice::from_ref(&release),
+        "a release left part way is found again"
+    );
     assert!(!store.resume(&hold).await.unwrap());
     let first = store
         .claim_due(claim(Millis::now(), 2000, 2000))
@@ -912,6 +921,7 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
         .unwrap();
     assert_eq!(first.len(), BREAKER_CHUNK as usize);
     assert!(!store.resume(&release).await.unwrap(), "nothing left");
+    assert!(store.stranded_releases().await.unwrap().is_empty());
     let rest = store
         .claim_due(claim(Millis::now(), 2000, 2000))
         .await

@@ -718,6 +718,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn stranded_releases(&self) -> Result<Vec<Unfinished>> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(super::stranded_releases_sql('?')))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(super::stranded(rows))
+    }
+
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
         let row: QueueRow = sqlx::query_as(sqlx::AssertSqlSafe(queue_stats_sql('?')))
             .bind(now.0)
