@@ -705,9 +705,9 @@ pub trait Store: Send + Sync + 'static {
     async fn resume(&self, work: &Unfinished) -> Result<bool>;
 
     /// Housekeeping run every few seconds by each worker: every paused URL whose pause is over,
-    /// and which has no delivery due or in flight, gets its earliest pending delivery made due
-    /// (the probe). A delivery that escaped the hold with a later retry time does not stop the
-    /// probe from going out when the pause ends.
+    /// and which has no delivery due or in flight, gets its oldest held delivery made due (the
+    /// probe), or its oldest pending one when none is held. A delivery that escaped the hold
+    /// with a later retry time does not stop the probe from going out when the pause ends.
     async fn promote_probes(&self, now: Millis) -> Result<()>;
 
     /// URLs whose breaker is closed and which still have held deliveries: a release that stopped
