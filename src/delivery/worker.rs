@@ -508,21 +508,27 @@ async fn finish_backlogs(
     released: Arc<Notify>,
 ) {
     while let Some(work) = to_move.recv().await {
-        loop {
-            let more = store.resume(&work).await;
-            if work.step == BreakerStep::Release {
-                released.notify_one();
-            }
-            match more {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => break,
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), step = ?work.step, "holding or releasing a URL's deliveries failed");
-                    break;
-                }
+        resume_to_the_end(store.as_ref(), &work, &released).await;
+        moving.lock().expect("not poisoned").remove(&work);
+    }
+}
+
+/// Holds or releases a URL's deliveries chunk by chunk until none is left, the breaker changed
+/// again, or the database failed (logged). Each released chunk wakes the delivery loop.
+async fn resume_to_the_end(store: &dyn Store, work: &Unfinished, released: &Notify) {
+    loop {
+        let more = store.resume(work).await;
+        if work.step == BreakerStep::Release {
+            released.notify_one();
+        }
+        match more {
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => break,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), step = ?work.step, "holding or releasing a URL's deliveries failed");
+                break;
             }
         }
-        moving.lock().expect("not poisoned").remove(&work);
     }
 }
 
@@ -538,18 +544,7 @@ async fn finish_stranded_releases(store: &dyn Store, wake: &Notify) {
         }
     };
     for work in stranded {
-        loop {
-            let more = store.resume(&work).await;
-            wake.notify_one();
-            match more {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => break,
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "releasing a recovered URL's deliveries failed");
-                    break;
-                }
-            }
-        }
+        resume_to_the_end(store, &work, wake).await;
     }
 }
 
