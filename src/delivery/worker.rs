@@ -119,6 +119,7 @@ impl Worker {
             self.config.breaker,
             Arc::clone(&self.metrics),
             self.config.per_host_cap,
+            shutdown.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&self.store),
@@ -434,9 +435,16 @@ const RESULTS_LINGER: Duration = Duration::from_millis(3);
 /// from 10,818 to 7,454 callbacks/s, its 64 slots each idle for the linger.
 const LINGER_BELOW_IN_FLIGHT: usize = 8;
 
-/// Stores results in batches. A failed write is retried, never dropped: the lease keeps the
-/// delivery from being attempted again meanwhile, and if the node dies the delivery is simply
-/// attempted again after the lease ends.
+/// How long a stopping node keeps retrying results its database refuses before it gives them
+/// up. Callbacks in flight finish within the callback timeout first, so a node asked to stop
+/// is gone within about timeout + this grace, which fits the usual 30 s of a process manager.
+pub const SHUTDOWN_RESULTS_GRACE: Duration = Duration::from_secs(10);
+
+/// Stores results in batches. A failed write is retried, not dropped, while the node runs: the
+/// lease keeps the delivery from being attempted again meanwhile. Once the node is stopping, the
+/// retries last [`SHUTDOWN_RESULTS_GRACE`] at most; then the results are given up (logged), as if
+/// the node had died: each delivery is attempted again after its lease ends, with the same
+/// webhook-id, so nothing is lost and the receiver can tell the repeat.
 async fn write_results(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<AttemptResult>,
@@ -444,7 +452,9 @@ async fn write_results(
     breaker: BreakerPolicy,
     metrics: Arc<Metrics>,
     per_host_cap: usize,
+    shutdown: CancellationToken,
 ) {
+    let mut give_up_at: Option<tokio::time::Instant> = None;
     let mut batch = Vec::with_capacity(RESULTS_BATCH);
     // URLs whose pause is still being held, or whose recovery released, chunk by chunk, by a
     // task of their own, so the results of other URLs never wait behind a large backlog.
@@ -477,9 +487,24 @@ async fn write_results(
         let unfinished = loop {
             match store.record_attempts(&batch, &breaker).await {
                 Ok(unfinished) => break unfinished,
+                Err(error) if shutdown.is_cancelled() => {
+                    let now = tokio::time::Instant::now();
+                    let deadline = *give_up_at.get_or_insert(now + SHUTDOWN_RESULTS_GRACE);
+                    if now >= deadline {
+                        tracing::error!(error = %error_chain(&error), results = batch.len(), "shutting down: attempt results not stored; their deliveries will be attempted again when their leases end");
+                        break Vec::new();
+                    }
+                    tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed while shutting down; retrying until the grace period ends");
+                    tokio::time::sleep(backoff.min(deadline - now)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 Err(error) => {
                     tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // A stop request cuts the wait short: retry now, then within the grace.
+                        _ = shutdown.cancelled() => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }

@@ -66,6 +66,33 @@ impl TestDb {
         }
     }
 
+    /// Shuts every client out of this PostgreSQL database (and ends their sessions), or lets
+    /// them in again: the database is gone, as far as a node can tell.
+    pub async fn refuse_connections(&self, refuse: bool) {
+        let TestDb::Postgres { name, .. } = self else {
+            panic!("only a PostgreSQL database can refuse connections");
+        };
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url())
+            .await
+            .unwrap();
+        let allow = if refuse { "false" } else { "true" };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        if refuse {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(name.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+
     pub fn url(&self) -> &str {
         match self {
             TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,

@@ -1,7 +1,7 @@
 //! A fleet of three `herald serve` processes on one PostgreSQL database.
 
 use crate::db::{TestDb, postgres_skipped};
-use crate::helpers::{ADMIN_TOKEN, Receiver, Remote, spawn_herald};
+use crate::helpers::{ADMIN_TOKEN, Behaviour, Receiver, Remote, eventually, spawn_herald};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -145,6 +145,82 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
             .await
             .unwrap();
     assert_eq!(pending, 0);
+}
+
+/// A node whose database goes away while a callback is in flight cannot store its result. Asked
+/// to stop, it retries for a grace period only, then stops: the delivery is not lost, another
+/// node sends it again, with the same webhook-id, once the lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_when_asked_even_if_its_database_is_gone_and_the_callback_is_sent_again() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let rx = Receiver::start().await;
+    rx.behave("/slow", Behaviour::Delay(600));
+    let (mut node, base) = spawn_herald(db.url(), &[]).await;
+    let remote = Remote::new(&base);
+    remote
+        .put(
+            "/api/v1/webhooks",
+            json!({
+                "created": {"enabled": true, "urls": [rx.url("/slow")]},
+                "updated": {"enabled": false, "urls": []},
+                "deleted": {"enabled": false, "urls": []},
+            }),
+        )
+        .await;
+    remote
+        .post(
+            "/api/v1/processes",
+            json!({"name": "gone", "title": "Gone"}),
+        )
+        .await;
+    remote
+        .post("/api/v1/processes/gone/instances", json!({"data": {}}))
+        .await;
+    let first = rx.wait_for(Some("/slow"), 1).await;
+
+    // While the receiver takes its time, the database shuts this node out.
+    db.refuse_connections(true).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &node.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(40), node.wait())
+        .await
+        .expect("the node stops within the callback timeout plus its grace period")
+        .unwrap();
+    eprintln!(
+        "stopped {:.1} s after SIGTERM: {status}",
+        asked.elapsed().as_secs_f64()
+    );
+
+    // The database is back; a new node sends the callback again once the lease has ended.
+    db.refuse_connections(false).await;
+    let (_node, base) = spawn_herald(db.url(), &[]).await;
+    let both = rx.wait_for(Some("/slow"), 2).await;
+    assert_eq!(
+        both[1].header("webhook-id"),
+        first[0].header("webhook-id"),
+        "the repeat carries the same webhook-id"
+    );
+    let remote = Remote::new(&base);
+    let delivery = eventually("the delivery is recorded as succeeded", || async {
+        let (_, body) = remote.get("/api/v1/deliveries").await;
+        let first = body["items"].get(0)?.clone();
+        (first["status"] == "succeeded").then_some(first)
+    })
+    .await;
+    assert_eq!(delivery["id"].as_str(), first[0].header("webhook-id"));
+    assert_eq!(
+        delivery["attemptCount"], 1,
+        "the stopped node's result was given up, not stored: {delivery}"
+    );
+    let (_, body) = remote.get("/api/v1/deliveries").await;
+    assert_eq!(body["items"].as_array().unwrap().len(), 1, "{body}");
 }
 
 /// Like `eventually`, with room for a large run on a slow machine (3 minutes).
