@@ -62,6 +62,10 @@ pub struct Stages {
     pub deliveries_per_claim: f64,
     pub attempt_ms: f64,
     pub results_write_ms: f64,
+    /// The upper bound (ms) of the histogram bucket holding each stage's 99th percentile.
+    pub instance_write_p99_within_ms: f64,
+    pub claim_p99_within_ms: f64,
+    pub results_write_p99_within_ms: f64,
 }
 
 impl Stages {
@@ -80,8 +84,23 @@ impl Stages {
                 0.0
             }
         };
+        // The first bucket whose cumulative count reaches 99% of the observations.
+        let p99_within_ms = |histogram: &str| {
+            let count = value(&format!("{histogram}_count"));
+            let prefix = format!("{histogram}_bucket{{le=\"");
+            text.lines()
+                .filter_map(|l| {
+                    let (upper, cumulative) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+                    Some((upper.parse::<f64>().ok()?, cumulative.trim().parse::<f64>().ok()?))
+                })
+                .find(|(_, cumulative)| count > 0.0 && *cumulative >= 0.99 * count)
+                .map_or(0.0, |(upper, _)| 1000.0 * upper)
+        };
         let claims = value("herald_claims_total");
         Stages {
+            instance_write_p99_within_ms: p99_within_ms("herald_instance_write_duration_seconds"),
+            claim_p99_within_ms: p99_within_ms("herald_claim_duration_seconds"),
+            results_write_p99_within_ms: p99_within_ms("herald_results_write_duration_seconds"),
             instance_write_ms: mean_ms("herald_instance_write_duration_seconds"),
             claim_ms: mean_ms("herald_claim_duration_seconds"),
             claims,
@@ -97,13 +116,17 @@ impl Stages {
 
     fn line(&self) -> String {
         format!(
-            "stages (mean): instance write {:.2} ms, claim {:.2} ms ({:.0} claims, {:.1} deliveries each), attempt {:.2} ms, results write {:.2} ms",
+            "stages (mean): instance write {:.2} ms, claim {:.2} ms ({:.0} claims, {:.1} deliveries each), attempt {:.2} ms, results write {:.2} ms; \
+             p99 within: instance write {} ms, claim {} ms, results write {} ms",
             self.instance_write_ms,
             self.claim_ms,
             self.claims,
             self.deliveries_per_claim,
             self.attempt_ms,
-            self.results_write_ms
+            self.results_write_ms,
+            self.instance_write_p99_within_ms,
+            self.claim_p99_within_ms,
+            self.results_write_p99_within_ms
         )
     }
 }
@@ -874,6 +897,9 @@ mod tests {
         let text = "\
 # TYPE herald_claim_duration_seconds histogram
 herald_claim_duration_seconds_bucket{le=\"0.001\"} 3
+herald_claim_duration_seconds_bucket{le=\"0.0025\"} 3
+herald_claim_duration_seconds_bucket{le=\"0.005\"} 4
+herald_claim_duration_seconds_bucket{le=\"+Inf\"} 4
 herald_claim_duration_seconds_sum 0.008
 herald_claim_duration_seconds_count 4
 herald_claims_total 4
@@ -888,5 +914,8 @@ herald_results_write_duration_seconds_count 0
         // No samples (or no such metric): zero, not a division by zero.
         assert_eq!(stages.results_write_ms, 0.0);
         assert_eq!(stages.instance_write_ms, 0.0);
+        // 3 of 4 claims within 1 ms is 75%: the 99th percentile is in the 5 ms bucket.
+        assert_eq!(stages.claim_p99_within_ms, 5.0);
+        assert_eq!(stages.results_write_p99_within_ms, 0.0);
     }
 }

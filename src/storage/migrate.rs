@@ -49,6 +49,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "held_by_id",
         sql: include_str!("../../migrations/sqlite/0003_held_by_id.sql"),
     },
+    Migration {
+        version: 4,
+        name: "no_due_index",
+        sql: include_str!("../../migrations/sqlite/0004_no_due_index.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -66,6 +71,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "held_by_id",
         sql: include_str!("../../migrations/postgres/0003_held_by_id.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "no_due_index",
+        sql: include_str!("../../migrations/postgres/0004_no_due_index.sql"),
     },
 ];
 

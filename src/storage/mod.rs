@@ -418,14 +418,25 @@ impl QueueStats {
 /// The queue-statistics query (`?1`/`$1`: now). Counting reads the pending rows' index: about
 /// a tenth of a second with a million pending, once per scrape.
 fn queue_stats_sql(placeholder: char) -> String {
+    // Due rows are counted and the oldest found host by host, through the per-host index (the
+    // hosts found by skipping through it, as claims do): the due part of each host's range, and
+    // its first unleased entry, never the paused backlogs held at the far end of the range.
     format!(
-        "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
-                (SELECT COUNT(*) FROM deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= {p}1
-                   AND (lease_until IS NULL OR lease_until <= {p}1)),
-                (SELECT MIN(next_attempt_at) FROM deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= {p}1
-                   AND (lease_until IS NULL OR lease_until <= {p}1)),
+        "WITH RECURSIVE hosts(host) AS (
+            SELECT (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
+            UNION ALL
+            SELECT (SELECT d.host FROM deliveries d
+                    WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
+            FROM hosts h WHERE h.host IS NOT NULL)
+         SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
+                (SELECT COUNT(*) FROM hosts h JOIN deliveries d ON d.host = h.host
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= {p}1
+                   AND (d.lease_until IS NULL OR d.lease_until <= {p}1)),
+                (SELECT MIN((SELECT d.next_attempt_at FROM deliveries d
+                             WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= {p}1
+                               AND (d.lease_until IS NULL OR d.lease_until <= {p}1)
+                             ORDER BY d.next_attempt_at LIMIT 1))
+                 FROM hosts h WHERE h.host IS NOT NULL),
                 (SELECT COUNT(*) FROM destinations WHERE state = 'open')",
         p = placeholder
     )

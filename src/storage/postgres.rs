@@ -22,8 +22,13 @@ pub struct PostgresStore {
     /// The worker's claims and results, committed without waiting for the WAL flush (see
     /// [`PostgresStore::open`]).
     queue: PgPool,
-    /// Claims only: planned afresh on every call, so not under the queue pool's generic plans.
+    /// Claims, on the claim's generic plan (made once per connection), bounded by
+    /// [`CLAIM_TIMEOUT`].
     claims: PgPool,
+    /// Claims planned afresh on every call, opened only once a generic claim was too slow.
+    claims_fresh: PgPool,
+    /// Set for the rest of the process when a generic claim was too slow: see `claim_due`.
+    claims_planned_afresh: Arc<std::sync::atomic::AtomicBool>,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -76,6 +81,49 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord> {
     })
 }
 
+/// The longest a claim may run (`statement_timeout` on the claims' connections). A claim takes
+/// leases that end a callback timeout plus `lease_margin` (5 s) after the claim began; one that
+/// ran longer than that margin would hand out deliveries whose leases already ended, which other
+/// nodes could claim and send too. Cancelled, the claim's statement takes no lease at all.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A claim on the generic plan slower than this (or cancelled by [`CLAIM_TIMEOUT`]) switches the
+/// node to claims planned afresh for the rest of its life. Measured, a claim on a good plan takes
+/// a few milliseconds with a million rows queued.
+const SLOW_GENERIC_CLAIM: Duration = Duration::from_secs(1);
+
+/// Leases due deliveries (see `claim_due`). $1 lease end, $2 node, $3 now, $4 limit, $5 per-host
+/// cap, $6 hosts to skip.
+const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
+     WHERE ctid = ANY (ARRAY(
+        WITH RECURSIVE hosts(host) AS (
+            (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
+            UNION ALL
+            SELECT (SELECT d.host FROM deliveries d
+                    WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
+            FROM hosts h WHERE h.host IS NOT NULL)
+        SELECT picked.ctid FROM hosts h
+        CROSS JOIN LATERAL (
+            SELECT COUNT(*) AS n FROM deliveries l
+            WHERE l.host = h.host AND l.lease_until IS NOT NULL AND l.lease_until > $3) b
+        CROSS JOIN LATERAL (
+            SELECT d.ctid, d.id, d.next_attempt_at FROM deliveries d
+            WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
+              AND (d.lease_until IS NULL OR d.lease_until <= $3)
+              AND (SELECT 1 FROM deliveries e
+                   WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+                     AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
+                   LIMIT 1) IS NULL
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT GREATEST($5 - b.n, 0)
+            FOR UPDATE SKIP LOCKED
+        ) picked
+        WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
+        ORDER BY picked.next_attempt_at, picked.id
+        LIMIT $4))
+     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
+               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance";
+
 /// A pool of at most `max` connections with `options`, one opened at once.
 async fn connect(options: &PgConnectOptions, max: u32) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
@@ -119,18 +167,28 @@ impl PostgresStore {
         // successes until vacuum ran (measured: 116 ms a batch while a backlog drained).
         let queue_options =
             options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]);
-        // The claim is planned afresh with its parameters each time (see `claim_due`), on
-        // connections of its own. Every other statement of the queue pool finds its rows by key
-        // through an index whatever its parameters, and keeps its first plan: left to choose,
-        // PostgreSQL re-planned the results statement on every batch, since a generic plan
-        // cannot size its arrays (measured at 1,000 events/s: 0.35 ms of planning per batch, 40%
-        // of that statement's server time).
-        let claims = connect(&queue_options, 2).await?;
-        let queue = connect(
-            &queue_options.options([("plan_cache_mode", "force_generic_plan")]),
-            4,
+        // The queue's statements find their rows by key through an index whatever their
+        // parameters, and keep their first plan: left to choose, PostgreSQL re-planned the
+        // results statement on every batch, since a generic plan cannot size its arrays
+        // (measured at 1,000 events/s: 0.35 ms of planning per batch, 40% of that statement's
+        // server time). The claim too (see `claim_due`), on connections of its own, whose
+        // statements are cancelled after `CLAIM_TIMEOUT`.
+        let timeout = CLAIM_TIMEOUT.as_millis().to_string();
+        let generic = queue_options
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let claims = connect(
+            &generic
+                .clone()
+                .options([("statement_timeout", timeout.as_str())]),
+            2,
         )
         .await?;
+        let claims_fresh = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(queue_options.options([("statement_timeout", timeout.as_str())]));
+        let queue = connect(&generic, 4).await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
             .fetch_one(&pool)
             .await
@@ -145,8 +203,17 @@ impl PostgresStore {
             pool,
             queue,
             claims,
+            claims_fresh,
+            claims_planned_afresh: Arc::default(),
             writes,
         })
+    }
+
+    /// Whether this node's claims are planned afresh on every call, because a claim on the
+    /// generic plan was too slow.
+    pub fn claims_planned_afresh(&self) -> bool {
+        self.claims_planned_afresh
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn schema_version(&self) -> Result<i64> {
@@ -760,60 +827,59 @@ impl Store for PostgresStore {
         // per-host index (one probe per host), never by reading the queue, so a claim costs the
         // same with a million rows pending as with ten, whatever the planner's statistics say.
         //
-        // Planned with its parameters each time (an unnamed statement, on the claims pool): a
-        // generic plan is made once per connection, often while the queue is empty, and no form
-        // of this statement was found whose generic plan stays right as the queue fills. Measured:
-        // with `NOT EXISTS`, the generic plan read every pending row of the host per candidate
-        // (claims of 18 ms, delivery 40 s behind); with the check as a scalar subquery (`min(id)`,
-        // or reading `deliveries_pending_key` in order with `LIMIT 1`), fine in the benchmark, one
-        // claim took 25–40 s in the fleet test, so its leases ran out while it ran and two nodes
-        // sent and recorded the same delivery.
+        // On a generic plan, made once per connection (`force_generic_plan`): planning the claim
+        // with its parameters cost 0.55 ms of server CPU per claim, a fifth of PostgreSQL's time
+        // at 1,000 events/s (`pg_stat_statements`). This form's generic plan is the same on a new
+        // empty table, with 3 rows, with 200,000 pending on fresh or stale statistics, and after
+        // they were all deleted (checked with `EXPLAIN EXECUTE` in each state): every scan is a
+        // nested loop keyed by the host or by the candidate, each on the one index whose leading
+        // columns are its keys, and the leases are written through the locked rows' `ctid`s (a
+        // TID scan). Two changes made it so. Without them, on a table emptied with stale
+        // statistics, the plan found hosts and due rows through `deliveries_due` (sorting every
+        // pending row, per host), and found each claimed row through `deliveries_log` by its
+        // second column (reading the whole index per row), so migration 4 drops
+        // `deliveries_due`, and the update no longer joins by id. Earlier forms of the check
+        // failed too: with `min(id)` it walked the primary key, and one claim of another took
+        // 25–40 s in the fleet test, so its leases ran out and two nodes sent the same delivery.
+        // So the claim is also guarded: `statement_timeout` cancels any claim after
+        // `CLAIM_TIMEOUT`, before its leases could end (a cancelled claim leases nothing), and a
+        // generic claim that was cancelled or slow switches this node to claims planned afresh.
+        //
+        // A row updated by another node after this statement's snapshot and then locked here is
+        // not leased: its new version is not visible to the TID scan. It is claimed next time.
         //
         // The ordering check is a correlated scalar subquery, which PostgreSQL always runs as an
         // index lookup keyed by the candidate's values. As `NOT EXISTS`, a plan made on the
         // statistics of a new database (before autovacuum's first ANALYZE, up to a minute) turned
         // it into an anti-join that read the whole pending index for each candidate
         // (`auto_explain`: 31,185 rows read to claim 63, claims of 16–20 ms).
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = $1, leased_by = $2
-             WHERE id IN (
-                WITH RECURSIVE hosts(host) AS (
-                    (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT d.host FROM deliveries d
-                            WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
-                    FROM hosts h WHERE h.host IS NOT NULL)
-                SELECT picked.id FROM hosts h
-                CROSS JOIN LATERAL (
-                    SELECT COUNT(*) AS n FROM deliveries l
-                    WHERE l.host = h.host AND l.lease_until IS NOT NULL AND l.lease_until > $3) b
-                CROSS JOIN LATERAL (
-                    SELECT d.id, d.next_attempt_at FROM deliveries d
-                    WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
-                      AND (d.lease_until IS NULL OR d.lease_until <= $3)
-                      AND (SELECT 1 FROM deliveries e
-                           WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                             AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
-                           LIMIT 1) IS NULL
-                    ORDER BY d.next_attempt_at, d.id
-                    LIMIT GREATEST($5 - b.n, 0)
-                    FOR UPDATE SKIP LOCKED
-                ) picked
-                WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
-                ORDER BY picked.next_attempt_at, picked.id
-                LIMIT $4)
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
-                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
-        )
-        .bind(request.lease_until.0)
-        .bind(request.node)
-        .bind(request.now.0)
-        .bind(request.limit)
-        .bind(request.per_host_cap)
-        .bind(request.full_hosts)
-        .persistent(false)
-        .fetch_all(&self.claims)
-        .await?;
+        let fresh = self.claims_planned_afresh();
+        let started = std::time::Instant::now();
+        let query = sqlx::query(CLAIM_SQL)
+            .bind(request.lease_until.0)
+            .bind(request.node)
+            .bind(request.now.0)
+            .bind(request.limit)
+            .bind(request.per_host_cap)
+            .bind(request.full_hosts)
+            .persistent(!fresh);
+        let result = if fresh {
+            query.fetch_all(&self.claims_fresh).await
+        } else {
+            query.fetch_all(&self.claims).await
+        };
+        let took = started.elapsed();
+        let cancelled = matches!(&result, Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"));
+        if !fresh && (cancelled || took > SLOW_GENERIC_CLAIM) {
+            self.claims_planned_afresh
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                cancelled,
+                "a claim on its generic plan was too slow: this node now plans every claim afresh"
+            );
+        }
+        let rows = result?;
         let mut claimed = rows
             .iter()
             .map(claimed_from_row)

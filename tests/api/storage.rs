@@ -1365,3 +1365,63 @@ async fn no_migrate_refuses_an_unmigrated_database() {
     let err = store.check_schema().await.unwrap_err().to_string();
     assert!(err.contains("herald migrate"), "{err}");
 }
+
+/// A claim that cannot finish within `CLAIM_TIMEOUT` is cancelled before its leases could end,
+/// and takes none; the node then plans its claims afresh, and they work as before.
+#[tokio::test]
+async fn postgres_a_claim_that_runs_too_long_is_cancelled_and_claims_carry_on() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let store = herald::storage::postgres::PostgresStore::open(db.url())
+        .await
+        .unwrap();
+    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    dyn_store.migrate().await.unwrap();
+    let ws = setup(&dyn_store).await;
+    dyn_store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&dyn_store, ws, "p").await;
+    create(&dyn_store, ws, &p).await;
+    assert!(!store.claims_planned_afresh());
+
+    // Another session holds the queue table, so the claim cannot run.
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let blocked = dyn_store.claim_due(claim(Millis::now(), 100, 100)).await;
+    let took = started.elapsed();
+    assert!(blocked.is_err(), "the claim is cancelled: {blocked:?}");
+    assert!(
+        took >= herald::storage::postgres::CLAIM_TIMEOUT && took < Duration::from_secs(15),
+        "cancelled after the claim timeout, well inside the lease: {took:?}"
+    );
+    assert!(store.claims_planned_afresh());
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    // Nothing was leased: the delivery is claimed at once, by a claim planned afresh.
+    let claimed = dyn_store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        dyn_store
+            .claim_due(claim(Millis::now(), 100, 100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "and leased once"
+    );
+}
