@@ -91,7 +91,10 @@ impl Stages {
             text.lines()
                 .filter_map(|l| {
                     let (upper, cumulative) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
-                    Some((upper.parse::<f64>().ok()?, cumulative.trim().parse::<f64>().ok()?))
+                    Some((
+                        upper.parse::<f64>().ok()?,
+                        cumulative.trim().parse::<f64>().ok()?,
+                    ))
                 })
                 .find(|(_, cumulative)| count > 0.0 && *cumulative >= 0.99 * count)
                 .map_or(0.0, |(upper, _)| 1000.0 * upper)
@@ -226,7 +229,11 @@ async fn start_herald(
             "10",
         ])
         .env("HERALD_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "error")
+        // Quiet unless asked: `HERALD_BENCH_LOG=warn` shows the node's warnings while measuring.
+        .env(
+            "RUST_LOG",
+            std::env::var("HERALD_BENCH_LOG").unwrap_or_else(|_| "error".to_owned()),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

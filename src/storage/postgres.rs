@@ -124,6 +124,36 @@ const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
      RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
                CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance";
 
+/// Turns TLS off for a server on this machine (a loopback address or a Unix socket) unless the
+/// URL or `PGSSLMODE` asks for a TLS mode. The default, like libpq's, is `prefer`: encrypt
+/// whenever the server offers TLS, which Debian's PostgreSQL does on 127.0.0.1. Measured
+/// (`perf` on PostgreSQL at 1,000 events/s): OpenSSL took 9% of the server's CPU, for traffic
+/// that never leaves the machine. Any other host keeps the default.
+fn without_tls_on_loopback(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    let chosen = std::env::var_os("PGSSLMODE").is_some()
+        || url::Url::parse(url).is_ok_and(|u| {
+            u.query_pairs()
+                .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        });
+    if chosen || !is_loopback(&options) {
+        return options;
+    }
+    options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+}
+
+/// Whether the options name a server on this machine.
+fn is_loopback(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A pool of at most `max` connections with `options`, one opened at once.
 async fn connect(options: &PgConnectOptions, max: u32) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
@@ -150,7 +180,7 @@ impl PostgresStore {
         // planner cannot know how many rows a host's free slots will take) crosses JIT's
         // threshold once the queue holds some thousands of rows; compiling it then took 20 ms of
         // a 23 ms claim with 18,000 rows pending, 340 ms with 900,000.
-        let options = PgConnectOptions::from_str(url)?
+        let options = without_tls_on_loopback(url, PgConnectOptions::from_str(url)?)
             .application_name("herald")
             .options([("enable_seqscan", "off"), ("jit", "off")]);
         let pool = connect(&options, 12).await?;
@@ -1759,6 +1789,42 @@ async fn fire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_is_off_for_a_server_on_this_machine_unless_asked_for() {
+        use sqlx::postgres::PgSslMode;
+        let mode = |url: &str| {
+            without_tls_on_loopback(url, PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+        };
+        // PGSSLMODE in the environment would make every case explicit.
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return;
+        }
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1:5432/db"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost/db"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@[::1]:5432/db"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.example.com/db"),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://u@10.1.2.3/db"),
+            PgSslMode::Prefer
+        ));
+    }
 
     #[test]
     fn releasing_held_rows_after_successes_uses_the_held_constant() {
