@@ -54,6 +54,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "no_due_index",
         sql: include_str!("../../migrations/sqlite/0004_no_due_index.sql"),
     },
+    Migration {
+        version: 5,
+        name: "no_foreign_keys_on_the_queue",
+        sql: include_str!("../../migrations/sqlite/0005_no_foreign_keys_on_the_queue.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -76,6 +81,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "no_due_index",
         sql: include_str!("../../migrations/postgres/0004_no_due_index.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "no_foreign_keys_on_the_queue",
+        sql: include_str!("../../migrations/postgres/0005_no_foreign_keys_on_the_queue.sql"),
     },
 ];
 

@@ -1133,15 +1133,21 @@ impl Store for PostgresStore {
 
     async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM deliveries WHERE id IN (
-                SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < $1 LIMIT $2)",
+        // A delivery's attempts go with it (no foreign key cascades here: migration 5).
+        let done: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                DELETE FROM deliveries WHERE id IN (
+                    SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < $1 LIMIT $2)
+                RETURNING id),
+             attempts AS (
+                DELETE FROM delivery_attempts a USING gone WHERE a.delivery_id = gone.id)
+             SELECT COUNT(*) FROM gone",
         )
         .bind(before.0)
         .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
+        let done = u64::try_from(done).unwrap_or(0);
         sqlx::query(
             "DELETE FROM events WHERE id IN (
                 SELECT ev.id FROM events ev WHERE ev.occurred_at < $1

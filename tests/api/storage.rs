@@ -1425,3 +1425,78 @@ async fn postgres_a_claim_that_runs_too_long_is_cancelled_and_claims_carry_on() 
         "and leased once"
     );
 }
+
+/// Pruning a delivery removes its attempts too: by the foreign key's cascade on SQLite, by the
+/// prune itself on PostgreSQL (which has no foreign keys on the queue since migration 5).
+async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
+    let store = db.store().await;
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    create(&store, ws, &p).await;
+    let claimed = store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .map(|c| result(c, ws, true, NextStep::Succeeded))
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    let later = Millis::now().plus(Duration::from_secs(1));
+    assert_eq!(store.prune(later, 100).await.unwrap(), 1);
+    assert!(
+        store
+            .deliveries(ws, &DeliveryFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // What is left in the attempts table, read behind Herald's back.
+    match &db {
+        TestDb::Sqlite { url, .. } => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        TestDb::Postgres { url, .. } => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_pruned_deliveries_leave_no_attempts() {
+    assert_eq!(
+        pruned_deliveries_leave_no_attempts(TestDb::sqlite()).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn postgres_pruned_deliveries_leave_no_attempts() {
+    if postgres_skipped() {
+        return;
+    }
+    assert_eq!(
+        pruned_deliveries_leave_no_attempts(TestDb::postgres().await).await,
+        0
+    );
+}
