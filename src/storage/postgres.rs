@@ -1601,6 +1601,13 @@ struct NewInstances {
 impl BatchWriter for PgWriter {
     async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
         let now = Millis::now();
+        if let Some((workspace, process)) = creates_of_one_process(writes)
+            && let Some(outcomes) = self
+                .create_in_one_statement(workspace, process, writes, now)
+                .await?
+        {
+            return Ok(outcomes);
+        }
         let mut tx = self.pool.begin().await?;
         // Reserve the numbers of the creates: (process key, next number) per process.
         let mut numbers = std::collections::HashMap::new();
@@ -1698,6 +1705,144 @@ impl BatchWriter for PgWriter {
         fire(&mut tx, &new, &group::fired(writes, &outcomes), now).await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+}
+
+/// The workspace and process of a batch made only of creates of one process (the usual batch:
+/// a burst of new instances), which one statement can write.
+fn creates_of_one_process(writes: &[InstanceWrite]) -> Option<(WorkspaceId, &ProcessName)> {
+    let mut one = None;
+    for write in writes {
+        let InstanceWrite::Create {
+            workspace, process, ..
+        } = write
+        else {
+            return None;
+        };
+        match one {
+            None => one = Some((*workspace, process)),
+            Some((w, p)) if w == *workspace && p == process => {}
+            Some(_) => return None,
+        }
+    }
+    one
+}
+
+impl PgWriter {
+    /// Writes a batch of creates of one process in one statement, committed on its own: the
+    /// number reservation, the instances, their events and deliveries, and the announcement.
+    /// The general path takes four round trips (`BEGIN`, the reservation, the rest, `COMMIT`),
+    /// each a wake-up of both processes; measured at 1,000 events/s, where most batches hold
+    /// one create, the write took 4–5 ms of every event's latency.
+    ///
+    /// The instance IDs depend on the numbers reserved in the same statement, so PostgreSQL
+    /// builds them (`<process>-<n>`, as `InstanceId::new`) and splices each into its event's
+    /// snapshot, which Rust serialised with the ID left out: the ID is the snapshot's first
+    /// field, and a process name needs no JSON escaping (lowercase letters, digits, dashes).
+    async fn create_in_one_statement(
+        &self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        writes: &[InstanceWrite],
+        now: Millis,
+    ) -> Result<Option<Vec<WriteOutcome>>> {
+        let mut records = Vec::with_capacity(writes.len());
+        let mut snapshot_tails = Vec::with_capacity(writes.len());
+        let placeholder = InstanceId::new(process, 0);
+        let id_prefix = format!(
+            "{{\"id\":{}",
+            serde_json::to_string(placeholder.as_str()).unwrap_or_default()
+        );
+        for write in writes {
+            let InstanceWrite::Create {
+                data, status, by, ..
+            } = write
+            else {
+                unreachable!("creates_of_one_process checked the batch");
+            };
+            let record = group::new_record(process, 0, data, status, by, now);
+            let snapshot = group::snapshot(EventType::Created, &record).unwrap_or_default();
+            // Not expected: then the general path writes the batch.
+            let Some(tail) = snapshot.strip_prefix(&id_prefix) else {
+                return Ok(None);
+            };
+            snapshot_tails.push(tail.to_owned());
+            records.push(record);
+        }
+        let unique_ids: Vec<&str> = records.iter().map(|r| r.unique_id.as_str()).collect();
+        let data: Vec<String> = records.iter().map(|r| r.data.to_json()).collect();
+        let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
+        let by: Vec<&str> = records.iter().map(|r| r.created_by.as_str()).collect();
+        let count = i64::try_from(writes.len()).unwrap_or(i64::MAX);
+        let first: Option<i64> = sqlx::query_scalar(
+            // `next_number` holds the last number given, as in the general path.
+            "WITH reserved AS (
+                UPDATE processes SET next_number = next_number + $3
+                WHERE workspace_id = $1 AND name = $2
+                RETURNING id, next_number - $3 + 1 AS first),
+             req AS (
+                SELECT r.id AS process_id, r.first + t.ord - 1 AS n, $2 || '-' || (r.first + t.ord - 1) AS i,
+                       t.u, t.d, t.s, t.b, t.tail, t.ord
+                FROM reserved r,
+                     unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                         WITH ORDINALITY AS t(u, d, s, b, tail, ord)),
+             inst AS (
+                INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                       created_at, created_by, modified_at, modified_by)
+                SELECT $1, process_id, n, i, u, d, s, 1, $9, b, $9, b FROM req),
+             ev AS (
+                INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+                SELECT $1, 'created', i, $2, $9, '{\"id\":' || to_json(i)::text || tail FROM req
+                ORDER BY ord
+                RETURNING id, workspace_id, event_type, instance_id, process_name),
+             queued AS (
+                INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                        status, attempts, next_attempt_at, created_at, updated_at, format)
+                SELECT 'msg_' || lpad(to_hex($9::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
+                       u.workspace_id, ev.id, u.event_type,
+                       ev.instance_id, ev.process_name, u.url, u.host,
+                       'pending', 0, CASE WHEN x.state = 'open' THEN $10 ELSE $9 END, $9, $9, w.webhook_format
+                FROM ev
+                JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
+                JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+                JOIN workspaces w ON w.id = u.workspace_id
+                LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+                WHERE e.enabled
+                ORDER BY ev.id, u.position
+                RETURNING 1),
+             announced AS (
+                SELECT pg_notify($11, '') WHERE EXISTS (SELECT 1 FROM queued))
+             SELECT r.first FROM reserved r WHERE (SELECT COUNT(*) FROM announced) >= 0",
+        )
+        .bind(workspace.0)
+        .bind(process.as_str())
+        .bind(count)
+        .bind(&unique_ids)
+        .bind(&data)
+        .bind(&statuses)
+        .bind(&by)
+        .bind(&snapshot_tails)
+        .bind(now.0)
+        .bind(HELD)
+        .bind(CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(first) = first else {
+            // No such process: nothing was written.
+            return Ok(Some(
+                writes.iter().map(|_| WriteOutcome::Created(None)).collect(),
+            ));
+        };
+        Ok(Some(
+            records
+                .into_iter()
+                .zip(first..)
+                .map(|(mut record, number)| {
+                    record.id = InstanceId::new(process, number);
+                    WriteOutcome::Created(Some(record))
+                })
+                .collect(),
+        ))
     }
 }
 

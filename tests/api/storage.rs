@@ -1500,3 +1500,72 @@ async fn postgres_pruned_deliveries_leave_no_attempts() {
         0
     );
 }
+
+/// Each `created` event keeps the new instance as the API returned it, byte for byte, also when
+/// many creates are committed together (on PostgreSQL one statement builds their IDs and splices
+/// each into its snapshot).
+async fn created_events_keep_the_instance_as_returned(db: TestDb) {
+    let store = db.store().await;
+    let ws = setup(&store).await;
+    let p = process(&store, ws, "snap").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(&store);
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let data =
+                InstanceData::parse(json!({"n": i, "text": "a \"quoted\" ünïcode"})).unwrap();
+            store
+                .create_instance(ws, &p, &data, &InstanceStatus::default_status(), "me")
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    let mut want = std::collections::HashMap::new();
+    for t in tasks {
+        let record = t.await.unwrap();
+        want.insert(
+            record.id.as_str().to_owned(),
+            serde_json::to_string(&record).unwrap(),
+        );
+    }
+    let mut numbers: Vec<i64> = want
+        .keys()
+        .map(|id| id.strip_prefix("snap-").unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=40).collect::<Vec<_>>(), "gap-free and unique");
+    let query = "SELECT instance_id, instance FROM events WHERE event_type = 'created'";
+    let stored: Vec<(String, String)> = match &db {
+        TestDb::Sqlite { url, .. } => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query_as(query).fetch_all(&mut conn).await.unwrap()
+        }
+        TestDb::Postgres { url, .. } => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query_as(query).fetch_all(&mut conn).await.unwrap()
+        }
+    };
+    assert_eq!(stored.len(), 40);
+    for (id, snapshot) in stored {
+        assert_eq!(Some(&snapshot), want.get(&id), "snapshot of {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_created_events_keep_the_instance_as_returned() {
+    created_events_keep_the_instance_as_returned(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_created_events_keep_the_instance_as_returned() {
+    if postgres_skipped() {
+        return;
+    }
+    created_events_keep_the_instance_as_returned(TestDb::postgres().await).await;
+}
