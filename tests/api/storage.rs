@@ -1569,3 +1569,55 @@ async fn postgres_created_events_keep_the_instance_as_returned() {
     }
     created_events_keep_the_instance_as_returned(TestDb::postgres().await).await;
 }
+
+/// With autovacuum off for the queue table, a node vacuums it itself once dead rows pile up.
+#[tokio::test]
+async fn postgres_a_node_vacuums_the_queue_when_autovacuum_does_not() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let _store = db.store().await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let vacuums = "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'";
+    sqlx::raw_sql(
+        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
+         INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name,
+                                 url, host, status, attempts, next_attempt_at, created_at, updated_at)
+         SELECT 'msg_' || g, 1, g, 'created', 'p-' || g, 'p', 'https://a.example/', 'a.example:443',
+                'pending', 0, 0, 0, 0
+         FROM generate_series(1, 3000) g;
+         DELETE FROM deliveries;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let before: i64 = sqlx::query_scalar(vacuums)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    // Closing the session reports its dead rows to the statistics.
+    <sqlx::PgConnection as sqlx::Connection>::close(conn)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+            .await
+            .unwrap();
+        let now: i64 = sqlx::query_scalar(vacuums)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if now > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue table was not vacuumed within 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
