@@ -1828,59 +1828,20 @@ impl PgWriter {
         let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
         let by: Vec<&str> = records.iter().map(|r| r.created_by.as_str()).collect();
         let count = i64::try_from(writes.len()).unwrap_or(i64::MAX);
-        let first: Option<i64> = sqlx::query_scalar(
-            // `next_number` holds the last number given, as in the general path.
-            "WITH reserved AS (
-                UPDATE processes SET next_number = next_number + $3
-                WHERE workspace_id = $1 AND name = $2
-                RETURNING id, next_number - $3 + 1 AS first),
-             req AS (
-                SELECT r.id AS process_id, r.first + t.ord - 1 AS n, $2 || '-' || (r.first + t.ord - 1) AS i,
-                       t.u, t.d, t.s, t.b, t.tail, t.ord
-                FROM reserved r,
-                     unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-                         WITH ORDINALITY AS t(u, d, s, b, tail, ord)),
-             inst AS (
-                INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                       created_at, created_by, modified_at, modified_by)
-                SELECT $1, process_id, n, i, u, d, s, 1, $9, b, $9, b FROM req),
-             ev AS (
-                INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-                SELECT $1, 'created', i, $2, $9, '{\"id\":' || to_json(i)::text || tail FROM req
-                ORDER BY ord
-                RETURNING id, workspace_id, event_type, instance_id, process_name),
-             queued AS (
-                INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                        status, attempts, next_attempt_at, created_at, updated_at, format)
-                SELECT 'msg_' || lpad(to_hex($9::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
-                       u.workspace_id, ev.id, u.event_type,
-                       ev.instance_id, ev.process_name, u.url, u.host,
-                       'pending', 0, CASE WHEN x.state = 'open' THEN $10 ELSE $9 END, $9, $9, w.webhook_format
-                FROM ev
-                JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
-                JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-                JOIN workspaces w ON w.id = u.workspace_id
-                LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-                WHERE e.enabled
-                ORDER BY ev.id, u.position
-                RETURNING 1),
-             announced AS (
-                SELECT pg_notify($11, '') WHERE EXISTS (SELECT 1 FROM queued))
-             SELECT r.first FROM reserved r WHERE (SELECT COUNT(*) FROM announced) >= 0",
-        )
-        .bind(workspace.0)
-        .bind(process.as_str())
-        .bind(count)
-        .bind(&unique_ids)
-        .bind(&data)
-        .bind(&statuses)
-        .bind(&by)
-        .bind(&snapshot_tails)
-        .bind(now.0)
-        .bind(HELD)
-        .bind(CHANNEL)
-        .fetch_optional(&self.pool)
-        .await?;
+        let first: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(&**CREATE_ONE_PROCESS_SQL))
+            .bind(workspace.0)
+            .bind(process.as_str())
+            .bind(count)
+            .bind(&unique_ids)
+            .bind(&data)
+            .bind(&statuses)
+            .bind(&by)
+            .bind(&snapshot_tails)
+            .bind(now.0)
+            .bind(HELD)
+            .bind(CHANNEL)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(first) = first else {
             // No such process: nothing was written.
             return Ok(Some(
@@ -1916,6 +1877,84 @@ async fn written(
     Ok(WriteOutcome::Written(written))
 }
 
+/// The one-statement write of a batch of creates of one process (see
+/// `PgWriter::create_in_one_statement`). `next_number` holds the last number given, as in the
+/// general path. $1 workspace, $2 process name, $3 count, $4–$8 per create: unique ID, data,
+/// status, author, snapshot without its ID; $9 now, $10 `HELD`, $11 channel.
+static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH reserved AS (
+                UPDATE processes SET next_number = next_number + $3
+                WHERE workspace_id = $1 AND name = $2
+                RETURNING id, next_number - $3 + 1 AS first),
+             req AS (
+                SELECT r.id AS process_id, r.first + t.ord - 1 AS n, $2 || '-' || (r.first + t.ord - 1) AS i,
+                       t.u, t.d, t.s, t.b, t.tail, t.ord
+                FROM reserved r,
+                     unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                         WITH ORDINALITY AS t(u, d, s, b, tail, ord)),
+             inst AS (
+                INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                       created_at, created_by, modified_at, modified_by)
+                SELECT $1, process_id, n, i, u, d, s, 1, $9, b, $9, b FROM req),
+             ev AS (
+                INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+                SELECT $1, 'created', i, $2, $9, '{{\"id\":' || to_json(i)::text || tail FROM req
+                ORDER BY ord
+                RETURNING id, workspace_id, event_type, instance_id, process_name),
+             {queued},
+             announced AS (
+                SELECT pg_notify($11, '') WHERE EXISTS (SELECT 1 FROM queued))
+             SELECT r.first FROM reserved r WHERE (SELECT COUNT(*) FROM announced) >= 0",
+        queued = queued_deliveries_cte("$9", "$10")
+    )
+});
+
+/// The CTE `queued` that inserts, for each row of the CTE `ev` (inserted events), one pending
+/// delivery per URL its event has enabled, held at once (`next_attempt_at` = `held`) if the URL
+/// is paused, in the order of the events and the URLs. `now` and `held` are placeholders.
+fn queued_deliveries_cte(now: &str, held: &str) -> String {
+    format!(
+        "queued AS (
+            INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                    status, attempts, next_attempt_at, created_at, updated_at, format)
+            SELECT 'msg_' || lpad(to_hex({now}::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
+                   u.workspace_id, ev.id, u.event_type,
+                   ev.instance_id, ev.process_name, u.url, u.host,
+                   'pending', 0, CASE WHEN x.state = 'open' THEN {held} ELSE {now} END, {now}, {now}, w.webhook_format
+            FROM ev
+            JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
+            JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
+            JOIN workspaces w ON w.id = u.workspace_id
+            LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
+            WHERE e.enabled
+            ORDER BY ev.id, u.position
+            RETURNING 1)"
+    )
+}
+
+/// The general write's last statement (see `fire`).
+static FIRE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH inst AS (
+            INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                                   created_at, created_by, modified_at, modified_by)
+            SELECT w, p, n, i, u, d, s, 1, $6, b, $6, b
+            FROM unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[],
+                        $15::text[], $16::text[]) AS t(w, p, n, i, u, d, s, b)),
+         ev AS (
+            INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+            SELECT w, e, i, p, $6, s
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 WITH ORDINALITY AS t(w, e, i, p, s, ord)
+            ORDER BY ord
+            RETURNING id, workspace_id, event_type, instance_id, process_name),
+         {queued}
+         SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM queued)",
+        queued = queued_deliveries_cte("$6", "$7")
+    )
+});
+
 /// Writes the new instances of a batch, its events and, for each event, one pending delivery
 /// per URL its event has enabled at this moment (held at once if the URL is paused), in the
 /// order of the events and of the URLs, and announces them: one statement, one round trip.
@@ -1939,55 +1978,25 @@ async fn fire(
         .iter()
         .map(|(_, e, r)| group::snapshot(*e, r))
         .collect();
-    sqlx::query(
-        "WITH inst AS (
-            INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                   created_at, created_by, modified_at, modified_by)
-            SELECT w, p, n, i, u, d, s, 1, $6, b, $6, b
-            FROM unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-                        $15::text[], $16::text[]) AS t(w, p, n, i, u, d, s, b)),
-         ev AS (
-            INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-            SELECT w, e, i, p, $6, s
-            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 WITH ORDINALITY AS t(w, e, i, p, s, ord)
-            ORDER BY ord
-            RETURNING id, workspace_id, event_type, instance_id, process_name),
-         queued AS (
-         INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                 status, attempts, next_attempt_at, created_at, updated_at, format)
-         SELECT 'msg_' || lpad(to_hex($6::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
-                u.workspace_id, ev.id, u.event_type,
-                ev.instance_id, ev.process_name, u.url, u.host,
-                'pending', 0, CASE WHEN x.state = 'open' THEN $7 ELSE $6 END, $6, $6, w.webhook_format
-         FROM ev
-         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
-         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-         JOIN workspaces w ON w.id = u.workspace_id
-         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-         WHERE e.enabled
-         ORDER BY ev.id, u.position
-         RETURNING 1)
-         SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM queued)",
-    )
-    .bind(&workspaces)
-    .bind(&events)
-    .bind(&ids)
-    .bind(&processes)
-    .bind(&snapshots)
-    .bind(now.0)
-    .bind(HELD)
-    .bind(CHANNEL)
-    .bind(&new.workspace)
-    .bind(&new.process)
-    .bind(&new.number)
-    .bind(&new.instance_id)
-    .bind(&new.unique_id)
-    .bind(&new.data)
-    .bind(&new.status)
-    .bind(&new.by)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(&**FIRE_SQL))
+        .bind(&workspaces)
+        .bind(&events)
+        .bind(&ids)
+        .bind(&processes)
+        .bind(&snapshots)
+        .bind(now.0)
+        .bind(HELD)
+        .bind(CHANNEL)
+        .bind(&new.workspace)
+        .bind(&new.process)
+        .bind(&new.number)
+        .bind(&new.instance_id)
+        .bind(&new.unique_id)
+        .bind(&new.data)
+        .bind(&new.status)
+        .bind(&new.by)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -1460,24 +1460,32 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
             .is_empty()
     );
     // What is left in the attempts table, read behind Herald's back.
-    match &db {
+    let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM delivery_attempts")
+        .await
+        .remove(0);
+    left
+}
+
+/// Rows of `sql`, read straight from the test's database, behind Herald's back.
+async fn read_behind_herald<T>(db: &TestDb, sql: &'static str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
+{
+    match db {
         TestDb::Sqlite { url, .. } => {
             let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
                 .await
                 .unwrap();
-            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
+            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
         }
         TestDb::Postgres { url, .. } => {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
                 .await
                 .unwrap();
-            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
+            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
         }
     }
 }
@@ -1536,21 +1544,11 @@ async fn created_events_keep_the_instance_as_returned(db: TestDb) {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=40).collect::<Vec<_>>(), "gap-free and unique");
-    let query = "SELECT instance_id, instance FROM events WHERE event_type = 'created'";
-    let stored: Vec<(String, String)> = match &db {
-        TestDb::Sqlite { url, .. } => {
-            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
-                .await
-                .unwrap();
-            sqlx::query_as(query).fetch_all(&mut conn).await.unwrap()
-        }
-        TestDb::Postgres { url, .. } => {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-                .await
-                .unwrap();
-            sqlx::query_as(query).fetch_all(&mut conn).await.unwrap()
-        }
-    };
+    let stored: Vec<(String, String)> = read_behind_herald(
+        &db,
+        "SELECT instance_id, instance FROM events WHERE event_type = 'created'",
+    )
+    .await;
     assert_eq!(stored.len(), 40);
     for (id, snapshot) in stored {
         assert_eq!(Some(&snapshot), want.get(&id), "snapshot of {id}");
