@@ -422,12 +422,7 @@ fn queue_stats_sql(placeholder: char) -> String {
     // hosts found by skipping through it, as claims do): the due part of each host's range, and
     // its first unleased entry, never the paused backlogs held at the far end of the range.
     format!(
-        "WITH RECURSIVE hosts(host) AS (
-            SELECT (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
-            UNION ALL
-            SELECT (SELECT d.host FROM deliveries d
-                    WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
-            FROM hosts h WHERE h.host IS NOT NULL)
+        "WITH RECURSIVE {hosts}
          SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
                 (SELECT COUNT(*) FROM hosts h JOIN deliveries d ON d.host = h.host
                  WHERE d.status = 'pending' AND d.next_attempt_at <= {p}1
@@ -438,7 +433,28 @@ fn queue_stats_sql(placeholder: char) -> String {
                              ORDER BY d.next_attempt_at LIMIT 1))
                  FROM hosts h WHERE h.host IS NOT NULL),
                 (SELECT COUNT(*) FROM destinations WHERE state = 'open')",
+        hosts = pending_hosts_cte(placeholder),
         p = placeholder
+    )
+}
+
+/// The CTE `hosts(host)`: every destination host with pending deliveries, found by skipping
+/// through the per-host index (one descent per host, never a read of the queue), then one NULL
+/// row. SQLite is told the index (`INDEXED BY`); the placeholder names the backend.
+fn pending_hosts_cte(placeholder: char) -> String {
+    let index = if placeholder == '?' {
+        "INDEXED BY deliveries_due_by_host"
+    } else {
+        ""
+    };
+    format!(
+        "hosts(host) AS (
+            SELECT (SELECT host FROM deliveries {index}
+                    WHERE status = 'pending' ORDER BY host LIMIT 1)
+            UNION ALL
+            SELECT (SELECT d.host FROM deliveries d {index}
+                    WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
+            FROM hosts h WHERE h.host IS NOT NULL)"
     )
 }
 

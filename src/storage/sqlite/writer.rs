@@ -314,6 +314,14 @@ pub(super) struct Claim {
     pub full_hosts: Vec<String>,
 }
 
+/// The hosts a claim visits (see `storage::pending_hosts_cte`).
+static PENDING_HOSTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {} SELECT host FROM hosts WHERE host IS NOT NULL",
+        super::super::pending_hosts_cte('?')
+    )
+});
+
 /// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host with
 /// pending deliveries (except those the worker knows to be full), takes as many due rows as the host has free
 /// slots, in due order, from the per-host index: a host at its cap costs nothing and never hides
@@ -326,16 +334,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
     // all of one host when a receiver that never answers has a backlog there: that doubled the
     // claim's cost (measured with `perf`).
     let hosts: Vec<String> = tx
-        .prepare_cached(
-            "WITH RECURSIVE hosts(host) AS (
-                SELECT (SELECT host FROM deliveries INDEXED BY deliveries_due_by_host
-                        WHERE status = 'pending' ORDER BY host LIMIT 1)
-                UNION ALL
-                SELECT (SELECT d.host FROM deliveries d INDEXED BY deliveries_due_by_host
-                        WHERE d.status = 'pending' AND d.host > hosts.host ORDER BY d.host LIMIT 1)
-                FROM hosts WHERE hosts.host IS NOT NULL)
-             SELECT host FROM hosts WHERE host IS NOT NULL",
-        )?
+        .prepare_cached(&PENDING_HOSTS_SQL)?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let busy: std::collections::HashMap<String, i64> = tx
