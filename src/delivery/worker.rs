@@ -13,8 +13,8 @@ use crate::domain::{
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
-    AttemptRecord, AttemptResult, BreakerStep, ClaimRequest, ClaimedDelivery, NextStep, Store,
-    Unfinished, WorkspaceId,
+    AttemptRecord, AttemptResult, BreakerStep, ClaimRequest, ClaimedDelivery, NextStep, Pruned,
+    Store, Unfinished, WorkspaceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -597,10 +597,15 @@ async fn housekeeping(
                 Millis::now().0 - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
             );
             match store.prune(before, PRUNE_BATCH).await {
-                Ok(n) if n == PRUNE_BATCH as u64 => {}
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(deliveries = n, "pruned the delivery log");
+                // A full batch: more may be left, so the next round prunes again.
+                Ok(pruned) if pruned.filled(PRUNE_BATCH) => {}
+                Ok(pruned) => {
+                    if pruned != Pruned::default() {
+                        tracing::info!(
+                            deliveries = pruned.deliveries,
+                            events = pruned.events,
+                            "pruned the delivery log"
+                        );
                     }
                     last_prune = tokio::time::Instant::now();
                 }

@@ -59,6 +59,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "no_foreign_keys_on_the_queue",
         sql: include_str!("../../migrations/sqlite/0005_no_foreign_keys_on_the_queue.sql"),
     },
+    Migration {
+        version: 6,
+        name: "prune_indexes",
+        sql: include_str!("../../migrations/sqlite/0006_prune_indexes.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -86,6 +91,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "no_foreign_keys_on_the_queue",
         sql: include_str!("../../migrations/postgres/0005_no_foreign_keys_on_the_queue.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "prune_indexes",
+        sql: include_str!("../../migrations/postgres/0006_prune_indexes.sql"),
     },
 ];
 

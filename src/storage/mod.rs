@@ -277,6 +277,35 @@ fn held_index(placeholder: char) -> &'static str {
     }
 }
 
+/// Up to `?2`/`$2` events from before `?1`/`$1` that no delivery refers to (an event is kept
+/// only for its deliveries: their payload and their log). Found through `events_by_time` and
+/// checked through `deliveries_by_event` (migration 6), so a pass reads the old events and
+/// nothing else, however long the log.
+fn prune_events_sql(placeholder: char) -> String {
+    format!(
+        "DELETE FROM events WHERE id IN (
+            SELECT ev.id FROM events ev WHERE ev.occurred_at < {p}1
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id)
+            LIMIT {p}2)",
+        p = placeholder
+    )
+}
+
+/// What one pass of [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub events: u64,
+}
+
+impl Pruned {
+    /// Whether a pass of `batch` filled either of its batches, so more may be left to prune.
+    pub fn filled(&self, batch: i64) -> bool {
+        let batch = u64::try_from(batch).unwrap_or(0);
+        self.deliveries >= batch || self.events >= batch
+    }
+}
+
 /// Paused URLs whose pause is over, the candidates for a probe (`?1`/`$1`: now), each with the
 /// host its probe checks.
 fn pauses_over_sql(placeholder: char) -> String {
@@ -760,8 +789,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ClaimedDelivery>;
 
     /// Deletes up to `batch` finished deliveries (with their attempts) last changed before
-    /// `before`, and events no delivery refers to; returns how many deliveries went.
-    async fn prune(&self, before: Millis, batch: i64) -> Result<u64>;
+    /// `before`, and up to `batch` events from before `before` that no delivery refers to.
+    async fn prune(&self, before: Millis, batch: i64) -> Result<Pruned>;
 
     /// Makes every (non-test) delivery matching the filter pending and due now; returns how many.
     async fn redeliver_matching(
@@ -897,6 +926,29 @@ mod tests {
         ] {
             assert!(sql.contains(&format!("next_attempt_at >= {held}")));
         }
+    }
+
+    /// The events prune reads old events through their time index and checks each through
+    /// the deliveries' event index: no full scan of either table (one pass over 50,000 events
+    /// and 100,000 deliveries took 287 s before migration 6).
+    #[test]
+    fn pruning_events_scans_neither_table_on_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for m in migrate::SQLITE {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        let sql = format!("EXPLAIN QUERY PLAN {}", prune_events_sql('?'));
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params![0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("INDEX events_by_time"), "{plan}");
+        assert!(plan.contains("INDEX deliveries_by_event"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
     }
 
     #[test]

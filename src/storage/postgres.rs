@@ -1186,7 +1186,7 @@ impl Store for PostgresStore {
         claimed_from_row(&row)
     }
 
-    async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
+    async fn prune(&self, before: Millis, batch: i64) -> Result<Pruned> {
         let mut tx = self.pool.begin().await?;
         // A delivery's attempts go with it (no foreign key cascades here: migration 5).
         let done: i64 = sqlx::query_scalar(
@@ -1203,17 +1203,17 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         let done = u64::try_from(done).unwrap_or(0);
-        sqlx::query(
-            "DELETE FROM events WHERE id IN (
-                SELECT ev.id FROM events ev WHERE ev.occurred_at < $1
-                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id) LIMIT $2)",
-        )
-        .bind(before.0)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+        let events = sqlx::query(sqlx::AssertSqlSafe(prune_events_sql('$')))
+            .bind(before.0)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(done)
+        Ok(Pruned {
+            deliveries: done,
+            events,
+        })
     }
 
     async fn redeliver_matching(

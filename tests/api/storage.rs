@@ -8,7 +8,7 @@ use herald::domain::{
 };
 use herald::storage::{
     AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
-    InstanceUpdate, NewUser, NextStep, Store, Unfinished, WorkspaceId, Written,
+    InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished, WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -981,15 +981,20 @@ async fn pruning_removes_only_old_finished_deliveries(store: Arc<dyn Store>) {
     let later = Millis::now().plus(Duration::from_secs(1));
     assert_eq!(
         store.prune(Millis(0), 100).await.unwrap(),
-        0,
+        Pruned::default(),
         "nothing is that old"
     );
+    let first = store.prune(later, 2).await.unwrap();
+    assert_eq!(first.deliveries, 2, "batches are bounded");
+    assert!(first.filled(2));
     assert_eq!(
         store.prune(later, 2).await.unwrap(),
-        2,
-        "batches are bounded"
+        Pruned {
+            deliveries: 1,
+            events: 0
+        },
+        "every event still has a pending delivery"
     );
-    assert_eq!(store.prune(later, 2).await.unwrap(), 1);
     let left = store
         .deliveries(ws, &DeliveryFilter::default(), None, 10)
         .await
@@ -1450,7 +1455,7 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
         .await
         .unwrap();
     let later = Millis::now().plus(Duration::from_secs(1));
-    assert_eq!(store.prune(later, 100).await.unwrap(), 1);
+    assert_eq!(store.prune(later, 100).await.unwrap().deliveries, 1);
     assert!(
         store
             .deliveries(ws, &DeliveryFilter::default(), None, 10)
@@ -1464,6 +1469,101 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
         .await
         .remove(0);
     left
+}
+
+/// Pruning deletes the events no delivery needs any more, a bounded batch at a time, and keeps
+/// the event of a delivery still pending; returns how many events are left.
+async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) -> i64 {
+    let store = db.store().await;
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let claimed = store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Two succeed; the third waits an hour for its retry.
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < 2 {
+                result(c, ws, true, NextStep::Succeeded)
+            } else {
+                result(
+                    c,
+                    ws,
+                    false,
+                    NextStep::RetryAt(Millis::now().plus(Duration::from_secs(3600))),
+                )
+            }
+        })
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    // Three more events with no URL to call, so no delivery at all.
+    store
+        .save_webhook_settings(ws, &settings(&[], &[], &[]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let later = Millis::now().plus(Duration::from_secs(1));
+    assert_eq!(
+        store.prune(Millis(0), 100).await.unwrap(),
+        Pruned::default(),
+        "nothing is that old"
+    );
+    // Five events are not needed: three never had a delivery, two lose theirs in this pass.
+    let mut passes = Vec::new();
+    loop {
+        let pruned = store.prune(later, 2).await.unwrap();
+        passes.push((pruned.deliveries, pruned.events));
+        if !pruned.filled(2) {
+            break;
+        }
+    }
+    assert_eq!(passes, [(2, 2), (0, 2), (0, 1)]);
+    let pending = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status, DeliveryStatus::Pending);
+    let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM events")
+        .await
+        .remove(0);
+    left
+}
+
+#[tokio::test]
+async fn sqlite_pruning_keeps_only_the_events_deliveries_need() {
+    assert_eq!(
+        pruning_keeps_only_the_events_deliveries_need(TestDb::sqlite()).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn postgres_pruning_keeps_only_the_events_deliveries_need() {
+    if postgres_skipped() {
+        return;
+    }
+    assert_eq!(
+        pruning_keeps_only_the_events_deliveries_need(TestDb::postgres().await).await,
+        1
+    );
 }
 
 /// Rows of `sql`, read straight from the test's database, behind Herald's back.

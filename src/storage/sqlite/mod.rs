@@ -803,7 +803,7 @@ impl Store for SqliteStore {
         claimed_from_row(&row)
     }
 
-    async fn prune(&self, before: Millis, batch: i64) -> Result<u64> {
+    async fn prune(&self, before: Millis, batch: i64) -> Result<Pruned> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "DELETE FROM deliveries WHERE id IN (
@@ -814,17 +814,17 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(
-            "DELETE FROM events WHERE id IN (
-                SELECT ev.id FROM events ev WHERE ev.occurred_at < ?1
-                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id) LIMIT ?2)",
-        )
-        .bind(before.0)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+        let events = sqlx::query(sqlx::AssertSqlSafe(prune_events_sql('?')))
+            .bind(before.0)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(done)
+        Ok(Pruned {
+            deliveries: done,
+            events,
+        })
     }
 
     async fn redeliver_matching(
