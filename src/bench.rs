@@ -8,7 +8,7 @@
 use anyhow::{Context, bail};
 use axum::extract::{Request, State};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,9 @@ pub struct Figures {
     /// Herald). Steadier than rates on a shared machine, so changes are compared with them.
     pub herald_cpu_us_per_event: f64,
     pub database_cpu_us_per_event: f64,
+    /// Herald's CPU time per event split by kind of thread (by thread name), in µs: on SQLite
+    /// it shows the share of the one writer thread, which every write waits for.
+    pub herald_threads_cpu_us_per_event: BTreeMap<String, f64>,
     /// Herald's own view of where the time went, from its `/metrics` at the end of the run.
     pub stages: Stages,
     pub note: String,
@@ -265,9 +268,33 @@ async fn start_herald(
 /// Peak resident memory of a process, from the kernel's high-water mark.
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_secs(pid: &str) -> f64 {
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds used so far by each named kind of thread of a process (threads are grouped by
+/// name: Herald's SQLite writer, the async runtime's workers, sqlx's connection threads...).
+/// A thread that has ended no longer counts, so this is read while the node runs.
+fn thread_cpu_secs(pid: &str) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let secs = stat_cpu_secs(&path.join("stat").to_string_lossy());
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += secs;
+    }
+    by_name
+}
+
+/// The user and system CPU seconds in a `/proc/.../stat` file; zero if it cannot be read.
+fn stat_cpu_secs(path: &str) -> f64 {
     // USER_HZ, the unit of these fields, is 100 on every Linux architecture Herald targets.
     const TICKS_PER_SEC: f64 = 100.0;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces) start at the state, field 3.
@@ -560,6 +587,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     arrivals.down.store(backlog, Ordering::Relaxed);
     let herald_pid = node.pid.to_string();
     let cpu_before = (cpu_secs(&herald_pid), postgres_cpu_secs());
+    let threads_before = thread_cpu_secs(&herald_pid);
     let start = now_micros();
     let (commits, api_rate) = drive(&api, events, rate).await?;
     let fast: Vec<&&str> = urls.iter().filter(|u| **u != "/hang").collect();
@@ -582,6 +610,14 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     if events > 0 {
         let per_event = |secs: f64| 1e6 * secs / events as f64;
         figures.herald_cpu_us_per_event = per_event(cpu_secs(&herald_pid) - cpu_before.0);
+        figures.herald_threads_cpu_us_per_event = thread_cpu_secs(&herald_pid)
+            .into_iter()
+            .map(|(name, secs)| {
+                let before = threads_before.get(&name).copied().unwrap_or(0.0);
+                (name, per_event(secs - before))
+            })
+            .filter(|(_, us)| *us >= 0.5)
+            .collect();
         if pg_admin.is_some() {
             figures.database_cpu_us_per_event = per_event(postgres_cpu_secs() - cpu_before.1);
         }
@@ -638,9 +674,16 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         figures.peak_rss_mib,
         figures.note
     );
+    let threads: Vec<String> = figures
+        .herald_threads_cpu_us_per_event
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.0}"))
+        .collect();
     eprintln!(
-        "  CPU per event: Herald {:.0} µs, database server {:.0} µs",
-        figures.herald_cpu_us_per_event, figures.database_cpu_us_per_event
+        "  CPU per event: Herald {:.0} µs ({}), database server {:.0} µs",
+        figures.herald_cpu_us_per_event,
+        threads.join(", "),
+        figures.database_cpu_us_per_event
     );
     eprintln!("  {}", figures.stages.line());
     let _ = node.child.kill().await;
