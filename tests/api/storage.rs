@@ -959,25 +959,7 @@ async fn pruning_removes_only_old_finished_deliveries(store: Arc<dyn Store>) {
         .claim_due(claim(Millis::now(), 100, 100))
         .await
         .unwrap();
-    let results: Vec<AttemptResult> = claimed
-        .iter()
-        .map(|c| {
-            if c.url.contains("a.example") {
-                result(c, ws, true, NextStep::Succeeded)
-            } else {
-                result(
-                    c,
-                    ws,
-                    false,
-                    NextStep::RetryAt(Millis::now().plus(Duration::from_secs(3600))),
-                )
-            }
-        })
-        .collect();
-    store
-        .record_attempts(&results, &BreakerPolicy::default())
-        .await
-        .unwrap();
+    settle(&store, ws, &claimed, |_, c| c.url.contains("a.example")).await;
     let later = Millis::now().plus(Duration::from_secs(1));
     assert_eq!(
         store.prune(Millis(0), 100).await.unwrap(),
@@ -1471,6 +1453,32 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
     left
 }
 
+/// Records one attempt for each claimed delivery: a success where `succeeds` says so (given
+/// its position and the delivery), otherwise a failure retried an hour later.
+async fn settle(
+    store: &Arc<dyn Store>,
+    ws: WorkspaceId,
+    claimed: &[herald::storage::ClaimedDelivery],
+    succeeds: impl Fn(usize, &herald::storage::ClaimedDelivery) -> bool,
+) {
+    let retry = NextStep::RetryAt(Millis::now().plus(Duration::from_secs(3600)));
+    let results: Vec<AttemptResult> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if succeeds(i, c) {
+                result(c, ws, true, NextStep::Succeeded)
+            } else {
+                result(c, ws, false, retry.clone())
+            }
+        })
+        .collect();
+    store
+        .record_attempts(&results, &BreakerPolicy::default())
+        .await
+        .unwrap();
+}
+
 /// Pruning deletes the events no delivery needs any more, a bounded batch at a time, and keeps
 /// the event of a delivery still pending; returns how many events are left.
 async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) -> i64 {
@@ -1490,26 +1498,7 @@ async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) -> i64 {
         .unwrap();
     assert_eq!(claimed.len(), 3);
     // Two succeed; the third waits an hour for its retry.
-    let results: Vec<AttemptResult> = claimed
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            if i < 2 {
-                result(c, ws, true, NextStep::Succeeded)
-            } else {
-                result(
-                    c,
-                    ws,
-                    false,
-                    NextStep::RetryAt(Millis::now().plus(Duration::from_secs(3600))),
-                )
-            }
-        })
-        .collect();
-    store
-        .record_attempts(&results, &BreakerPolicy::default())
-        .await
-        .unwrap();
+    settle(&store, ws, &claimed, |i, _| i < 2).await;
     // Three more events with no URL to call, so no delivery at all.
     store
         .save_webhook_settings(ws, &settings(&[], &[], &[]))
