@@ -41,6 +41,26 @@ macro_rules! conformance {
     };
 }
 
+/// Runs a check that takes its database (to look behind Herald's back) on a fresh SQLite and a
+/// fresh PostgreSQL database: `<check>::sqlite` and `<check>::postgres`.
+macro_rules! on_both_backends {
+    ($(#[$test:meta])* $check:ident) => {
+        mod $check {
+            $(#[$test])*
+            async fn sqlite() {
+                super::$check(crate::db::TestDb::sqlite()).await;
+            }
+            $(#[$test])*
+            async fn postgres() {
+                if crate::db::postgres_skipped() {
+                    return;
+                }
+                super::$check(crate::db::TestDb::postgres().await).await;
+            }
+        }
+    };
+}
+
 conformance!(
     bootstrap_happens_once_and_tokens_resolve,
     settings_round_trip,
@@ -1415,7 +1435,7 @@ async fn postgres_a_claim_that_runs_too_long_is_cancelled_and_claims_carry_on() 
 
 /// Pruning a delivery removes its attempts too: by the foreign key's cascade on SQLite, by the
 /// prune itself on PostgreSQL (which has no foreign keys on the queue since migration 5).
-async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
+async fn pruned_deliveries_leave_no_attempts(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;
     store
@@ -1450,8 +1470,13 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) -> i64 {
     let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM delivery_attempts")
         .await
         .remove(0);
-    left
+    assert_eq!(left, 0, "the pruned delivery's attempts are gone");
 }
+
+on_both_backends!(
+    #[tokio::test]
+    pruned_deliveries_leave_no_attempts
+);
 
 /// Records one attempt for each claimed delivery: a success where `succeeds` says so (given
 /// its position and the delivery), otherwise a failure retried an hour later.
@@ -1469,7 +1494,7 @@ async fn settle(
             if succeeds(i, c) {
                 result(c, ws, true, NextStep::Succeeded)
             } else {
-                result(c, ws, false, retry.clone())
+                result(c, ws, false, retry)
             }
         })
         .collect();
@@ -1480,8 +1505,8 @@ async fn settle(
 }
 
 /// Pruning deletes the events no delivery needs any more, a bounded batch at a time, and keeps
-/// the event of a delivery still pending; returns how many events are left.
-async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) -> i64 {
+/// the event of a delivery still pending.
+async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;
     store
@@ -1533,27 +1558,13 @@ async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) -> i64 {
     let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM events")
         .await
         .remove(0);
-    left
+    assert_eq!(left, 1, "only the pending delivery's event is left");
 }
 
-#[tokio::test]
-async fn sqlite_pruning_keeps_only_the_events_deliveries_need() {
-    assert_eq!(
-        pruning_keeps_only_the_events_deliveries_need(TestDb::sqlite()).await,
-        1
-    );
-}
-
-#[tokio::test]
-async fn postgres_pruning_keeps_only_the_events_deliveries_need() {
-    if postgres_skipped() {
-        return;
-    }
-    assert_eq!(
-        pruning_keeps_only_the_events_deliveries_need(TestDb::postgres().await).await,
-        1
-    );
-}
+on_both_backends!(
+    #[tokio::test]
+    pruning_keeps_only_the_events_deliveries_need
+);
 
 /// Rows of `sql`, read straight from the test's database, behind Herald's back.
 async fn read_behind_herald<T>(db: &TestDb, sql: &'static str) -> Vec<T>
@@ -1577,25 +1588,6 @@ where
             sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
         }
     }
-}
-
-#[tokio::test]
-async fn sqlite_pruned_deliveries_leave_no_attempts() {
-    assert_eq!(
-        pruned_deliveries_leave_no_attempts(TestDb::sqlite()).await,
-        0
-    );
-}
-
-#[tokio::test]
-async fn postgres_pruned_deliveries_leave_no_attempts() {
-    if postgres_skipped() {
-        return;
-    }
-    assert_eq!(
-        pruned_deliveries_leave_no_attempts(TestDb::postgres().await).await,
-        0
-    );
 }
 
 /// Each `created` event keeps the new instance as the API returned it, byte for byte, also when
@@ -1644,18 +1636,10 @@ async fn created_events_keep_the_instance_as_returned(db: TestDb) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_created_events_keep_the_instance_as_returned() {
-    created_events_keep_the_instance_as_returned(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_created_events_keep_the_instance_as_returned() {
-    if postgres_skipped() {
-        return;
-    }
-    created_events_keep_the_instance_as_returned(TestDb::postgres().await).await;
-}
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    created_events_keep_the_instance_as_returned
+);
 
 /// With autovacuum off for the queue table, a node vacuums it itself once dead rows pile up.
 #[tokio::test]
