@@ -265,7 +265,6 @@ async fn start_herald(
     ))
 }
 
-/// Peak resident memory of a process, from the kernel's high-water mark.
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_secs(pid: &str) -> f64 {
     stat_cpu_secs(&format!("/proc/{pid}/stat"))
@@ -329,6 +328,7 @@ fn postgres_cpu_secs() -> f64 {
         .sum()
 }
 
+/// Peak resident memory of a process, from the kernel's high-water mark.
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
