@@ -1901,15 +1901,27 @@ static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock
              ev AS (
                 INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
                 SELECT $1, 'created', i, $2, $9, '{{\"id\":' || to_json(i)::text || tail FROM req
+                WHERE {has_urls}
                 ORDER BY ord
                 RETURNING id, workspace_id, event_type, instance_id, process_name),
              {queued},
              announced AS (
                 SELECT pg_notify($11, '') WHERE EXISTS (SELECT 1 FROM queued))
              SELECT r.first FROM reserved r WHERE (SELECT COUNT(*) FROM announced) >= 0",
-        queued = queued_deliveries_cte("$9", "$10")
+        queued = queued_deliveries_cte("$9", "$10"),
+        has_urls = has_urls_sql("$1", "'created'")
     )
 });
+
+/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment: an event is
+/// stored only for its deliveries (their payload and their log), so one with none is not written.
+fn has_urls_sql(workspace: &str, event: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM webhook_events e
+                 JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
+                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled)"
+    )
+}
 
 /// The CTE `queued` that inserts, for each row of the CTE `ev` (inserted events), one pending
 /// delivery per URL its event has enabled, held at once (`next_attempt_at` = `held`) if the URL
@@ -1948,11 +1960,13 @@ static FIRE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             SELECT w, e, i, p, $6, s
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
                  WITH ORDINALITY AS t(w, e, i, p, s, ord)
+            WHERE {has_urls}
             ORDER BY ord
             RETURNING id, workspace_id, event_type, instance_id, process_name),
          {queued}
          SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM queued)",
-        queued = queued_deliveries_cte("$6", "$7")
+        queued = queued_deliveries_cte("$6", "$7"),
+        has_urls = has_urls_sql("t.w", "t.e")
     )
 });
 

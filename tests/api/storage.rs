@@ -1467,7 +1467,7 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) {
             .is_empty()
     );
     // What is left in the attempts table, read behind Herald's back.
-    let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM delivery_attempts")
+    let (left,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM delivery_attempts")
         .await
         .remove(0);
     assert_eq!(left, 0, "the pruned delivery's attempts are gone");
@@ -1524,14 +1524,18 @@ async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) {
     assert_eq!(claimed.len(), 3);
     // Two succeed; the third waits an hour for its retry.
     settle(&store, ws, &claimed, |i, _| i < 2).await;
-    // Three more events with no URL to call, so no delivery at all.
-    store
-        .save_webhook_settings(ws, &settings(&[], &[], &[]))
-        .await
-        .unwrap();
-    for _ in 0..3 {
-        create(&store, ws, &p).await;
-    }
+    // Three events with no delivery at all, as an older Herald stored them (it wrote an event
+    // even when no URL was to be called; see `an_event_with_no_url_to_call_is_not_stored`).
+    let legacy: Vec<(i64,)> = behind_herald(
+        &db,
+        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at)
+         SELECT id, 'created', 'p-' || id, 'p', 0 FROM workspaces
+         UNION ALL SELECT id, 'updated', 'p-1', 'p', 0 FROM workspaces
+         UNION ALL SELECT id, 'deleted', 'p-1', 'p', 0 FROM workspaces
+         RETURNING id",
+    )
+    .await;
+    assert_eq!(legacy.len(), 3);
     let later = Millis::now().plus(Duration::from_secs(1));
     assert_eq!(
         store.prune(Millis(0), 100).await.unwrap(),
@@ -1555,7 +1559,7 @@ async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) {
         .items;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].status, DeliveryStatus::Pending);
-    let (left,): (i64,) = read_behind_herald(&db, "SELECT COUNT(*) FROM events")
+    let (left,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM events")
         .await
         .remove(0);
     assert_eq!(left, 1, "only the pending delivery's event is left");
@@ -1566,8 +1570,72 @@ on_both_backends!(
     pruning_keeps_only_the_events_deliveries_need
 );
 
-/// Rows of `sql`, read straight from the test's database, behind Herald's back.
-async fn read_behind_herald<T>(db: &TestDb, sql: &'static str) -> Vec<T>
+/// An event is stored only for its deliveries: a write whose event has no URL enabled at that
+/// moment changes the instance and writes no event, alone or in a batch with one that has.
+async fn an_event_with_no_url_to_call_is_not_stored(db: TestDb) {
+    let store = db.store().await;
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    let id = create(&store, ws, &p).await;
+    // `updated` and `deleted` have no URL: neither writes an event.
+    let update = InstanceUpdate {
+        data: InstanceData::parse(json!({"x": 1})).unwrap(),
+        status: InstanceStatus::default_status(),
+        expected_version: 1,
+    };
+    assert!(matches!(
+        store.update_instance(ws, &id, &update, "me").await.unwrap(),
+        Written::Done(_)
+    ));
+    assert!(matches!(
+        store.delete_instance(ws, &id, "me").await.unwrap(),
+        Written::Done(_)
+    ));
+    // Callbacks off altogether: creates write none either, also many at once.
+    store
+        .save_webhook_settings(ws, &settings(&[], &[], &[]))
+        .await
+        .unwrap();
+    let creates: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let p = p.clone();
+            tokio::spawn(async move { create(&store, ws, &p).await })
+        })
+        .collect();
+    for c in creates {
+        c.await.unwrap();
+    }
+    let events: Vec<(String, String)> =
+        behind_herald(&db, "SELECT instance_id, event_type FROM events").await;
+    assert_eq!(events, [(id.as_str().to_owned(), "created".to_owned())]);
+    let (instances,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM instances")
+        .await
+        .remove(0);
+    assert_eq!(instances, 9, "every write changed its instance");
+    assert_eq!(
+        store
+            .deliveries(ws, &DeliveryFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_event_with_no_url_to_call_is_not_stored
+);
+
+/// Rows of `sql`, run straight on the test's database behind Herald's back: to read what it
+/// stored, or to leave rows as an older Herald did.
+async fn behind_herald<T>(db: &TestDb, sql: &'static str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
@@ -1596,6 +1664,10 @@ where
 async fn created_events_keep_the_instance_as_returned(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
     let p = process(&store, ws, "snap").await;
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -1625,7 +1697,7 @@ async fn created_events_keep_the_instance_as_returned(db: TestDb) {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=40).collect::<Vec<_>>(), "gap-free and unique");
-    let stored: Vec<(String, String)> = read_behind_herald(
+    let stored: Vec<(String, String)> = behind_herald(
         &db,
         "SELECT instance_id, instance FROM events WHERE event_type = 'created'",
     )

@@ -252,9 +252,9 @@ fn written(
     Ok(WriteOutcome::Written(written))
 }
 
-/// Writes the events of a batch and, for each, one pending delivery per URL its event has
-/// enabled at this moment (held at once if the URL is paused), in the order of the events and
-/// of the URLs. Two statements, however many events.
+/// Writes the events of a batch that have a URL to call and, for each, one pending delivery per
+/// URL its event has enabled at this moment (held at once if the URL is paused), in the order of
+/// the events and of the URLs: one statement per event, one for all the deliveries.
 fn fire(
     tx: &Connection,
     fired: &[(WorkspaceId, EventType, &InstanceRecord)],
@@ -267,8 +267,29 @@ fn fire(
         "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    // An event is stored only for its deliveries (their payload and their log): one whose type
+    // has no URL enabled at this moment is not written at all. Asked once per workspace and
+    // event type in the batch.
+    let mut calls = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM webhook_events e
+                        JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
+                        WHERE e.workspace_id = ?1 AND e.event_type = ?2 AND e.enabled = 1)",
+    )?;
+    let mut has_urls = std::collections::HashMap::new();
     let mut ids = Vec::with_capacity(fired.len());
     for (workspace, event, record) in fired {
+        let wanted = match has_urls.get(&(workspace.0, *event)) {
+            Some(known) => *known,
+            None => {
+                let known: bool =
+                    calls.query_row(params![workspace.0, event.as_str()], |r| r.get(0))?;
+                has_urls.insert((workspace.0, *event), known);
+                known
+            }
+        };
+        if !wanted {
+            continue;
+        }
         insert.execute(params![
             workspace.0,
             event.as_str(),
@@ -278,6 +299,9 @@ fn fire(
             group::snapshot(*event, record)
         ])?;
         ids.push(tx.last_insert_rowid());
+    }
+    if ids.is_empty() {
+        return Ok(());
     }
     let (first, last) = (
         ids.iter().copied().min().unwrap_or(0),
