@@ -291,6 +291,16 @@ fn prune_events_sql(placeholder: char) -> String {
     )
 }
 
+/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment: an event is
+/// stored only for its deliveries (their payload and their log), so one with none is not written.
+fn has_urls_sql(workspace: &str, event: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM webhook_events e
+                 JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
+                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled)"
+    )
+}
+
 /// What one pass of [`Store::prune`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {

@@ -1913,16 +1913,6 @@ static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock
     )
 });
 
-/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment: an event is
-/// stored only for its deliveries (their payload and their log), so one with none is not written.
-fn has_urls_sql(workspace: &str, event: &str) -> String {
-    format!(
-        "EXISTS (SELECT 1 FROM webhook_events e
-                 JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
-                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled)"
-    )
-}
-
 /// The CTE `queued` that inserts, for each row of the CTE `ev` (inserted events), one pending
 /// delivery per URL its event has enabled, held at once (`next_attempt_at` = `held`) if the URL
 /// is paused, in the order of the events and the URLs. `now` and `held` are placeholders.

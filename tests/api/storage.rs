@@ -1610,13 +1610,18 @@ async fn an_event_with_no_url_to_call_is_not_stored(db: TestDb) {
     for c in creates {
         c.await.unwrap();
     }
+    // `created` switched off with its URL kept in the list: still nothing to call.
+    let (kept, none) = (vec!["https://a.example/".to_owned()], Vec::new());
+    let off = WebhookSettings::parse([(false, &kept), (false, &none), (false, &none)]).unwrap();
+    store.save_webhook_settings(ws, &off).await.unwrap();
+    create(&store, ws, &p).await;
     let events: Vec<(String, String)> =
         behind_herald(&db, "SELECT instance_id, event_type FROM events").await;
     assert_eq!(events, [(id.as_str().to_owned(), "created".to_owned())]);
     let (instances,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM instances")
         .await
         .remove(0);
-    assert_eq!(instances, 9, "every write changed its instance");
+    assert_eq!(instances, 10, "every write changed its instance");
     assert_eq!(
         store
             .deliveries(ws, &DeliveryFilter::default(), None, 10)

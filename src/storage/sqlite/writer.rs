@@ -252,6 +252,10 @@ fn written(
     Ok(WriteOutcome::Written(written))
 }
 
+/// Whether a workspace (`?1`) has a URL enabled for an event type (`?2`).
+static HAS_URLS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {}", super::super::has_urls_sql("?1", "?2")));
+
 /// Writes the events of a batch that have a URL to call and, for each, one pending delivery per
 /// URL its event has enabled at this moment (held at once if the URL is paused), in the order of
 /// the events and of the URLs: one statement per event, one for all the deliveries.
@@ -270,11 +274,7 @@ fn fire(
     // An event is stored only for its deliveries (their payload and their log): one whose type
     // has no URL enabled at this moment is not written at all. Asked once per workspace and
     // event type in the batch.
-    let mut calls = tx.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM webhook_events e
-                        JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
-                        WHERE e.workspace_id = ?1 AND e.event_type = ?2 AND e.enabled = 1)",
-    )?;
+    let mut calls = tx.prepare_cached(&HAS_URLS_SQL)?;
     let mut has_urls = std::collections::HashMap::new();
     let mut ids = Vec::with_capacity(fired.len());
     for (workspace, event, record) in fired {
