@@ -964,21 +964,8 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
 
 async fn pruning_removes_only_old_finished_deliveries(store: Arc<dyn Store>) {
     let ws = setup(&store).await;
-    store
-        .save_webhook_settings(
-            ws,
-            &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
-        )
-        .await
-        .unwrap();
-    let p = process(&store, ws, "p").await;
-    for _ in 0..3 {
-        create(&store, ws, &p).await;
-    }
-    let claimed = store
-        .claim_due(claim(Millis::now(), 100, 100))
-        .await
-        .unwrap();
+    let claimed =
+        created_and_claimed(&store, ws, &["https://a.example/", "https://b.example/"], 3).await;
     settle(&store, ws, &claimed, |_, c| c.url.contains("a.example")).await;
     let later = Millis::now().plus(Duration::from_secs(1));
     assert_eq!(
@@ -1438,24 +1425,8 @@ async fn postgres_a_claim_that_runs_too_long_is_cancelled_and_claims_carry_on() 
 async fn pruned_deliveries_leave_no_attempts(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;
-    store
-        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
-        .await
-        .unwrap();
-    let p = process(&store, ws, "p").await;
-    create(&store, ws, &p).await;
-    let claimed = store
-        .claim_due(claim(Millis::now(), 100, 100))
-        .await
-        .unwrap();
-    let results: Vec<AttemptResult> = claimed
-        .iter()
-        .map(|c| result(c, ws, true, NextStep::Succeeded))
-        .collect();
-    store
-        .record_attempts(&results, &BreakerPolicy::default())
-        .await
-        .unwrap();
+    let claimed = created_and_claimed(&store, ws, &["https://a.example/"], 1).await;
+    settle(&store, ws, &claimed, |_, _| true).await;
     let later = Millis::now().plus(Duration::from_secs(1));
     assert_eq!(store.prune(later, 100).await.unwrap().deliveries, 1);
     assert!(
@@ -1467,9 +1438,7 @@ async fn pruned_deliveries_leave_no_attempts(db: TestDb) {
             .is_empty()
     );
     // What is left in the attempts table, read behind Herald's back.
-    let (left,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM delivery_attempts")
-        .await
-        .remove(0);
+    let left = rows_behind_herald(&db, "delivery_attempts").await;
     assert_eq!(left, 0, "the pruned delivery's attempts are gone");
 }
 
@@ -1477,6 +1446,28 @@ on_both_backends!(
     #[tokio::test]
     pruned_deliveries_leave_no_attempts
 );
+
+/// Calls `urls` on `created` events, creates `creates` instances of a process `p` and claims
+/// every delivery they queued.
+async fn created_and_claimed(
+    store: &Arc<dyn Store>,
+    ws: WorkspaceId,
+    urls: &[&str],
+    creates: usize,
+) -> Vec<herald::storage::ClaimedDelivery> {
+    store
+        .save_webhook_settings(ws, &settings(urls, &[], &[]))
+        .await
+        .unwrap();
+    let p = process(store, ws, "p").await;
+    for _ in 0..creates {
+        create(store, ws, &p).await;
+    }
+    store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap()
+}
 
 /// Records one attempt for each claimed delivery: a success where `succeeds` says so (given
 /// its position and the delivery), otherwise a failure retried an hour later.
@@ -1509,18 +1500,7 @@ async fn settle(
 async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;
-    store
-        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
-        .await
-        .unwrap();
-    let p = process(&store, ws, "p").await;
-    for _ in 0..3 {
-        create(&store, ws, &p).await;
-    }
-    let claimed = store
-        .claim_due(claim(Millis::now(), 100, 100))
-        .await
-        .unwrap();
+    let claimed = created_and_claimed(&store, ws, &["https://a.example/"], 3).await;
     assert_eq!(claimed.len(), 3);
     // Two succeed; the third waits an hour for its retry.
     settle(&store, ws, &claimed, |i, _| i < 2).await;
@@ -1559,9 +1539,7 @@ async fn pruning_keeps_only_the_events_deliveries_need(db: TestDb) {
         .items;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].status, DeliveryStatus::Pending);
-    let (left,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM events")
-        .await
-        .remove(0);
+    let left = rows_behind_herald(&db, "events").await;
     assert_eq!(left, 1, "only the pending delivery's event is left");
 }
 
@@ -1618,9 +1596,7 @@ async fn an_event_with_no_url_to_call_is_not_stored(db: TestDb) {
     let events: Vec<(String, String)> =
         behind_herald(&db, "SELECT instance_id, event_type FROM events").await;
     assert_eq!(events, [(id.as_str().to_owned(), "created".to_owned())]);
-    let (instances,): (i64,) = behind_herald(&db, "SELECT COUNT(*) FROM instances")
-        .await
-        .remove(0);
+    let instances = rows_behind_herald(&db, "instances").await;
     assert_eq!(instances, 10, "every write changed its instance");
     assert_eq!(
         store
@@ -1638,9 +1614,16 @@ on_both_backends!(
     an_event_with_no_url_to_call_is_not_stored
 );
 
+/// How many rows `table` holds, counted behind Herald's back.
+async fn rows_behind_herald(db: &TestDb, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let (n,): (i64,) = behind_herald(db, &sql).await.remove(0);
+    n
+}
+
 /// Rows of `sql`, run straight on the test's database behind Herald's back: to read what it
 /// stored, or to leave rows as an older Herald did.
-async fn behind_herald<T>(db: &TestDb, sql: &'static str) -> Vec<T>
+async fn behind_herald<T>(db: &TestDb, sql: &str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
@@ -1652,13 +1635,19 @@ where
             let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
                 .await
                 .unwrap();
-            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
         }
         TestDb::Postgres { url, .. } => {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
                 .await
                 .unwrap();
-            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
         }
     }
 }
