@@ -26,7 +26,7 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–5); empty runs all.
+    /// Scenarios to run (1–6); empty runs all.
     pub only: Vec<u8>,
 }
 
@@ -516,6 +516,7 @@ fn summarise(
 /// Runs one scenario on a fresh node: `urls` paths per event, `events` creates, an optional
 /// rate, and whether the receiver is down while they queue.
 /// One scenario's shape.
+#[derive(Clone, Copy)]
 struct Plan<'a> {
     name: &'a str,
     urls: &'a [&'a str],
@@ -798,8 +799,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         rate: Some(if q { 200.0 } else { 1000.0 }),
         backlog: false,
     };
+    // Scenario 6 is judged against scenario 1, when it ran.
+    let mut latency: Option<Figures> = None;
     if want(1) {
-        all.push(scenario(&bench, steady).await?);
+        let figures = scenario(&bench, steady).await?;
+        all.push(figures.clone());
+        latency = Some(figures);
     }
     // Scenarios 4 and 5 are judged against scenario 2's throughput, when it ran.
     let mut throughput: Option<Figures> = None;
@@ -884,6 +889,32 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             against_scenario_2(backlog.callbacks_per_sec)
         );
         all.push(backlog);
+    }
+    // Isolation below saturation: scenario 1's steady rate with scenario 4's two URLs. Scenario 4
+    // runs as fast as the machine allows, so there the hanging URL's share of the CPU (its
+    // delivery rows) lowers the event rate itself; here the rate is fixed, and what the fast URL
+    // receives, and how late, shows only whether the hanging one gets in its way.
+    if want(6) {
+        let mut steady_isolation = scenario(
+            &bench,
+            Plan {
+                name: "6 steady isolation (fast+hang)",
+                urls: &["/fast", "/hang"],
+                ..steady
+            },
+        )
+        .await?;
+        if let Some(one) = &latency {
+            steady_isolation.note = format!(
+                "{:.0}% of scenario 1's callbacks/s; p99 {:.1} ms against {:.1}",
+                100.0 * steady_isolation.callbacks_per_sec / one.callbacks_per_sec.max(1e-9),
+                steady_isolation.latency_ms_p99,
+                one.latency_ms_p99
+            );
+        } else {
+            steady_isolation.note = "scenario 1 not run: no ratio".to_owned();
+        }
+        all.push(steady_isolation);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");
