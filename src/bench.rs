@@ -26,7 +26,7 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–6); empty runs all.
+    /// Scenarios to run (1–7); empty runs all.
     pub only: Vec<u8>,
 }
 
@@ -494,6 +494,29 @@ fn summarise(
                 .map(|c| (at.saturating_sub(*c)) as f64 / 1000.0)
         })
         .collect();
+    // `HERALD_BENCH_TRACE=FILE` appends each callback's arrival (ms since the scenario began)
+    // and latency, to see when in a run the slow ones came.
+    if let Ok(path) = std::env::var("HERALD_BENCH_TRACE") {
+        let mut lines = String::new();
+        for (_, id, _, at) in &mine {
+            if let Some(c) = commits.get(id) {
+                lines.push_str(&format!(
+                    "{}\t{:.1}\t{:.2}\n",
+                    figures.scenario,
+                    at.saturating_sub(since_micros) as f64 / 1000.0,
+                    at.saturating_sub(*c) as f64 / 1000.0
+                ));
+            }
+        }
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = file.write_all(lines.as_bytes());
+        }
+    }
     latencies.sort_by(f64::total_cmp);
     figures.callbacks = mine.len();
     let last = mine
@@ -513,9 +536,9 @@ fn summarise(
     figures.latency_ms_max = latencies.last().copied().unwrap_or(0.0);
 }
 
-/// Runs one scenario on a fresh node: `urls` paths per event, `events` creates, an optional
-/// rate, and whether the receiver is down while they queue.
-/// One scenario's shape.
+/// One scenario's shape: `urls` paths per event, `events` creates, an optional rate, whether
+/// the receiver is down while they queue, and whether callbacks are counted at every URL
+/// (fan-out) or at the first one only.
 #[derive(Clone, Copy)]
 struct Plan<'a> {
     name: &'a str,
@@ -523,7 +546,12 @@ struct Plan<'a> {
     events: usize,
     rate: Option<f64>,
     backlog: bool,
+    every_url: bool,
 }
+
+/// Paths served on the receiver's second port, as a second receiving service would be: a host
+/// of their own, with their own per-host cap.
+const SECOND_HOST: [&str; 2] = ["/hang", "/two"];
 
 /// Where scenarios run: the options, the PostgreSQL server if any, and the receiver.
 struct Bench<'a> {
@@ -533,6 +561,7 @@ struct Bench<'a> {
     arrivals: &'a Arc<Arrivals>,
 }
 
+/// Runs one scenario on a fresh node.
 async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> {
     let Bench {
         options,
@@ -546,6 +575,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         events,
         rate,
         backlog,
+        every_url,
     } = plan;
     arrivals
         .list
@@ -558,11 +588,10 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         http: reqwest::Client::new(),
         base: node.base.clone(),
     });
-    // The hanging URL lives on its own port, as a separate receiver would.
     let list: Vec<String> = urls
         .iter()
         .map(|p| {
-            if *p == "/hang" {
+            if SECOND_HOST.contains(p) {
                 format!("{}{p}", receiver.1)
             } else {
                 format!("{}{p}", receiver.0)
@@ -638,8 +667,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         &commits,
         since,
     );
-    if fast.len() > 1 {
-        // Fan-out: count every URL.
+    if every_url {
         figures.callbacks = arrivals.count.load(Ordering::Relaxed);
         let last = arrivals
             .list
@@ -798,6 +826,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         events: n(30_000, 400),
         rate: Some(if q { 200.0 } else { 1000.0 }),
         backlog: false,
+        every_url: false,
     };
     // Scenario 6 is judged against scenario 1, when it ran.
     let mut latency: Option<Figures> = None;
@@ -817,6 +846,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
                 events: n(100_000, 2_000),
                 rate: None,
                 backlog: false,
+                every_url: false,
             },
         )
         .await?;
@@ -845,6 +875,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
                     events: n(10_000, 200),
                     rate: None,
                     backlog: false,
+                    every_url: true,
                 },
             )
             .await?,
@@ -856,9 +887,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         events: n(100_000, 2_000),
         rate: None,
         backlog: false,
+        every_url: false,
     };
+    let mut isolation_rate: Option<f64> = None;
     if want(4) {
         let mut isolation = scenario(&bench, isolation_plan).await?;
+        isolation_rate = Some(isolation.callbacks_per_sec);
         isolation.note = against_scenario_2(isolation.callbacks_per_sec);
         // Rates move by tens of percent between runs on a shared machine; CPU time per event
         // moves far less, so the ratio of the two scenarios' costs is printed beside it.
@@ -880,6 +914,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         events: n(100_000, 200),
         rate: None,
         backlog: true,
+        every_url: true,
     };
     if want(5) {
         let mut backlog = scenario(&bench, backlog_plan).await?;
@@ -915,6 +950,32 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             steady_isolation.note = "scenario 1 not run: no ratio".to_owned();
         }
         all.push(steady_isolation);
+    }
+    // The control for scenario 4: the same, with a second URL that answers at once. What the
+    // first URL loses here is the cost of a second URL per event as such; scenario 4 losing no
+    // more than this means the hanging URL costs no more than a healthy one.
+    if want(7) {
+        let mut control = scenario(
+            &bench,
+            Plan {
+                name: "7 control: fast + fast",
+                urls: &["/one", "/two"],
+                ..isolation_plan
+            },
+        )
+        .await?;
+        control.note = format!(
+            "first URL: {}",
+            against_scenario_2(control.callbacks_per_sec)
+        );
+        if let Some(four) = isolation_rate {
+            control.note = format!(
+                "{}; scenario 4's fast URL got {:.0}% of this",
+                control.note,
+                100.0 * four / control.callbacks_per_sec.max(1e-9)
+            );
+        }
+        all.push(control);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");

@@ -540,13 +540,23 @@ async fn finish_backlogs(
 
 /// Holds or releases a URL's deliveries chunk by chunk until none is left, the breaker changed
 /// again, or the database failed (logged). Each released chunk wakes the delivery loop.
+///
+/// A hold waits as long between chunks as the last chunk took: nothing is urgent about it (until
+/// held, a paused URL's deliveries only wait behind its attempts in flight), and run back to back
+/// its chunks took a database core for over a second whenever a busy URL stopped answering,
+/// delaying the callbacks of every other URL. A release goes on at once: its URL's receiver is
+/// back and its backlog should flow.
 async fn resume_to_the_end(store: &dyn Store, work: &Unfinished, released: &Notify) {
     loop {
+        let started = tokio::time::Instant::now();
         let more = store.resume(work).await;
         if work.step == BreakerStep::Release {
             released.notify_one();
         }
         match more {
+            Ok(true) if work.step == BreakerStep::Hold => {
+                tokio::time::sleep(started.elapsed()).await;
+            }
             Ok(true) => tokio::task::yield_now().await,
             Ok(false) => break,
             Err(error) => {

@@ -1066,7 +1066,7 @@ impl Store for PostgresStore {
         let more = match (still, work.step) {
             (None, _) => false,
             (Some(_), BreakerStep::Hold) => {
-                hold_chunk(&mut tx, work.workspace_id, &work.url).await?
+                hold_chunk(&mut tx, work.workspace_id, &work.url, BREAKER_CHUNK).await?
             }
             (Some(_), BreakerStep::Release) => {
                 release_chunk(&mut tx, work.workspace_id, &work.url, Millis::now()).await?
@@ -1424,7 +1424,7 @@ async fn hold<'a>(
     if !held.insert((r.workspace_id, r.url.as_str())) {
         return Ok(());
     }
-    if hold_chunk(tx, r.workspace_id, &r.url).await? {
+    if hold_chunk(tx, r.workspace_id, &r.url, RESULTS_HOLD_CHUNK).await? {
         unfinished.push(Unfinished {
             workspace_id: r.workspace_id,
             url: r.url.clone(),
@@ -1452,11 +1452,12 @@ async fn release_chunk(
     Ok(n as i64 == BREAKER_CHUNK)
 }
 
-/// Holds up to [`BREAKER_CHUNK`] pending deliveries of a URL; whether more may remain.
+/// Holds up to `limit` pending deliveries of a URL; whether more may remain.
 async fn hold_chunk(
     tx: &mut sqlx::PgConnection,
     workspace: WorkspaceId,
     url: &str,
+    limit: i64,
 ) -> Result<bool> {
     match crate::domain::CallbackUrl::parse(url) {
         Ok(parsed) => {
@@ -1464,11 +1465,11 @@ async fn hold_chunk(
                 .bind(parsed.host_key())
                 .bind(workspace.0)
                 .bind(url)
-                .bind(BREAKER_CHUNK)
+                .bind(limit)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            Ok(n as i64 == BREAKER_CHUNK)
+            Ok(n as i64 == limit)
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {

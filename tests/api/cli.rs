@@ -259,7 +259,7 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
     assert!(table.contains("bare-client ceiling"), "{table}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 6, "{doc}");
+    assert_eq!(scenarios.len(), 7, "{doc}");
     for s in scenarios {
         assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
         assert!(s["callbacks_per_sec"].as_f64().unwrap() > 0.0, "{s}");

@@ -8,7 +8,8 @@ use herald::domain::{
 };
 use herald::storage::{
     AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
-    InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished, WorkspaceId, Written,
+    InstanceUpdate, NewUser, NextStep, Pruned, RESULTS_HOLD_CHUNK, Store, Unfinished, WorkspaceId,
+    Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -882,14 +883,19 @@ async fn a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes(store: 
     assert_eq!(
         unfinished,
         std::slice::from_ref(&hold),
-        "one chunk held, more remain"
+        "a small chunk held with the pause, more remain"
     );
-    // What the first chunk left is still due (and would be claimed) until the rest is held.
+    // What the results transaction left is still due (and would be claimed) until the rest is
+    // held, a large chunk at a time.
     let later = now.plus(Duration::from_secs(5));
     let stats = store.queue_stats(later).await.unwrap();
     assert_eq!(
         (stats.pending, stats.due, stats.paused_urls),
-        (backlog as u64, 10, 1)
+        (
+            backlog as u64,
+            (backlog - RESULTS_HOLD_CHUNK as usize) as u64,
+            1
+        )
     );
     assert!(stats.oldest_due_lag >= Duration::from_secs(5));
     assert!(!store.resume(&hold).await.unwrap(), "nothing left");
