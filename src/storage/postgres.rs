@@ -29,6 +29,8 @@ pub struct PostgresStore {
     claims_fresh: PgPool,
     /// Set for the rest of the process when a generic claim was too slow: see `claim_due`.
     claims_planned_afresh: Arc<std::sync::atomic::AtomicBool>,
+    /// When a slow claim last had the queue's statistics refreshed (Unix ms; 0: never).
+    statistics_refreshed_at: Arc<std::sync::atomic::AtomicI64>,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -91,6 +93,22 @@ pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
 /// node to claims planned afresh for the rest of its life. Measured, a claim on a good plan takes
 /// a few milliseconds with a million rows queued.
 const SLOW_GENERIC_CLAIM: Duration = Duration::from_secs(1);
+
+/// A claim on the generic plan slower than this has the queue's statistics refreshed
+/// (`ANALYZE deliveries`), which makes PostgreSQL plan the claim again on every connection.
+/// The generic plan is made at a node's first claims, and on a new database nothing has
+/// analyzed the queue yet: the planner then guesses every row count, and its guesses can tie
+/// between indexes. Measured at 1,000 events/s with a URL that never answers: in three runs
+/// of five, the plan made while the table held some hundred rows checked each candidate's
+/// ordering through `deliveries_due_by_host` by its third column, reading every pending row of
+/// the hanging URL's host (2,938 rows per candidate, 18,000 buffers per claim), so claims grew
+/// to 240 ms as its backlog grew, and the fast URL's callbacks arrived up to 900 ms late until
+/// the first vacuum re-planned it, 5 s in (with autovacuum on, its first ANALYZE can take a
+/// minute). A claim on a good plan takes a few milliseconds with a million rows queued.
+const STALE_PLAN_CLAIM: Duration = Duration::from_millis(50);
+
+/// At most one refresh of the queue's statistics per this long, per node.
+const STATISTICS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Leases due deliveries (see `claim_due`). $1 lease end, $2 node, $3 now, $4 limit, $5 per-host
 /// cap, $6 hosts to skip. Its `hosts` CTE is written out rather than taken from
@@ -290,8 +308,38 @@ impl PostgresStore {
             claims,
             claims_fresh,
             claims_planned_afresh: Arc::default(),
+            statistics_refreshed_at: Arc::default(),
             writes,
         })
+    }
+
+    /// Refreshes the queue's statistics in the background after a slow claim (see
+    /// [`STALE_PLAN_CLAIM`]), at most once per [`STATISTICS_REFRESH_INTERVAL`].
+    fn refresh_queue_statistics(&self, took: Duration) {
+        use std::sync::atomic::Ordering;
+        let now = Millis::now().0;
+        let last = self.statistics_refreshed_at.load(Ordering::Relaxed);
+        let interval = STATISTICS_REFRESH_INTERVAL.as_millis() as i64;
+        if last != 0 && now - last < interval {
+            return;
+        }
+        if self
+            .statistics_refreshed_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(
+            took_ms = took.as_millis() as u64,
+            "a claim on its generic plan was slow: refreshing the queue's statistics, so that the claim is planned again"
+        );
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = sqlx::query("ANALYZE deliveries").execute(&pool).await {
+                tracing::warn!(error = %crate::error::error_chain(&error), "refreshing the queue's statistics failed");
+            }
+        });
     }
 
     /// Whether this node's claims are planned afresh on every call, because a claim on the
@@ -927,8 +975,11 @@ impl Store for PostgresStore {
         // failed too: with `min(id)` it walked the primary key, and one claim of another took
         // 25–40 s in the fleet test, so its leases ran out and two nodes sent the same delivery.
         // So the claim is also guarded: `statement_timeout` cancels any claim after
-        // `CLAIM_TIMEOUT`, before its leases could end (a cancelled claim leases nothing), and a
-        // generic claim that was cancelled or slow switches this node to claims planned afresh.
+        // `CLAIM_TIMEOUT`, before its leases could end (a cancelled claim leases nothing), a
+        // generic claim that was cancelled or slow switches this node to claims planned afresh,
+        // and one slower than `STALE_PLAN_CLAIM` has the statistics refreshed, so that the
+        // plan is made again: a state the checks above missed (a never-analyzed table of a
+        // hundred rows or so) gave a plan whose ordering check read a host's whole backlog.
         //
         // A row updated by another node after this statement's snapshot and then locked here is
         // not leased: its new version is not visible to the TID scan. It is claimed next time.
@@ -955,6 +1006,9 @@ impl Store for PostgresStore {
         };
         let took = started.elapsed();
         let cancelled = matches!(&result, Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"));
+        if !fresh && took > STALE_PLAN_CLAIM {
+            self.refresh_queue_statistics(took);
+        }
         if !fresh && (cancelled || took > SLOW_GENERIC_CLAIM) {
             self.claims_planned_afresh
                 .store(true, std::sync::atomic::Ordering::Relaxed);

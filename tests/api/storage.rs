@@ -1366,6 +1366,78 @@ async fn no_migrate_refuses_an_unmigrated_database() {
     assert!(err.contains("herald migrate"), "{err}");
 }
 
+/// A claim that is slow on its generic plan, but not too slow, has the queue's statistics
+/// refreshed (so PostgreSQL plans it again), and the node keeps its generic plan.
+#[tokio::test]
+async fn postgres_a_slow_claim_refreshes_the_queue_statistics() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let store = herald::storage::postgres::PostgresStore::open(db.url())
+        .await
+        .unwrap();
+    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    dyn_store.migrate().await.unwrap();
+    let ws = setup(&dyn_store).await;
+    dyn_store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&dyn_store, ws, "p").await;
+    create(&dyn_store, ws, &p).await;
+    let analyzed = || async {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'deliveries'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    };
+    assert_eq!(analyzed().await, 0);
+
+    // Another session holds the queue table for 300 ms: the claim waits, then runs.
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+    });
+    let claimed = dyn_store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(!store.claims_planned_afresh(), "the generic plan is kept");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while analyzed().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue's statistics were not refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Claims go on as before.
+    create(&dyn_store, ws, &p).await;
+    let next = dyn_store
+        .claim_due(claim(Millis::now(), 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+}
+
 /// A claim that cannot finish within `CLAIM_TIMEOUT` is cancelled before its leases could end,
 /// and takes none; the node then plans its claims afresh, and they work as before.
 #[tokio::test]
