@@ -218,23 +218,26 @@ pub struct AttemptRecord {
 /// held rows leave the front of the queue; the first successful probe releases them.
 pub const HELD: i64 = 4_000_000_000_000_000;
 
-/// Most deliveries one statement holds when a URL's breaker opens, or releases when it closes.
-/// A URL with a large backlog is held or released chunk by chunk, each chunk in its own
-/// transaction ([`Store::resume`]), so a breaker that opens or closes never stalls the results of
-/// other URLs behind one long update. Measured on PostgreSQL: a 25,000-row hold in the results
+/// Most deliveries one statement releases when a URL's breaker closes (holds go by
+/// [`HOLD_CHUNK`]). A URL with a large backlog is held or released chunk by chunk, each chunk in
+/// its own transaction ([`Store::resume`]), so a breaker that opens or closes never stalls the
+/// results of other URLs behind one long update. Measured on PostgreSQL: a 25,000-row hold in the results
 /// transaction delayed every other callback's results by a second, and a release of a paused
 /// URL's whole backlog in one statement took up to 30 s, long enough for the leases of other
 /// attempts to run out (and their deliveries to be sent twice).
 pub const BREAKER_CHUNK: i64 = 1000;
 
-/// Most deliveries the results transaction that opens a URL's breaker (or records a failure
-/// while its pause runs) holds itself; a task of its own holds the rest, [`BREAKER_CHUNK`] at a
-/// time. A small backlog is held with the pause, at once; a large one never holds up the results
-/// of other URLs. Measured on PostgreSQL at 1,000 events/s with a URL that never answers: when
-/// its first attempts timed out, results transactions holding 1,000 rows each took 100–170 ms,
-/// one after another for over a second, so the fast URL's results waited, its attempts in
-/// flight reached the per-host cap, and its callbacks arrived up to 300 ms late.
-pub const RESULTS_HOLD_CHUNK: i64 = 100;
+/// Most deliveries one transaction holds when a URL's breaker opens: the results transaction
+/// that opens it (or records a failure while its pause runs) holds that many itself, so a small
+/// backlog is held with the pause, at once, and a task of the worker holds the rest, that many at
+/// a time. Each chunk locks the URL's breaker row, which the results of the URL's attempts wait
+/// for, with the results of every other URL in their batch. Measured on PostgreSQL at 1,000
+/// events/s with a URL that never answers, when its first attempts timed out: results
+/// transactions holding 1,000 rows each took 100–170 ms, one after another for over a second, and
+/// then chunks of 1,000 in the task still held the breaker row for about 100 ms each; the fast
+/// URL's results waited, its attempts in flight reached the per-host cap, and its callbacks
+/// arrived up to 300 ms late.
+pub const HOLD_CHUNK: i64 = 100;
 
 /// Holds up to `?4`/`$4` pending deliveries of one URL (`?1`/`$1`: its host, `?2`/`$2`:
 /// workspace, `?3`/`$3`: URL) that are not held yet. They are found among the host's rows that
@@ -403,8 +406,8 @@ fn stranded(rows: Vec<(i64, String)>) -> Vec<Unfinished> {
         .collect()
 }
 
-/// What a results write left to do on a URL whose breaker opened or closed, one
-/// [`BREAKER_CHUNK`] at a time ([`Store::resume`]).
+/// What a results write left to do on a URL whose breaker opened or closed, one [`HOLD_CHUNK`]
+/// or [`BREAKER_CHUNK`] at a time ([`Store::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerStep {
     /// The breaker opened: hold the URL's pending deliveries.
@@ -766,7 +769,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes the results of attempts, all in one transaction, and updates the health of their
     /// destinations under `breaker` (pausing a failing URL's deliveries, or releasing them).
-    /// Returns the URLs whose pause held a full [`RESULTS_HOLD_CHUNK`], or whose recovery
+    /// Returns the URLs whose pause held a full [`HOLD_CHUNK`], or whose recovery
     /// released a full [`BREAKER_CHUNK`]: the caller does the rest with [`Store::resume`].
     async fn record_attempts(
         &self,
@@ -775,7 +778,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Unfinished>>;
 
     /// Holds (while the URL's breaker is still open) or releases (while it is still closed) the
-    /// next [`BREAKER_CHUNK`] deliveries of a URL, in one transaction; nothing once the breaker
+    /// next [`HOLD_CHUNK`] or [`BREAKER_CHUNK`] deliveries of a URL, in one transaction; nothing once the breaker
     /// has changed again. Returns whether more may remain.
     async fn resume(&self, work: &Unfinished) -> Result<bool>;
 

@@ -1120,7 +1120,7 @@ impl Store for PostgresStore {
         let more = match (still, work.step) {
             (None, _) => false,
             (Some(_), BreakerStep::Hold) => {
-                hold_chunk(&mut tx, work.workspace_id, &work.url, BREAKER_CHUNK).await?
+                hold_chunk(&mut tx, work.workspace_id, &work.url, HOLD_CHUNK).await?
             }
             (Some(_), BreakerStep::Release) => {
                 release_chunk(&mut tx, work.workspace_id, &work.url, Millis::now()).await?
@@ -1478,7 +1478,7 @@ async fn hold<'a>(
     if !held.insert((r.workspace_id, r.url.as_str())) {
         return Ok(());
     }
-    if hold_chunk(tx, r.workspace_id, &r.url, RESULTS_HOLD_CHUNK).await? {
+    if hold_chunk(tx, r.workspace_id, &r.url, HOLD_CHUNK).await? {
         unfinished.push(Unfinished {
             workspace_id: r.workspace_id,
             url: r.url.clone(),

@@ -13,8 +13,8 @@
 
 use super::super::group::{self, InstanceWrite, WriteOutcome};
 use super::super::{
-    AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimedDelivery, HELD, InstanceRecord,
-    RESULTS_HOLD_CHUNK, StorageError, Unfinished, WorkspaceId, Written,
+    AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimedDelivery, HELD, HOLD_CHUNK, InstanceRecord,
+    StorageError, Unfinished, WorkspaceId, Written,
 };
 use crate::domain::{
     AfterFailure, AttemptOutcome, BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId,
@@ -499,7 +499,7 @@ pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> rusqlite::Resu
         .exists(params![work.workspace_id.0, work.url, wanted])?;
     let more = still
         && match work.step {
-            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url, BREAKER_CHUNK)?,
+            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url, HOLD_CHUNK)?,
             BreakerStep::Release => {
                 release_chunk(&tx, work.workspace_id, &work.url, Millis::now())?
             }
@@ -625,7 +625,7 @@ fn record_health(
             if !held.insert((r.workspace_id, r.url.as_str())) {
                 return Ok(());
             }
-            if hold_chunk(tx, r.workspace_id, &r.url, RESULTS_HOLD_CHUNK)? {
+            if hold_chunk(tx, r.workspace_id, &r.url, HOLD_CHUNK)? {
                 unfinished.push(Unfinished {
                     workspace_id: r.workspace_id,
                     url: r.url.clone(),
