@@ -104,8 +104,11 @@ const SLOW_GENERIC_CLAIM: Duration = Duration::from_secs(1);
 /// the hanging URL's host (2,938 rows per candidate, 18,000 buffers per claim), so claims grew
 /// to 240 ms as its backlog grew, and the fast URL's callbacks arrived up to 900 ms late until
 /// the first vacuum re-planned it, 5 s in (with autovacuum on, its first ANALYZE can take a
-/// minute). A claim on a good plan takes a few milliseconds with a million rows queued.
-const STALE_PLAN_CLAIM: Duration = Duration::from_millis(50);
+/// minute). A claim on a good plan takes a few milliseconds with a million rows queued; the bad
+/// plan's claims grow with the backlog, so the lower the threshold, the sooner it is replaced
+/// (at 50 ms, callbacks still came up to 300 ms late in one run of three). A refresh set off by
+/// a claim that was only slow for want of CPU costs one `ANALYZE` a minute at most.
+const STALE_PLAN_CLAIM: Duration = Duration::from_millis(20);
 
 /// At most one refresh of the queue's statistics per this long, per node.
 const STATISTICS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
