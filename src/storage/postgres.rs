@@ -1123,7 +1123,7 @@ impl Store for PostgresStore {
         let more = match (still, work.step) {
             (None, _) => false,
             (Some(_), BreakerStep::Hold) => {
-                hold_chunk(&mut tx, work.workspace_id, &work.url, HOLD_CHUNK).await?
+                hold_chunk(&mut tx, work.workspace_id, &work.url).await?
             }
             (Some(_), BreakerStep::Release) => {
                 release_chunk(&mut tx, work.workspace_id, &work.url, Millis::now()).await?
@@ -1481,7 +1481,7 @@ async fn hold<'a>(
     if !held.insert((r.workspace_id, r.url.as_str())) {
         return Ok(());
     }
-    if hold_chunk(tx, r.workspace_id, &r.url, HOLD_CHUNK).await? {
+    if hold_chunk(tx, r.workspace_id, &r.url).await? {
         unfinished.push(Unfinished {
             workspace_id: r.workspace_id,
             url: r.url.clone(),
@@ -1509,12 +1509,11 @@ async fn release_chunk(
     Ok(n as i64 == BREAKER_CHUNK)
 }
 
-/// Holds up to `limit` pending deliveries of a URL; whether more may remain.
+/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
 async fn hold_chunk(
     tx: &mut sqlx::PgConnection,
     workspace: WorkspaceId,
     url: &str,
-    limit: i64,
 ) -> Result<bool> {
     match crate::domain::CallbackUrl::parse(url) {
         Ok(parsed) => {
@@ -1522,11 +1521,11 @@ async fn hold_chunk(
                 .bind(parsed.host_key())
                 .bind(workspace.0)
                 .bind(url)
-                .bind(limit)
+                .bind(HOLD_CHUNK)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            Ok(n as i64 == limit)
+            Ok(n as i64 == HOLD_CHUNK)
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {

@@ -499,7 +499,7 @@ pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> rusqlite::Resu
         .exists(params![work.workspace_id.0, work.url, wanted])?;
     let more = still
         && match work.step {
-            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url, HOLD_CHUNK)?,
+            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url)?,
             BreakerStep::Release => {
                 release_chunk(&tx, work.workspace_id, &work.url, Millis::now())?
             }
@@ -521,19 +521,14 @@ fn release_chunk(
     Ok(n as i64 == BREAKER_CHUNK)
 }
 
-/// Holds up to `limit` pending deliveries of a URL; whether more may remain.
-fn hold_chunk(
-    tx: &Connection,
-    workspace: WorkspaceId,
-    url: &str,
-    limit: i64,
-) -> rusqlite::Result<bool> {
+/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
+fn hold_chunk(tx: &Connection, workspace: WorkspaceId, url: &str) -> rusqlite::Result<bool> {
     match crate::domain::CallbackUrl::parse(url) {
         Ok(parsed) => {
             let n = tx
                 .prepare_cached(&super::super::hold_sql('?'))?
-                .execute(params![parsed.host_key(), workspace.0, url, limit])?;
-            Ok(n as i64 == limit)
+                .execute(params![parsed.host_key(), workspace.0, url, HOLD_CHUNK])?;
+            Ok(n as i64 == HOLD_CHUNK)
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {
@@ -625,7 +620,7 @@ fn record_health(
             if !held.insert((r.workspace_id, r.url.as_str())) {
                 return Ok(());
             }
-            if hold_chunk(tx, r.workspace_id, &r.url, HOLD_CHUNK)? {
+            if hold_chunk(tx, r.workspace_id, &r.url)? {
                 unfinished.push(Unfinished {
                     workspace_id: r.workspace_id,
                     url: r.url.clone(),
