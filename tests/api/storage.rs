@@ -1369,14 +1369,16 @@ async fn no_migrate_refuses_an_unmigrated_database() {
     assert!(err.contains("herald migrate"), "{err}");
 }
 
-/// A claim that is slow on its generic plan, but not too slow, has the queue's statistics
-/// refreshed (so PostgreSQL plans it again), and the node keeps its generic plan.
-#[tokio::test]
-async fn postgres_a_slow_claim_refreshes_the_queue_statistics() {
-    if postgres_skipped() {
-        return;
-    }
-    let db = TestDb::postgres().await;
+/// A PostgreSQL store (and the same as `dyn Store`) on a fresh database, with one URL called
+/// on `created` and one delivery queued for it.
+async fn postgres_with_one_delivery(
+    db: &TestDb,
+) -> (
+    herald::storage::postgres::PostgresStore,
+    Arc<dyn Store>,
+    WorkspaceId,
+    ProcessName,
+) {
     let store = herald::storage::postgres::PostgresStore::open(db.url())
         .await
         .unwrap();
@@ -1389,6 +1391,30 @@ async fn postgres_a_slow_claim_refreshes_the_queue_statistics() {
         .unwrap();
     let p = process(&dyn_store, ws, "p").await;
     create(&dyn_store, ws, &p).await;
+    (store, dyn_store, ws, p)
+}
+
+/// Another session holding the queue table in its open transaction, until it rolls back.
+async fn lock_the_queue(db: &TestDb) -> sqlx::PgConnection {
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
+/// A claim that is slow on its generic plan, but not too slow, has the queue's statistics
+/// refreshed (so PostgreSQL plans it again), and the node keeps its generic plan.
+#[tokio::test]
+async fn postgres_a_slow_claim_refreshes_the_queue_statistics() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let (store, dyn_store, ws, p) = postgres_with_one_delivery(&db).await;
     let analyzed = || async {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
             .await
@@ -1403,13 +1429,7 @@ async fn postgres_a_slow_claim_refreshes_the_queue_statistics() {
     assert_eq!(analyzed().await, 0);
 
     // Another session holds the queue table for 300 ms: the claim waits, then runs.
-    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = lock_the_queue(&db).await;
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         sqlx::raw_sql("ROLLBACK")
@@ -1449,28 +1469,11 @@ async fn postgres_a_claim_that_runs_too_long_is_cancelled_and_claims_carry_on() 
         return;
     }
     let db = TestDb::postgres().await;
-    let store = herald::storage::postgres::PostgresStore::open(db.url())
-        .await
-        .unwrap();
-    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
-    dyn_store.migrate().await.unwrap();
-    let ws = setup(&dyn_store).await;
-    dyn_store
-        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
-        .await
-        .unwrap();
-    let p = process(&dyn_store, ws, "p").await;
-    create(&dyn_store, ws, &p).await;
+    let (store, dyn_store, _, _) = postgres_with_one_delivery(&db).await;
     assert!(!store.claims_planned_afresh());
 
     // Another session holds the queue table, so the claim cannot run.
-    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = lock_the_queue(&db).await;
     let started = std::time::Instant::now();
     let blocked = dyn_store.claim_due(claim(Millis::now(), 100, 100)).await;
     let took = started.elapsed();
