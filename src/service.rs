@@ -410,9 +410,15 @@ impl Herald {
             .await?;
         let result =
             crate::delivery::attempt(&out.client, &claimed, &keys, &out.retry, &out.node_id).await;
-        self.store
-            .record_attempts(std::slice::from_ref(&result), &out.breaker)
-            .await?;
+        // Stored as the worker stores results: one the database refuses is stored without the
+        // receiver's response rather than failing the request.
+        crate::delivery::store_results(
+            self.store.as_ref(),
+            &mut vec![result.clone()],
+            &out.breaker,
+            &mut Vec::new(),
+        )
+        .await?;
         Ok(TestOutcome {
             delivery_id: claimed.id,
             instance_id,
@@ -458,6 +464,35 @@ impl Herald {
     pub async fn destinations(&self, caller: &Caller) -> Result<Vec<DestinationRecord>> {
         require_webhook_manager(caller)?;
         Ok(self.store.destinations(caller.workspace_id).await?)
+    }
+
+    /// Enables a URL that was disabled because its receiver answered 410 Gone. `url` is the URL
+    /// as configured or as the health listing shows it (without credentials). Returns the
+    /// destinations enabled.
+    pub async fn enable_destination(&self, caller: &Caller, url: &str) -> Result<usize> {
+        require_webhook_manager(caller)?;
+        let url = url.trim();
+        let mut enabled = 0;
+        for d in self.store.destinations(caller.workspace_id).await? {
+            let matches = d.url == url || crate::domain::webhook::redact(&d.url) == url;
+            if matches
+                && d.disabled.is_some()
+                && self
+                    .store
+                    .enable_destination(caller.workspace_id, &d.url)
+                    .await?
+            {
+                tracing::info!(by = %caller.email, url = %crate::domain::webhook::redact(&d.url), "callback URL enabled again");
+                enabled += 1;
+            }
+        }
+        if enabled == 0 {
+            return Err(Error::NotFound(format!(
+                "no disabled callback URL is `{}`; GET /api/v1/webhooks/health lists them",
+                crate::domain::webhook::redact(url)
+            )));
+        }
+        Ok(enabled)
     }
 
     // --- processes --------------------------------------------------------------------------

@@ -107,11 +107,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         resolve_overrides: config.resolve_overrides.clone(),
     };
     let client = CallbackClient::new(egress.clone(), config.callback_timeout)?;
+    // Bound first: the node's name is its host and port, which no other live process can hold.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
     let node_id = format!(
-        "node-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        addr.port()
     );
+    let ended = store
+        .start_node(&node_id)
+        .await
+        .context("starting the delivery node")?;
+    if ended > 0 {
+        tracing::info!(
+            leases = ended,
+            node = %node_id,
+            "ended the leases a previous process of this node left: their deliveries are due again"
+        );
+    }
     let lease_margin = Duration::from_secs(5);
     let outbound = Outbound {
         client: client.clone(),
@@ -142,10 +158,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(herald.metrics()),
     );
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let app = crate::router(herald);
     let shutdown = CancellationToken::new();
 

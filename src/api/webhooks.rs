@@ -14,6 +14,7 @@ pub fn router() -> Router<Herald> {
         .route("/webhooks", get(read).put(replace))
         .route("/webhooks/test", axum::routing::post(test))
         .route("/webhooks/health", get(health))
+        .route("/webhooks/enable", axum::routing::post(enable))
         .route("/webhooks/secret", get(secret))
         .route("/webhooks/secret/rotate", axum::routing::post(rotate))
 }
@@ -85,18 +86,43 @@ async fn health(
         .await?
         .into_iter()
         .map(|d| {
+            let state = match (&d.disabled, d.open) {
+                (Some(_), _) => "disabled",
+                (None, true) => "paused",
+                (None, false) => "healthy",
+            };
             serde_json::json!({
                 "url": crate::domain::webhook::redact(&d.url),
-                "state": if d.open { "paused" } else { "healthy" },
+                "state": state,
                 "consecutiveFailures": d.consecutive_failures,
                 "pausedUntil": d.paused_until.filter(|_| d.open),
                 "lastSuccessAt": d.last_success_at,
                 "lastFailureAt": d.last_failure_at,
                 "lastError": d.last_error,
+                "disabledAt": d.disabled.as_ref().map(|(at, _)| *at),
+                "disabledReason": d.disabled.as_ref().map(|(_, why)| why),
             })
         })
         .collect();
     Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// The body of `POST /webhooks/enable`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableBody {
+    url: String,
+}
+
+/// Enables a URL disabled because its receiver answered 410 Gone (as saving the settings with
+/// it does): new events queue callbacks to it again.
+async fn enable(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<EnableBody>,
+) -> Result<Json<serde_json::Value>> {
+    let enabled = herald.enable_destination(&caller, &body.url).await?;
+    Ok(Json(serde_json::json!({ "enabled": enabled })))
 }
 
 /// One event's slider and URLs, as the API shows and takes them.

@@ -90,16 +90,7 @@ impl CallbackClient {
         match result {
             Ok((status, excerpt, retry_after)) => {
                 let code = status.as_u16();
-                let (outcome, error) = if status.is_success() {
-                    (AttemptOutcome::Success, None)
-                } else if status.is_redirection() {
-                    (
-                        AttemptOutcome::Redirect,
-                        Some(format!("HTTP {code}: redirect not followed")),
-                    )
-                } else {
-                    (AttemptOutcome::HttpStatus, Some(format!("HTTP {code}")))
-                };
+                let (outcome, error) = AttemptOutcome::of_status(code);
                 Attempt {
                     started_at,
                     duration,

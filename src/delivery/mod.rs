@@ -5,8 +5,11 @@
 
 pub mod client;
 pub mod egress;
+mod results;
 mod worker;
 
 pub use client::{Attempt, Callback, CallbackClient};
 pub use egress::EgressPolicy;
-pub use worker::{Worker, WorkerConfig, attempt, next_step};
+pub use results::SHUTDOWN_RESULTS_GRACE;
+pub(crate) use results::store_results;
+pub use worker::{Worker, WorkerConfig, attempt};

@@ -7,23 +7,22 @@
 //! A housekeeping task promotes circuit-breaker probes and prunes the log.
 
 use super::client::{Attempt, Callback, CallbackClient};
+use super::results::{resume_to_the_end, write_results};
 use crate::domain::{
-    AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, SigningKeys,
+    AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, Signal, SigningKeys,
+    next_step, storable_text,
 };
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
-    AttemptRecord, AttemptResult, BreakerStep, ClaimRequest, ClaimedDelivery, NextStep, Pruned,
-    Store, Unfinished, WorkspaceId,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Pruned, Store,
+    WorkspaceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// The longest a `Retry-After` answer can postpone the next attempt.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// How the worker behaves.
 #[derive(Debug, Clone)]
@@ -56,35 +55,6 @@ pub struct Worker {
     config: WorkerConfig,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
-}
-
-/// Decides what follows an attempt: success ends the delivery; 410 Gone ends it as failed;
-/// anything else is retried on the schedule until it runs out. A `Retry-After` (on 429 and
-/// 503) can postpone the retry beyond the schedule, by at most [`MAX_RETRY_AFTER`]; it never
-/// brings a retry forward. Test callbacks are never retried.
-pub fn next_step(
-    attempt: &Attempt,
-    attempts_before: i64,
-    test: bool,
-    retry: &RetrySchedule,
-    jitter: f64,
-) -> NextStep {
-    if attempt.outcome == AttemptOutcome::Success {
-        return NextStep::Succeeded;
-    }
-    if test || attempt.status_code == Some(410) {
-        return NextStep::Failed;
-    }
-    let made = u32::try_from(attempts_before.saturating_add(1)).unwrap_or(u32::MAX);
-    match retry.delay_after(made, jitter) {
-        Some(delay) => {
-            let wanted = attempt
-                .retry_after
-                .map_or(Duration::ZERO, |d| d.min(MAX_RETRY_AFTER));
-            NextStep::RetryAt(Millis::now().plus(delay.max(wanted)))
-        }
-        None => NextStep::Failed,
-    }
 }
 
 impl Worker {
@@ -385,11 +355,13 @@ pub async fn attempt(
             retry_after: None,
         },
     };
+    let signal = Signal::of(result.outcome, result.status_code, result.retry_after);
     let next = next_step(
-        &result,
+        signal,
         delivery.attempts,
         delivery.test,
         retry,
+        Millis::now(),
         rand::random::<f64>(),
     );
     tracing::debug!(
@@ -405,6 +377,7 @@ pub async fn attempt(
         url: delivery.url.clone(),
         test: delivery.test,
         attempt: to_record(result, node),
+        signal,
         next,
     }
 }
@@ -415,155 +388,9 @@ fn to_record(a: Attempt, node: &str) -> AttemptRecord {
         duration_ms: i64::try_from(a.duration.as_millis()).unwrap_or(i64::MAX),
         outcome: a.outcome,
         status_code: a.status_code.map(i64::from),
-        error: a.error,
-        response_excerpt: a.response_excerpt,
+        error: a.error.map(storable_text),
+        response_excerpt: a.response_excerpt.map(storable_text),
         node: node.to_owned(),
-    }
-}
-
-/// Most attempt results stored in one batch.
-const RESULTS_BATCH: usize = 256;
-
-/// How long the results writer waits for more results before storing a batch that is not full.
-/// Measured at 1,000 events/s on PostgreSQL: results were stored nearly one by one (18,800
-/// writes for 30,000 results), each a statement costing the server 0.2–0.4 ms, and each waking
-/// a claim that found little or nothing.
-const RESULTS_LINGER: Duration = Duration::from_millis(3);
-
-/// The results writer lingers only while fewer attempts than this are in flight (and fewer than
-/// the per-host cap). Measured: lingering whatever the load cut the drain of a backlog to one host
-/// from 10,818 to 7,454 callbacks/s, its 64 slots each idle for the linger.
-const LINGER_BELOW_IN_FLIGHT: usize = 8;
-
-/// How long a stopping node keeps retrying results its database refuses before it gives them
-/// up. Callbacks in flight finish within the callback timeout first, so a node asked to stop
-/// is gone within about timeout + this grace, which fits the usual 30 s of a process manager.
-pub const SHUTDOWN_RESULTS_GRACE: Duration = Duration::from_secs(10);
-
-/// Stores results in batches. A failed write is retried, not dropped, while the node runs: the
-/// lease keeps the delivery from being attempted again meanwhile. Once the node is stopping, the
-/// retries last [`SHUTDOWN_RESULTS_GRACE`] at most; then the results are given up (logged), as if
-/// the node had died: each delivery is attempted again after its lease ends, with the same
-/// webhook-id, so nothing is lost and the receiver can tell the repeat.
-async fn write_results(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<AttemptResult>,
-    stored: Arc<Notify>,
-    breaker: BreakerPolicy,
-    metrics: Arc<Metrics>,
-    per_host_cap: usize,
-    shutdown: CancellationToken,
-) {
-    let mut give_up_at: Option<tokio::time::Instant> = None;
-    let mut batch = Vec::with_capacity(RESULTS_BATCH);
-    // URLs whose pause is still being held, or whose recovery released, chunk by chunk, by a
-    // task of their own, so the results of other URLs never wait behind a large backlog.
-    let moving: Arc<std::sync::Mutex<std::collections::HashSet<Unfinished>>> = Arc::default();
-    let (moves, to_move) = mpsc::unbounded_channel();
-    tokio::spawn(finish_backlogs(
-        Arc::clone(&store),
-        to_move,
-        Arc::clone(&moving),
-        Arc::clone(&stored),
-    ));
-    while rx.recv_many(&mut batch, RESULTS_BATCH).await > 0 {
-        // A few results at a time cost nearly as much to store as a full batch (the statement,
-        // not its rows, is the cost). Under light load nothing waits on them but the next
-        // delivery of the same instance: gather for a moment. Not when a host may be at its cap
-        // (its next claim waits for these results to free a slot), nor under load, where
-        // batches fill by themselves.
-        let in_flight = usize::try_from(metrics.in_flight()).unwrap_or(0);
-        let linger = in_flight + batch.len() < per_host_cap.min(LINGER_BELOW_IN_FLIGHT);
-        let deadline = tokio::time::Instant::now() + RESULTS_LINGER;
-        while linger && batch.len() < RESULTS_BATCH {
-            let room = RESULTS_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let mut backoff = Duration::from_millis(50);
-        let started = std::time::Instant::now();
-        let unfinished = loop {
-            match store.record_attempts(&batch, &breaker).await {
-                Ok(unfinished) => break unfinished,
-                Err(error) if shutdown.is_cancelled() => {
-                    let now = tokio::time::Instant::now();
-                    let deadline = *give_up_at.get_or_insert(now + SHUTDOWN_RESULTS_GRACE);
-                    if now >= deadline {
-                        tracing::error!(error = %error_chain(&error), results = batch.len(), "shutting down: attempt results not stored; their deliveries will be attempted again when their leases end");
-                        break Vec::new();
-                    }
-                    tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed while shutting down; retrying until the grace period ends");
-                    tokio::time::sleep(backoff.min(deadline - now)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    tracing::error!(error = %error_chain(&error), results = batch.len(), "storing attempt results failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        // A stop request cuts the wait short: retry now, then within the grace.
-                        _ = shutdown.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        metrics.results_duration.observe(started.elapsed());
-        batch.clear();
-        stored.notify_one();
-        for work in unfinished {
-            if moving.lock().expect("not poisoned").insert(work.clone()) {
-                let _ = moves.send(work);
-            }
-        }
-    }
-}
-
-/// Holds the remaining deliveries of paused URLs, and releases those of recovered ones, one URL
-/// after another and one chunk per transaction, until none is left or the URL's breaker changed
-/// again: one database connection at most is busy with backlogs, however many URLs pause or
-/// recover at once. Each released chunk wakes the delivery loop. If the database fails meanwhile,
-/// unheld rows are claimed, fail, and are held then; unreleased rows wait for the URL's next
-/// success.
-async fn finish_backlogs(
-    store: Arc<dyn Store>,
-    mut to_move: mpsc::UnboundedReceiver<Unfinished>,
-    moving: Arc<std::sync::Mutex<std::collections::HashSet<Unfinished>>>,
-    released: Arc<Notify>,
-) {
-    while let Some(work) = to_move.recv().await {
-        resume_to_the_end(store.as_ref(), &work, &released).await;
-        moving.lock().expect("not poisoned").remove(&work);
-    }
-}
-
-/// Holds or releases a URL's deliveries chunk by chunk until none is left, the breaker changed
-/// again, or the database failed (logged). Each released chunk wakes the delivery loop.
-///
-/// A hold waits as long between chunks as the last chunk took: nothing is urgent about it (until
-/// held, a paused URL's deliveries only wait behind its attempts in flight), and run back to back
-/// its chunks took a database core for over a second whenever a busy URL stopped answering,
-/// delaying the callbacks of every other URL. A release goes on at once: its URL's receiver is
-/// back and its backlog should flow.
-async fn resume_to_the_end(store: &dyn Store, work: &Unfinished, released: &Notify) {
-    loop {
-        let started = tokio::time::Instant::now();
-        let more = store.resume(work).await;
-        if work.step == BreakerStep::Release {
-            released.notify_one();
-        }
-        match more {
-            Ok(true) if work.step == BreakerStep::Hold => {
-                tokio::time::sleep(started.elapsed()).await;
-            }
-            Ok(true) => tokio::task::yield_now().await,
-            Ok(false) => break,
-            Err(error) => {
-                tracing::warn!(error = %error_chain(&error), step = ?work.step, "holding or releasing a URL's deliveries failed");
-                break;
-            }
-        }
     }
 }
 
@@ -655,68 +482,5 @@ mod tests {
         );
         drop(b);
         assert!(busy.lock().unwrap().is_empty());
-    }
-
-    fn failed(status: u16, retry_after: Option<u64>) -> Attempt {
-        Attempt {
-            started_at: Millis::now(),
-            duration: Duration::ZERO,
-            outcome: AttemptOutcome::HttpStatus,
-            status_code: Some(status),
-            error: None,
-            response_excerpt: None,
-            retry_after: retry_after.map(Duration::from_secs),
-        }
-    }
-
-    fn delay(step: NextStep) -> i64 {
-        match step {
-            NextStep::RetryAt(at) => (at.0 - Millis::now().0 + 500) / 1000,
-            other => panic!("expected a retry, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn retry_after_postpones_but_never_hastens() {
-        let schedule = RetrySchedule::parse("60s,60s").unwrap();
-        assert_eq!(
-            delay(next_step(&failed(503, Some(600)), 0, false, &schedule, 0.5)),
-            600
-        );
-        assert_eq!(
-            delay(next_step(&failed(429, Some(5)), 0, false, &schedule, 0.5)),
-            60
-        );
-        assert_eq!(
-            delay(next_step(
-                &failed(503, Some(7 * 86_400)),
-                0,
-                false,
-                &schedule,
-                0.5
-            )),
-            86_400
-        );
-        assert_eq!(
-            next_step(&failed(503, Some(5)), 2, false, &schedule, 0.5),
-            NextStep::Failed
-        );
-    }
-
-    #[test]
-    fn gone_and_test_callbacks_are_not_retried() {
-        let schedule = RetrySchedule::default();
-        assert_eq!(
-            next_step(&failed(410, None), 0, false, &schedule, 0.5),
-            NextStep::Failed
-        );
-        assert_eq!(
-            next_step(&failed(500, None), 0, true, &schedule, 0.5),
-            NextStep::Failed
-        );
-        assert!(matches!(
-            next_step(&failed(500, None), 0, false, &schedule, 0.5),
-            NextStep::RetryAt(_)
-        ));
     }
 }

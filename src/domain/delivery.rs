@@ -1,8 +1,10 @@
 //! Deliveries (one callback of one event to one URL) and the outcome of each attempt.
 
 use super::Invalid;
+use super::retry::MAX_RETRY_AFTER;
 use serde::Serialize;
 use std::fmt;
+use std::time::Duration;
 
 /// The public ID of a delivery, also sent as the `webhook-id` header (`msg_` + 32 hex).
 /// It stays the same across retries and redeliveries so receivers can drop duplicates.
@@ -133,9 +135,118 @@ impl AttemptOutcome {
     }
 }
 
+impl AttemptOutcome {
+    /// The outcome of an answer with this HTTP status, and the error it records: any 2xx is
+    /// success; a 3xx is a failure that names the redirect (redirects are never followed); any
+    /// other status is a failure by status.
+    pub fn of_status(code: u16) -> (Self, Option<String>) {
+        match code {
+            200..=299 => (AttemptOutcome::Success, None),
+            300..=399 => (
+                AttemptOutcome::Redirect,
+                Some(format!("HTTP {code}: redirect not followed")),
+            ),
+            _ => (AttemptOutcome::HttpStatus, Some(format!("HTTP {code}"))),
+        }
+    }
+}
+
+/// What one attempt says about its receiver: the facts the retry schedule and the circuit
+/// breaker decide by, classified once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A 2xx answer.
+    Success,
+    /// `410 Gone`: the receiver asks for no more callbacks (Standard Webhooks). The delivery
+    /// fails, and so does every other pending one to the URL, which is disabled.
+    Gone,
+    /// Any other failure. `retry_after` is the receiver's `Retry-After` on a 429 or 503, capped
+    /// at [`MAX_RETRY_AFTER`]: no request to the URL may start before it has passed.
+    Failure { retry_after: Option<Duration> },
+}
+
+impl Signal {
+    /// Classifies an attempt by its outcome, HTTP status and `Retry-After` header. A
+    /// `Retry-After` counts on 429 and 503 only, the statuses that define it as a pause.
+    pub fn of(outcome: AttemptOutcome, status: Option<u16>, retry_after: Option<Duration>) -> Self {
+        match (outcome, status) {
+            (AttemptOutcome::Success, _) => Signal::Success,
+            (AttemptOutcome::HttpStatus, Some(410)) => Signal::Gone,
+            (_, Some(429 | 503)) => Signal::Failure {
+                retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
+            },
+            _ => Signal::Failure { retry_after: None },
+        }
+    }
+}
+
+/// Text from a receiver or a network error, made storable by every backend: PostgreSQL refuses
+/// the NUL character in text (`invalid byte sequence for encoding "UTF8": 0x00`), so each one
+/// becomes U+2400 (␀), which shows where it was. One receiver's odd body must never stop the
+/// results of others from being stored.
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{2400}")
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(AttemptOutcome::of_status(204).0, AttemptOutcome::Success);
+        assert_eq!(
+            AttemptOutcome::of_status(301),
+            (
+                AttemptOutcome::Redirect,
+                Some("HTTP 301: redirect not followed".into())
+            )
+        );
+        assert_eq!(
+            AttemptOutcome::of_status(410),
+            (AttemptOutcome::HttpStatus, Some("HTTP 410".into()))
+        );
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(
+            Signal::of(AttemptOutcome::HttpStatus, Some(410), None),
+            Signal::Gone
+        );
+        assert_eq!(
+            Signal::of(AttemptOutcome::HttpStatus, Some(429), minute),
+            Signal::Failure {
+                retry_after: minute
+            }
+        );
+        assert_eq!(
+            Signal::of(AttemptOutcome::HttpStatus, Some(500), minute),
+            Signal::Failure { retry_after: None },
+            "Retry-After means a pause on 429 and 503 only"
+        );
+        assert_eq!(
+            Signal::of(
+                AttemptOutcome::HttpStatus,
+                Some(503),
+                Some(Duration::from_secs(90_000_000))
+            ),
+            Signal::Failure {
+                retry_after: Some(MAX_RETRY_AFTER)
+            }
+        );
+        assert_eq!(
+            Signal::of(AttemptOutcome::Timeout, None, None),
+            Signal::Failure { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_made_storable() {
+        assert_eq!(storable_text("before\0after".into()), "before\u{2400}after");
+        assert_eq!(storable_text("plain".into()), "plain");
+    }
 
     #[test]
     fn delivery_ids() {

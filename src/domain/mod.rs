@@ -12,11 +12,11 @@ pub mod signing;
 pub mod user;
 pub mod webhook;
 
-pub use breaker::{AfterFailure, BreakerPolicy};
-pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus};
+pub use breaker::{AfterFailure, BreakerPolicy, Change, Health};
+pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus, Signal, storable_text};
 pub use instance::{InstanceData, InstanceId, InstanceStatus, UniqueId};
 pub use process::{ProcessName, ProcessTitle};
-pub use retry::RetrySchedule;
+pub use retry::{MAX_RETRY_AFTER, NextStep, RetrySchedule, next_step};
 pub use signing::{SigningKeys, SigningSecret};
 pub use user::{ApiToken, DisplayName, Email, Password, Role, TokenHash};
 pub use webhook::{CallbackFormat, CallbackUrl, EventType, UrlProblem, WebhookSettings};

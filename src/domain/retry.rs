@@ -1,7 +1,55 @@
 //! The retry policy: the one place that decides when a failed delivery is tried again.
 
-use super::Invalid;
+use super::{Invalid, Millis, Signal};
 use std::time::Duration;
+
+/// The longest a `Retry-After` answer can postpone the next attempt (or pause a URL).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Millis),
+    Failed,
+}
+
+impl NextStep {
+    /// The delivery's stored status and next attempt time after this step.
+    pub fn stored(&self) -> (&'static str, Option<i64>) {
+        match self {
+            NextStep::Succeeded => ("succeeded", None),
+            NextStep::Failed => ("failed", None),
+            NextStep::RetryAt(at) => ("pending", Some(at.0)),
+        }
+    }
+}
+
+/// Decides what follows an attempt: success ends the delivery; a receiver that is gone (410)
+/// ends it as failed; anything else is retried on the schedule until it runs out. A
+/// `Retry-After` (carried by the signal, on 429 and 503) can postpone the retry beyond the
+/// schedule; it never brings one forward. Test callbacks are never retried. `attempts_before`
+/// counts the attempts made before this one; `jitter` in [0, 1) picks the jitter.
+pub fn next_step(
+    signal: Signal,
+    attempts_before: i64,
+    test: bool,
+    retry: &RetrySchedule,
+    now: Millis,
+    jitter: f64,
+) -> NextStep {
+    let retry_after = match signal {
+        Signal::Success => return NextStep::Succeeded,
+        Signal::Gone => return NextStep::Failed,
+        Signal::Failure { .. } if test => return NextStep::Failed,
+        Signal::Failure { retry_after } => retry_after.unwrap_or(Duration::ZERO),
+    };
+    let made = u32::try_from(attempts_before.saturating_add(1)).unwrap_or(u32::MAX);
+    match retry.delay_after(made, jitter) {
+        Some(delay) => NextStep::RetryAt(now.plus(delay.max(retry_after.min(MAX_RETRY_AFTER)))),
+        None => NextStep::Failed,
+    }
+}
 
 /// Delays before each retry, after the first attempt fails. Once they are used up the delivery
 /// is `failed`. Each delay gets ±20% jitter so a recovering receiver is not hit by a wall of
@@ -96,6 +144,75 @@ pub fn parse_duration(text: &str) -> Result<Duration, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn failure(retry_after: Option<u64>) -> Signal {
+        Signal::Failure {
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    fn delay(step: NextStep, now: Millis) -> i64 {
+        match step {
+            NextStep::RetryAt(at) => (at.0 - now.0) / 1000,
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_postpones_but_never_hastens() {
+        let schedule = RetrySchedule::parse("60s,60s").unwrap();
+        let now = Millis(1_000_000);
+        let step = |s, before| next_step(s, before, false, &schedule, now, 0.5);
+        assert_eq!(delay(step(failure(Some(600)), 0), now), 600);
+        assert_eq!(delay(step(failure(Some(5)), 0), now), 60);
+        assert_eq!(delay(step(failure(Some(7 * 86_400)), 0), now), 86_400);
+        assert_eq!(step(failure(Some(5)), 2), NextStep::Failed);
+    }
+
+    #[test]
+    fn gone_and_test_callbacks_are_not_retried() {
+        let schedule = RetrySchedule::default();
+        let now = Millis(1_000_000);
+        assert_eq!(
+            next_step(Signal::Gone, 0, false, &schedule, now, 0.5),
+            NextStep::Failed
+        );
+        assert_eq!(
+            next_step(failure(None), 0, true, &schedule, now, 0.5),
+            NextStep::Failed
+        );
+        assert!(matches!(
+            next_step(failure(None), 0, false, &schedule, now, 0.5),
+            NextStep::RetryAt(_)
+        ));
+    }
+
+    proptest! {
+        /// A 410 is never retried, whatever the schedule and however few attempts were made.
+        #[test]
+        fn a_gone_receiver_is_never_retried(before in 0i64..100, jitter in 0.0f64..1.0, n in 0usize..10) {
+            let schedule = RetrySchedule::parse(&vec!["1s"; n].join(",")).unwrap();
+            prop_assert_eq!(next_step(Signal::Gone, before, false, &schedule, Millis(0), jitter), NextStep::Failed);
+        }
+
+        /// A retry never comes before the receiver's Retry-After, nor before its scheduled delay
+        /// less the jitter.
+        #[test]
+        fn a_retry_comes_no_sooner_than_asked(ra in proptest::option::of(0u64..200_000), before in 0i64..8, jitter in 0.0f64..1.0) {
+            let schedule = RetrySchedule::default();
+            let now = Millis(1_000_000);
+            match next_step(failure(ra), before, false, &schedule, now, jitter) {
+                NextStep::RetryAt(at) => {
+                    let wanted = Duration::from_secs(ra.unwrap_or(0)).min(MAX_RETRY_AFTER);
+                    prop_assert!(at.0 - now.0 >= i64::try_from(wanted.as_millis()).unwrap());
+                    let base = schedule.delays()[usize::try_from(before).unwrap()];
+                    prop_assert!(at.0 - now.0 >= i64::try_from(base.mul_f64(0.8).as_millis()).unwrap());
+                }
+                other => prop_assert!(false, "expected a retry, got {:?}", other),
+            }
+        }
+    }
 
     #[test]
     fn default_schedule() {

@@ -64,6 +64,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "prune_indexes",
         sql: include_str!("../../migrations/sqlite/0006_prune_indexes.sql"),
     },
+    Migration {
+        version: 7,
+        name: "disabled_destinations",
+        sql: include_str!("../../migrations/sqlite/0007_disabled_destinations.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -96,6 +101,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "prune_indexes",
         sql: include_str!("../../migrations/postgres/0006_prune_indexes.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "disabled_destinations",
+        sql: include_str!("../../migrations/postgres/0007_disabled_destinations.sql"),
     },
 ];
 

@@ -9,14 +9,16 @@
 //! (`tests/api/storage.rs`).
 
 pub mod group;
+pub(crate) mod health;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+pub use crate::domain::NextStep;
 use crate::domain::{
     AttemptOutcome, BreakerPolicy, CallbackFormat, DeliveryId, DeliveryStatus, Email, EventType,
-    InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, SigningKeys,
-    SigningSecret, TokenHash, WebhookSettings,
+    InstanceData, InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, Signal,
+    SigningKeys, SigningSecret, TokenHash, WebhookSettings,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -44,6 +46,32 @@ pub enum StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    /// Whether the database answered and refused what it was given (a value it cannot hold, a
+    /// constraint, a size limit): the same statement will be refused again, so retrying it is
+    /// useless, unlike a database that is down, busy or full, which a retry outlasts.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StorageError::Database(sqlx::Error::Database(db)) => {
+                match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // Data exceptions (22: a NUL in text, a value out of range), integrity
+                    // constraints (23), program limits (54: a row too large).
+                    Some(pg) => matches!(&pg.code()[..2], "22" | "23" | "54"),
+                    // SQLite through sqlx: its constraint errors, by kind.
+                    None => !matches!(db.kind(), sqlx::error::ErrorKind::Other),
+                }
+            }
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            _ => false,
+        }
+    }
+}
 
 /// Internal numeric key of a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,13 +331,17 @@ fn prune_events_sql(placeholder: char) -> String {
     )
 }
 
-/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment: an event is
-/// stored only for its deliveries (their payload and their log), so one with none is not written.
+/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment, and not
+/// disabled: an event is stored only for its deliveries (their payload and their log), so one
+/// with none is not written.
 fn has_urls_sql(workspace: &str, event: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM webhook_events e
                  JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
-                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled)"
+                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled
+                   AND NOT EXISTS (SELECT 1 FROM destinations x
+                                   WHERE x.workspace_id = u.workspace_id AND x.url = u.url
+                                     AND x.disabled_at IS NOT NULL))"
     )
 }
 
@@ -414,6 +446,8 @@ pub enum BreakerStep {
     Hold,
     /// The breaker closed: release what it held.
     Release,
+    /// The receiver is gone: fail what is pending to the disabled URL.
+    FailGone,
 }
 
 /// A URL whose breaker opened or closed with more deliveries to hold or release than one chunk.
@@ -520,6 +554,8 @@ pub struct DestinationRecord {
     pub last_success_at: Option<Millis>,
     pub last_failure_at: Option<Millis>,
     pub last_error: Option<String>,
+    /// When and why the URL was disabled (its receiver answered 410 Gone); `None` while enabled.
+    pub disabled: Option<(Millis, String)>,
 }
 
 /// A delivery handed to a worker under a lease.
@@ -545,25 +581,6 @@ pub struct ClaimedDelivery {
     pub instance: Option<String>,
 }
 
-/// What happens to a delivery after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    Succeeded,
-    RetryAt(Millis),
-    Failed,
-}
-
-impl NextStep {
-    /// The delivery's stored status and next attempt time after this step.
-    pub fn stored(&self) -> (&'static str, Option<i64>) {
-        match self {
-            NextStep::Succeeded => ("succeeded", None),
-            NextStep::Failed => ("failed", None),
-            NextStep::RetryAt(at) => ("pending", Some(at.0)),
-        }
-    }
-}
-
 /// The result of one attempt, to be written back.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
@@ -574,6 +591,8 @@ pub struct AttemptResult {
     /// Test callbacks do not count towards a destination's health.
     pub test: bool,
     pub attempt: AttemptRecord,
+    /// What the attempt said about its receiver, for the circuit breaker.
+    pub signal: Signal,
     pub next: NextStep,
 }
 
@@ -596,6 +615,15 @@ pub trait Store: Send + Sync + 'static {
     fn announces_own_writes(&self) -> bool {
         false
     }
+
+    /// Starts this process as the delivery node `node`, and ends the leases a previous process
+    /// of the same node left behind: that process is provably gone, so its deliveries need not
+    /// wait for their leases to run out (and its dead leases no longer count against the
+    /// per-host cap). SQLite serves one node: it takes the database's node lock, held while the
+    /// store lives (a second `herald serve` on the same file is refused), and ends every lease.
+    /// PostgreSQL ends the leases held under `node`, a name only one live process can hold
+    /// (host name and listening port); other nodes' leases end by time. Returns how many ended.
+    async fn start_node(&self, node: &str) -> Result<u64>;
 
     /// Fails with [`SchemaError`] unless the schema is exactly current (used with `--no-migrate`).
     async fn check_schema(&self) -> Result<()>;
@@ -768,9 +796,10 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>>;
 
     /// Writes the results of attempts, all in one transaction, and updates the health of their
-    /// destinations under `breaker` (pausing a failing URL's deliveries, or releasing them).
-    /// Returns the URLs whose pause held a full [`HOLD_CHUNK`], or whose recovery
-    /// released a full [`BREAKER_CHUNK`]: the caller does the rest with [`Store::resume`].
+    /// destinations under `breaker` (`health::record_health`: pausing a failing URL's
+    /// deliveries, releasing them, or disabling a URL whose receiver is gone). Returns the URLs
+    /// whose pause held a full [`HOLD_CHUNK`], or whose recovery released (or disabling failed)
+    /// a full [`BREAKER_CHUNK`]: the caller does the rest with [`Store::resume`].
     async fn record_attempts(
         &self,
         results: &[AttemptResult],
@@ -795,6 +824,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The destinations of a workspace that have failed at least once.
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>>;
+
+    /// Enables a URL that was disabled (its receiver answered 410 Gone), with a fresh breaker;
+    /// `false` if it was not disabled. Saving settings that list a URL enables it too.
+    async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool>;
 
     /// The state of the delivery queue over every workspace.
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;

@@ -37,6 +37,7 @@ pub fn router() -> Router<Herald> {
         .route("/ui/admin/developer/webhooks", post(save_webhooks))
         .route("/ui/admin/developer/secret/rotate", post(rotate_secret))
         .route("/ui/admin/developer/test", post(send_test))
+        .route("/ui/admin/developer/enable", post(enable_url))
         .route("/ui/admin/deliveries", get(deliveries))
         .route("/ui/admin/deliveries/{id}", get(delivery))
         .route("/ui/admin/deliveries/{id}/redeliver", post(redeliver))
@@ -472,10 +473,11 @@ async fn developer_page(herald: &Herald, s: &SessionRecord, view: DeveloperView)
     let loaded = async {
         let settings = herald.webhook_settings(&s.caller).await?;
         let keys = herald.signing_keys(&s.caller).await?;
-        Ok::<_, Error>((settings, keys))
+        let destinations = herald.destinations(&s.caller).await?;
+        Ok::<_, Error>((settings, keys, destinations))
     }
     .await;
-    let (settings, keys) = match loaded {
+    let (settings, keys, destinations) = match loaded {
         Ok(v) => v,
         Err(e) => return error_page(Some(s), e),
     };
@@ -509,6 +511,18 @@ async fn developer_page(herald: &Herald, s: &SessionRecord, view: DeveloperView)
             json!({"key": key, "label": label, "enabled": enabled, "text": text, "errors": errors})
         })
         .collect();
+    // URLs disabled because their receiver answered 410 Gone, with when and why.
+    let disabled: Vec<Value> = destinations
+        .iter()
+        .filter_map(|d| {
+            let (at, why) = d.disabled.as_ref()?;
+            Some(json!({
+                "url": crate::domain::webhook::redact(&d.url),
+                "at": at.to_rfc3339(),
+                "reason": why,
+            }))
+        })
+        .collect();
     let form_format = match &view.typed {
         Some((_, format)) => format.clone(),
         None => settings.format.as_str().to_owned(),
@@ -523,6 +537,7 @@ async fn developer_page(herald: &Herald, s: &SessionRecord, view: DeveloperView)
             form_format => form_format,
             open_dialog => view.typed.is_some(),
             secret => keys.current.expose(),
+            disabled => disabled,
             test => view.test,
             flash => view.flash,
             flash_bad => view.flash_bad,
@@ -619,6 +634,33 @@ async fn rotate_secret(
         }
         Err(e) => error_page(Some(&s), e),
     }
+}
+
+/// Enables a URL disabled because its receiver answered 410 Gone.
+async fn enable_url(
+    State(herald): State<Herald>,
+    UiSession(s): UiSession,
+    Form(form): Form<Fields>,
+) -> Response {
+    if let Some(r) = check_csrf(&s, &form) {
+        return r;
+    }
+    let url = field(&form, "url").to_owned();
+    let (flash, flash_bad) = match herald.enable_destination(&s.caller, &url).await {
+        Ok(_) => (format!("{url} is enabled again."), false),
+        Err(Error::NotFound(message)) => (message, true),
+        Err(e) => return error_page(Some(&s), e),
+    };
+    developer_page(
+        &herald,
+        &s,
+        DeveloperView {
+            flash,
+            flash_bad,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn send_test(

@@ -5,6 +5,27 @@
 //! running the tests sets `HERALD_TEST_SKIP_POSTGRES=1` on purpose (refused under `CI=true`).
 
 use herald::storage::{self, Store};
+
+/// Runs a check that takes its database (to look behind Herald's back) on a fresh SQLite and a
+/// fresh PostgreSQL database: `<check>::sqlite` and `<check>::postgres`.
+macro_rules! on_both_backends {
+    ($(#[$test:meta])* $check:ident) => {
+        mod $check {
+            $(#[$test])*
+            async fn sqlite() {
+                super::$check(crate::db::TestDb::sqlite()).await;
+            }
+            $(#[$test])*
+            async fn postgres() {
+                if crate::db::postgres_skipped() {
+                    return;
+                }
+                super::$check(crate::db::TestDb::postgres().await).await;
+            }
+        }
+    };
+}
+
 use std::sync::Arc;
 
 /// The server PostgreSQL tests use, as a URL to its maintenance database.
@@ -96,6 +117,21 @@ impl TestDb {
     pub fn url(&self) -> &str {
         match self {
             TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Runs SQL statements straight on this database, behind Herald's back.
+    pub async fn execute(&self, sql: &'static str) {
+        use sqlx::Connection;
+        match self {
+            TestDb::Sqlite { url, .. } => {
+                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+            TestDb::Postgres { url, .. } => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
         }
     }
 

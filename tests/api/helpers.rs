@@ -65,7 +65,11 @@ impl TestApp {
         if crate::db::postgres_skipped() {
             return None;
         }
-        let db = crate::db::TestDb::postgres().await;
+        Some(Self::spawn_on(crate::db::TestDb::postgres().await, adjust).await)
+    }
+
+    /// The same Herald on `db`, kept for the test to look behind Herald's back.
+    pub async fn spawn_on(db: crate::db::TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         let url = db.url().to_owned();
         let mut app = Self::spawn_in(tempfile::tempdir().unwrap(), |c| {
             c.database_url = url;
@@ -73,7 +77,7 @@ impl TestApp {
         })
         .await;
         app._db = Some(db);
-        Some(app)
+        app
     }
 
     /// Sends a request as `token` (or anonymously with `None`).
@@ -257,6 +261,12 @@ pub enum Behaviour {
     Delay(u64),
     /// Answer with this status and one header.
     WithHeader(u16, &'static str, &'static str),
+    /// Answer the first `n` requests with this status and one header, then 200.
+    FirstWithHeader(usize, u16, &'static str, &'static str),
+    /// Answer with this status and body.
+    Body(u16, &'static str),
+    /// Never answer the first `n` requests, then answer 200.
+    HangFirst(usize),
 }
 
 /// One request the receiver got.
@@ -403,6 +413,16 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
         }
         Behaviour::FailFirst(..) => (StatusCode::OK, "ok now").into_response(),
         Behaviour::Hang => std::future::pending().await,
+        Behaviour::HangFirst(n) if seen <= n => std::future::pending().await,
+        Behaviour::HangFirst(_) => (StatusCode::OK, "answered").into_response(),
+        Behaviour::FirstWithHeader(n, code, name, value) if seen <= n => (
+            StatusCode::from_u16(code).unwrap(),
+            [(name, value)],
+            "with header",
+        )
+            .into_response(),
+        Behaviour::FirstWithHeader(..) => (StatusCode::OK, "ok now").into_response(),
+        Behaviour::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         Behaviour::WithHeader(code, name, value) => (
             StatusCode::from_u16(code).unwrap(),
             [(name, value)],
@@ -417,20 +437,17 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
 }
 
 /// Starts the real binary on a free port with private targets allowed and a 1 s timeout, plus
-/// `extra` arguments; returns the child (killed when dropped) and its base URL.
+/// `extra` arguments (which may name another `--listen` or `--callback-timeout`); returns the child (killed when dropped) and its base URL.
 pub async fn spawn_herald(db: &str, extra: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
+    let mut defaults = vec!["serve", "--database", db, "--allow-private-network"];
+    for (flag, value) in [("--listen", "127.0.0.1:0"), ("--callback-timeout", "1")] {
+        if !extra.contains(&flag) {
+            defaults.extend([flag, value]);
+        }
+    }
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            db,
-            "--allow-private-network",
-            "--callback-timeout",
-            "1",
-        ])
+        .args(defaults)
         .args(extra)
         .env("HERALD_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdout(std::process::Stdio::piped())

@@ -3,8 +3,10 @@
 
 mod browser;
 mod cli;
+#[macro_use]
 mod db;
 mod delivery;
+mod faults;
 mod fleet;
 mod helpers;
 mod instances;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 #[tokio::test]
-async fn retry_after_postpones_the_next_attempt() {
+async fn retry_after_pauses_the_url_for_as_long_as_asked() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     rx.behave("/busy", Behaviour::WithHeader(503, "retry-after", "30"));
@@ -16,17 +16,23 @@ async fn retry_after_postpones_the_next_attempt() {
     app.process("p").await;
     app.instance("p", json!({})).await;
     let d = app
-        .delivery_when("", "first attempt recorded", |d| d["attemptCount"] == 1)
+        .delivery_when("", "first attempt recorded", |d| {
+            d["attemptCount"] == 1 && d["paused"] == true
+        })
         .await;
-    let last = herald::domain::Millis::parse_rfc3339(d["lastAttemptAt"].as_str().unwrap()).unwrap();
-    let next = herald::domain::Millis::parse_rfc3339(d["nextAttemptAt"].as_str().unwrap()).unwrap();
-    // The schedule says 100 ms; the receiver asked for 30 s.
-    assert!(
-        next.0 - last.0 >= 29_000,
-        "next attempt {} ms after the last",
-        next.0 - last.0
-    );
     assert_eq!(d["status"], "pending");
+    let last = herald::domain::Millis::parse_rfc3339(d["lastAttemptAt"].as_str().unwrap()).unwrap();
+    let (_, health) = app.get("/api/v1/webhooks/health").await;
+    let url = &health["items"][0];
+    assert_eq!(url["state"], "paused");
+    // The schedule says 100 ms; the receiver asked for 30 s, and the whole URL waits that long.
+    let until = url["pausedUntil"].as_str().unwrap();
+    let until = herald::domain::Millis::parse_rfc3339(until).unwrap();
+    assert!(
+        until.0 - last.0 >= 29_000,
+        "paused until {} ms after the attempt",
+        until.0 - last.0
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use crate::db::{TestDb, postgres_skipped};
 use herald::domain::{
     AttemptOutcome, BreakerPolicy, CallbackUrl, DeliveryStatus, Email, EventType, InstanceData,
-    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, WebhookSettings,
+    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, Signal, WebhookSettings,
 };
 use herald::storage::{
     AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
@@ -37,26 +37,6 @@ macro_rules! conformance {
                     super::$name(db.store().await).await;
                 }
             )*
-        }
-    };
-}
-
-/// Runs a check that takes its database (to look behind Herald's back) on a fresh SQLite and a
-/// fresh PostgreSQL database: `<check>::sqlite` and `<check>::postgres`.
-macro_rules! on_both_backends {
-    ($(#[$test:meta])* $check:ident) => {
-        mod $check {
-            $(#[$test])*
-            async fn sqlite() {
-                super::$check(crate::db::TestDb::sqlite()).await;
-            }
-            $(#[$test])*
-            async fn postgres() {
-                if crate::db::postgres_skipped() {
-                    return;
-                }
-                super::$check(crate::db::TestDb::postgres().await).await;
-            }
         }
     };
 }
@@ -171,6 +151,11 @@ fn result(
             error: (!ok).then(|| "HTTP 500".to_owned()),
             response_excerpt: Some("body".into()),
             node: NODE.into(),
+        },
+        signal: if ok {
+            Signal::Success
+        } else {
+            Signal::Failure { retry_after: None }
         },
         next,
     }
@@ -1242,18 +1227,7 @@ async fn a_refused_write_fails_alone(db: TestDb, trigger: &'static str) {
     let store = db.store().await;
     let ws = setup(&store).await;
     let p = process(&store, ws, "p").await;
-    match &db {
-        TestDb::Sqlite { url, .. } => {
-            use sqlx::Connection;
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::raw_sql(trigger).execute(&mut c).await.unwrap();
-        }
-        TestDb::Postgres { url, .. } => {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::raw_sql(trigger).execute(&mut c).await.unwrap();
-        }
-    }
+    db.execute(trigger).await;
     let mut tasks = Vec::new();
     for i in 0..30 {
         let (store, p) = (Arc::clone(&store), p.clone());

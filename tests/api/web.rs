@@ -1,6 +1,6 @@
 //! The web UI's protections, checked over plain HTTP.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Behaviour, Receiver, TestApp, eventually};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::json;
@@ -234,4 +234,49 @@ async fn role_changes_and_deactivation_apply_to_api_tokens_at_once() {
     assert_eq!(call(developer.clone()).await, StatusCode::OK);
     change("deactivate").await;
     assert_eq!(call(developer.clone()).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A URL disabled because its receiver answered 410 Gone is listed on the developer page with
+/// when and why, and its Enable button calls it again for new events.
+#[tokio::test]
+async fn a_url_disabled_by_a_410_is_shown_and_enabled_on_the_developer_page() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    rx.behave("/gone", Behaviour::Status(410));
+    app.configure(&[&rx.url("/gone")], &[], &[]).await;
+    app.process("p").await;
+    app.instance("p", json!({})).await;
+    eventually("the URL is disabled", || async {
+        let (_, h) = app.get("/api/v1/webhooks/health").await;
+        (h["items"][0]["state"] == "disabled").then_some(())
+    })
+    .await;
+    let (_, cookie) = login(&app, false).await;
+    let page = client()
+        .get(format!("{}/ui/admin/developer", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Disabled URLs"), "{page}");
+    // The template escapes `/` too: look for the URL's host and port.
+    assert!(page.contains(&rx.addr.to_string()), "{page}");
+    assert!(page.contains("the receiver answered 410 Gone"), "{page}");
+    let csrf = csrf_token(&app, &cookie, "/ui/admin/developer").await;
+    let answer = client()
+        .post(format!("{}/ui/admin/developer/enable", app.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("url", rx.url("/gone").as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("is enabled again"), "{page}");
+    assert!(!page.contains("Disabled URLs"), "{page}");
+    let (_, h) = app.get("/api/v1/webhooks/health").await;
+    assert_eq!(h["items"][0]["state"], "healthy");
 }

@@ -3,6 +3,7 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
+mod health;
 mod writer;
 
 use super::group::{BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
@@ -28,6 +29,10 @@ pub struct SqliteStore {
     thread: Arc<writer::WriteThread>,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
+    /// The database file, for the node lock beside it.
+    path: std::path::PathBuf,
+    /// Held (locked) while this process serves as the database's delivery node.
+    node_lock: Arc<std::sync::OnceLock<std::fs::File>>,
 }
 
 const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
@@ -115,6 +120,8 @@ impl SqliteStore {
             write,
             thread,
             writes,
+            path: options.get_filename().to_owned(),
+            node_lock: Arc::default(),
         })
     }
 
@@ -154,6 +161,38 @@ impl Store for SqliteStore {
             tracing::info!(version = m.version, name = m.name, "applied migration");
         }
         Ok(())
+    }
+
+    async fn start_node(&self, _node: &str) -> Result<u64> {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".node-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&name)
+            .map_err(|e| StorageError::Io(format!("opening {}: {e}", name.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Io(format!(
+                    "another `herald serve` is running on {}: SQLite serves one node at a time (stop the other, or run a fleet on PostgreSQL)",
+                    self.path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StorageError::Io(format!("locking {}: {e}", name.display())));
+            }
+        }
+        let _ = self.node_lock.set(lock);
+        // Every lease was taken by a process that no longer runs: the lock says none other does.
+        let ended = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, leased_by = NULL WHERE lease_until IS NOT NULL",
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(ended)
     }
 
     async fn check_schema(&self) -> Result<()> {
@@ -465,6 +504,12 @@ impl Store for SqliteStore {
                     .await?;
             }
         }
+        // Saving a URL says it should be called: one disabled because its receiver was gone is
+        // enabled again.
+        sqlx::query(super::health::ENABLE_LISTED_SQL)
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -735,27 +780,22 @@ impl Store for SqliteStore {
     }
 
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
-        let rows = sqlx::query(
-            "SELECT url, state, consecutive_failures, paused_until, last_success_at, last_failure_at, last_error
-             FROM destinations WHERE workspace_id = ?1 ORDER BY url",
-        )
-        .bind(workspace.0)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                Ok(DestinationRecord {
-                    url: r.try_get("url")?,
-                    open: state == "open",
-                    consecutive_failures: r.try_get("consecutive_failures")?,
-                    paused_until: r.try_get::<Option<i64>, _>("paused_until")?.map(Millis),
-                    last_success_at: r.try_get::<Option<i64>, _>("last_success_at")?.map(Millis),
-                    last_failure_at: r.try_get::<Option<i64>, _>("last_failure_at")?.map(Millis),
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        let rows: Vec<super::health::DestinationRow> =
+            sqlx::query_as(super::health::DESTINATIONS_SQL)
+                .bind(workspace.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool> {
+        let n = sqlx::query(super::health::ENABLE_SQL)
+            .bind(workspace.0)
+            .bind(url)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
     async fn create_test_delivery(

@@ -12,14 +12,13 @@
 //! thread and the store's other (rare) writes never meet on SQLite's lock.
 
 use super::super::group::{self, InstanceWrite, WriteOutcome};
+use super::super::health;
 use super::super::{
-    AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimedDelivery, HELD, HOLD_CHUNK, InstanceRecord,
-    StorageError, Unfinished, WorkspaceId, Written,
+    AttemptResult, ClaimedDelivery, HELD, InstanceRecord, StorageError, Unfinished, WorkspaceId,
+    Written,
 };
-use crate::domain::{
-    AfterFailure, AttemptOutcome, BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId,
-    Millis,
-};
+use super::health::{SqliteHealth, run_ready};
+use crate::domain::{BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId, Millis};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::mpsc;
@@ -64,9 +63,9 @@ impl WriteThread {
     }
 
     /// Runs `job` on the thread and waits for its result.
-    pub async fn run<R: Send + 'static>(
+    pub async fn run<R: Send + 'static, E: Into<StorageError> + Send + 'static>(
         &self,
-        job: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+        job: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
     ) -> Result<R, StorageError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -74,7 +73,10 @@ impl WriteThread {
                 let _ = reply.send(job(conn));
             }))
             .map_err(|_| StorageError::WriterStopped)?;
-        Ok(answer.await.map_err(|_| StorageError::WriterStopped)??)
+        answer
+            .await
+            .map_err(|_| StorageError::WriterStopped)?
+            .map_err(Into::into)
     }
 }
 
@@ -319,7 +321,7 @@ fn fire(
          JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
          JOIN workspaces w ON w.id = u.workspace_id
          LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1
+         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1 AND x.disabled_at IS NULL
          ORDER BY ev.id, u.position",
     )?
     .execute(params![first, last, now.0, HELD])?;
@@ -437,7 +439,7 @@ pub(super) fn record(
     conn: &mut Connection,
     results: &[AttemptResult],
     breaker: &BreakerPolicy,
-) -> rusqlite::Result<Vec<Unfinished>> {
+) -> Result<Vec<Unfinished>, StorageError> {
     if results.is_empty() {
         return Ok(Vec::new());
     }
@@ -479,180 +481,21 @@ pub(super) fn record(
             ])?;
         }
     }
-    let unfinished = record_health(&tx, results, breaker, now)?;
+    let unfinished = run_ready(health::record_health(
+        &mut SqliteHealth(&tx),
+        results,
+        breaker,
+        now,
+    ))?;
     tx.commit()?;
     Ok(unfinished)
 }
 
-/// Holds or releases the next chunk of a URL whose breaker is still open or still closed (see
-/// [`Store::resume`]).
-pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> rusqlite::Result<bool> {
+/// Runs the next chunk of a URL's unfinished breaker step, if the URL is still in the state it
+/// was for (see [`Store::resume`]).
+pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> Result<bool, StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let wanted = match work.step {
-        BreakerStep::Hold => "open",
-        BreakerStep::Release => "closed",
-    };
-    let still = tx
-        .prepare_cached(
-            "SELECT 1 FROM destinations WHERE workspace_id = ?1 AND url = ?2 AND state = ?3",
-        )?
-        .exists(params![work.workspace_id.0, work.url, wanted])?;
-    let more = still
-        && match work.step {
-            BreakerStep::Hold => hold_chunk(&tx, work.workspace_id, &work.url)?,
-            BreakerStep::Release => {
-                release_chunk(&tx, work.workspace_id, &work.url, Millis::now())?
-            }
-        };
+    let more = run_ready(health::resume(&mut SqliteHealth(&tx), work))?;
     tx.commit()?;
     Ok(more)
-}
-
-/// Releases up to [`BREAKER_CHUNK`] held deliveries of a URL; whether more may remain.
-fn release_chunk(
-    tx: &Connection,
-    workspace: WorkspaceId,
-    url: &str,
-    now: Millis,
-) -> rusqlite::Result<bool> {
-    let n = tx
-        .prepare_cached(&super::super::release_held_sql('?'))?
-        .execute(params![now.0, workspace.0, url, BREAKER_CHUNK])?;
-    Ok(n as i64 == BREAKER_CHUNK)
-}
-
-/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
-fn hold_chunk(tx: &Connection, workspace: WorkspaceId, url: &str) -> rusqlite::Result<bool> {
-    match crate::domain::CallbackUrl::parse(url) {
-        Ok(parsed) => {
-            let n = tx
-                .prepare_cached(&super::super::hold_sql('?'))?
-                .execute(params![parsed.host_key(), workspace.0, url, HOLD_CHUNK])?;
-            Ok(n as i64 == HOLD_CHUNK)
-        }
-        // Stored URLs were validated when saved; this only guards against hand-edited rows.
-        Err(_) => {
-            tx.prepare_cached(
-                "UPDATE deliveries SET next_attempt_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-            )?
-            .execute(params![HELD, workspace.0, url])?;
-            Ok(false)
-        }
-    }
-}
-
-/// Updates the health of the destinations of these results: a success closes the breaker and
-/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
-/// pauses the URL, holding its deliveries except the one that will probe.
-fn record_health(
-    tx: &Connection,
-    results: &[AttemptResult],
-    breaker: &BreakerPolicy,
-    now: Millis,
-) -> rusqlite::Result<Vec<Unfinished>> {
-    let mut closed = std::collections::HashSet::new();
-    let mut held = std::collections::HashSet::new();
-    let mut unfinished = Vec::new();
-    for r in results.iter().filter(|r| !r.test) {
-        if r.attempt.outcome == AttemptOutcome::Success {
-            // A second success in a row for the same URL would change nothing.
-            if !closed.insert((r.workspace_id, r.url.as_str())) {
-                continue;
-            }
-            held.remove(&(r.workspace_id, r.url.as_str()));
-            let known = tx
-                .prepare_cached(
-                    "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
-                            probe_interval_ms = 0, last_success_at = ?1
-                     WHERE workspace_id = ?2 AND url = ?3",
-                )?
-                .execute(params![now.0, r.workspace_id.0, r.url])?
-                > 0;
-            // Release what the pause held, through the index of held rows: nothing to read when
-            // nothing is held. Doing it on every success of a URL that has failed before, not
-            // only when its breaker was open, also frees a delivery queued as held by a write
-            // that raced with the success that closed the breaker.
-            if known && release_chunk(tx, r.workspace_id, &r.url, now)? {
-                unfinished.push(Unfinished {
-                    workspace_id: r.workspace_id,
-                    url: r.url.clone(),
-                    step: BreakerStep::Release,
-                });
-            }
-            continue;
-        }
-        closed.remove(&(r.workspace_id, r.url.as_str()));
-        let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = tx
-            .prepare_cached(
-                "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
-                 VALUES (?1, ?2, 'closed', 1, ?3, ?4)
-                 ON CONFLICT (workspace_id, url) DO UPDATE SET
-                    consecutive_failures = consecutive_failures + 1,
-                    last_failure_at = excluded.last_failure_at,
-                    last_error = excluded.last_error
-                 RETURNING state, consecutive_failures, probe_interval_ms, paused_until",
-            )?
-            .query_row(
-                params![r.workspace_id.0, r.url, now.0, r.attempt.error],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )?;
-        let last = Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
-        let was_open = state == "open";
-        if was_open {
-            // A failed probe: the delivery waits with the others, even if its own schedule ran
-            // out, because nothing is dropped while its URL is paused.
-            tx.prepare_cached(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1 WHERE id = ?2 AND status = 'failed'",
-            )?
-            .execute(params![HELD, r.key])?;
-        }
-        // While a pause runs, failures are attempts that were in flight when it began, not
-        // failed probes: they are held with the rest and do not lengthen the pause.
-        let pause_running = was_open && paused_until.is_some_and(|until| until > now.0);
-        let decision = if pause_running {
-            AfterFailure::StayClosed
-        } else {
-            breaker.after_failure(failures, was_open, last)
-        };
-        // Once per URL and batch is enough: this batch's own results were written before.
-        let mut hold = |tx: &Connection| -> rusqlite::Result<()> {
-            if !held.insert((r.workspace_id, r.url.as_str())) {
-                return Ok(());
-            }
-            if hold_chunk(tx, r.workspace_id, &r.url)? {
-                unfinished.push(Unfinished {
-                    workspace_id: r.workspace_id,
-                    url: r.url.clone(),
-                    step: BreakerStep::Hold,
-                });
-            }
-            Ok(())
-        };
-        if pause_running {
-            hold(tx)?;
-        }
-        if let AfterFailure::Pause(pause) = decision {
-            let until = now.plus(pause);
-            tx.prepare_cached(
-                "UPDATE destinations SET state = 'open', probe_interval_ms = ?1, paused_until = ?2
-                 WHERE workspace_id = ?3 AND url = ?4",
-            )?
-            .execute(params![
-                i64::try_from(pause.as_millis()).unwrap_or(i64::MAX),
-                until.0,
-                r.workspace_id.0,
-                r.url
-            ])?;
-            // Hold every pending delivery of this URL; `promote_probes` picks the probe when
-            // the pause is over.
-            hold(tx)?;
-        }
-    }
-    // A URL that failed and then succeeded in the same batch needs no more holding (and one that
-    // succeeded and then paused again no more releasing: `resume` finds its breaker open).
-    unfinished.retain(|h| {
-        h.step == BreakerStep::Release || !closed.contains(&(h.workspace_id, h.url.as_str()))
-    });
-    Ok(unfinished)
 }

@@ -4,6 +4,10 @@
 //! and never claim the same delivery while its lease runs. Every write that queues deliveries
 //! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
 
+mod health;
+
+use health::PgHealth;
+
 use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, POSTGRES};
 use super::*;
@@ -446,6 +450,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn start_node(&self, node: &str) -> Result<u64> {
+        // Through the index of leased rows (those in flight), never the whole queue.
+        let ended = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+             WHERE lease_until IS NOT NULL AND leased_by = $1",
+        )
+        .bind(node)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(ended)
+    }
+
     async fn check_schema(&self) -> Result<()> {
         let found = self.schema_version().await?;
         migrate::check(found, migrate::latest(POSTGRES), false)?;
@@ -759,6 +776,12 @@ impl Store for PostgresStore {
                     .await?;
             }
         }
+        // Saving a URL says it should be called: one disabled because its receiver was gone is
+        // enabled again.
+        sqlx::query(super::health::ENABLE_LISTED_SQL)
+            .bind(workspace.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1098,37 +1121,15 @@ impl Store for PostgresStore {
         }
         let mut tx = self.queue.begin().await?;
         query.fetch_all(&mut *tx).await?;
-        let unfinished = record_health(&mut tx, results, breaker, now).await?;
+        let unfinished =
+            super::health::record_health(&mut PgHealth(&mut tx), results, breaker, now).await?;
         tx.commit().await?;
         Ok(unfinished)
     }
 
     async fn resume(&self, work: &Unfinished) -> Result<bool> {
         let mut tx = self.queue.begin().await?;
-        // Locking the breaker's row orders this chunk with the result that would change the
-        // breaker again: that result's hold or release then runs after this chunk and sees what
-        // it did.
-        let wanted = match work.step {
-            BreakerStep::Hold => "open",
-            BreakerStep::Release => "closed",
-        };
-        let still: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM destinations WHERE workspace_id = $1 AND url = $2 AND state = $3 FOR UPDATE",
-        )
-        .bind(work.workspace_id.0)
-        .bind(&work.url)
-        .bind(wanted)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let more = match (still, work.step) {
-            (None, _) => false,
-            (Some(_), BreakerStep::Hold) => {
-                hold_chunk(&mut tx, work.workspace_id, &work.url).await?
-            }
-            (Some(_), BreakerStep::Release) => {
-                release_chunk(&mut tx, work.workspace_id, &work.url, Millis::now()).await?
-            }
-        };
+        let more = super::health::resume(&mut PgHealth(&mut tx), work).await?;
         tx.commit().await?;
         Ok(more)
     }
@@ -1175,27 +1176,22 @@ impl Store for PostgresStore {
     }
 
     async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
-        let rows = sqlx::query(
-            "SELECT url, state, consecutive_failures, paused_until, last_success_at, last_failure_at, last_error
-             FROM destinations WHERE workspace_id = $1 ORDER BY url",
-        )
-        .bind(workspace.0)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                Ok(DestinationRecord {
-                    url: r.try_get("url")?,
-                    open: state == "open",
-                    consecutive_failures: r.try_get("consecutive_failures")?,
-                    paused_until: r.try_get::<Option<i64>, _>("paused_until")?.map(Millis),
-                    last_success_at: r.try_get::<Option<i64>, _>("last_success_at")?.map(Millis),
-                    last_failure_at: r.try_get::<Option<i64>, _>("last_failure_at")?.map(Millis),
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        let rows: Vec<super::health::DestinationRow> =
+            sqlx::query_as(super::health::DESTINATIONS_SQL)
+                .bind(workspace.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool> {
+        let n = sqlx::query(super::health::ENABLE_SQL)
+            .bind(workspace.0)
+            .bind(url)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
     async fn create_test_delivery(
@@ -1468,187 +1464,6 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
         format: super::format_from_stored(r.try_get("format")?),
         instance: r.try_get("instance")?,
     })
-}
-
-/// Holds the URL's pending deliveries that are not held yet, once per URL and batch (this
-/// batch's own results were written before).
-async fn hold<'a>(
-    tx: &mut sqlx::PgConnection,
-    held: &mut std::collections::HashSet<(WorkspaceId, &'a str)>,
-    unfinished: &mut Vec<Unfinished>,
-    r: &'a AttemptResult,
-) -> Result<()> {
-    if !held.insert((r.workspace_id, r.url.as_str())) {
-        return Ok(());
-    }
-    if hold_chunk(tx, r.workspace_id, &r.url).await? {
-        unfinished.push(Unfinished {
-            workspace_id: r.workspace_id,
-            url: r.url.clone(),
-            step: BreakerStep::Hold,
-        });
-    }
-    Ok(())
-}
-
-/// Releases up to [`BREAKER_CHUNK`] held deliveries of a URL; whether more may remain.
-async fn release_chunk(
-    tx: &mut sqlx::PgConnection,
-    workspace: WorkspaceId,
-    url: &str,
-    now: Millis,
-) -> Result<bool> {
-    let n = sqlx::query(sqlx::AssertSqlSafe(release_held_sql('$')))
-        .bind(now.0)
-        .bind(workspace.0)
-        .bind(url)
-        .bind(BREAKER_CHUNK)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    Ok(n as i64 == BREAKER_CHUNK)
-}
-
-/// Holds up to [`HOLD_CHUNK`] pending deliveries of a URL; whether more may remain.
-async fn hold_chunk(
-    tx: &mut sqlx::PgConnection,
-    workspace: WorkspaceId,
-    url: &str,
-) -> Result<bool> {
-    match crate::domain::CallbackUrl::parse(url) {
-        Ok(parsed) => {
-            let n = sqlx::query(sqlx::AssertSqlSafe(hold_sql('$')))
-                .bind(parsed.host_key())
-                .bind(workspace.0)
-                .bind(url)
-                .bind(HOLD_CHUNK)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            Ok(n as i64 == HOLD_CHUNK)
-        }
-        // Stored URLs were validated when saved; this only guards against hand-edited rows.
-        Err(_) => {
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = $1
-                 WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
-            )
-            .bind(HELD)
-            .bind(workspace.0)
-            .bind(url)
-            .execute(&mut *tx)
-            .await?;
-            Ok(false)
-        }
-    }
-}
-
-/// Updates the health of the destinations of these results: a success closes the breaker and
-/// releases held deliveries; a failure counts, and at the threshold (or when a probe fails)
-/// pauses the URL, holding its deliveries except the one that will probe.
-async fn record_health(
-    tx: &mut sqlx::PgConnection,
-    results: &[AttemptResult],
-    breaker: &BreakerPolicy,
-    now: Millis,
-) -> Result<Vec<Unfinished>> {
-    use crate::domain::{AfterFailure, AttemptOutcome};
-    let mut closed = std::collections::HashSet::new();
-    let mut held = std::collections::HashSet::new();
-    let mut unfinished = Vec::new();
-    for r in results.iter().filter(|r| !r.test) {
-        if r.attempt.outcome == AttemptOutcome::Success {
-            // A second success in a row for the same URL would change nothing.
-            if !closed.insert((r.workspace_id, r.url.as_str())) {
-                continue;
-            }
-            held.remove(&(r.workspace_id, r.url.as_str()));
-            let known = sqlx::query(
-                "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
-                        probe_interval_ms = 0, last_success_at = $1
-                 WHERE workspace_id = $2 AND url = $3",
-            )
-            .bind(now.0)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0;
-            // Release what the pause held, through the index of held rows: nothing to read when
-            // nothing is held. Doing it on every success of a URL that has failed before, not
-            // only when its breaker was open, also frees a delivery queued as held by a write
-            // that raced with the success that closed the breaker.
-            if known && release_chunk(&mut *tx, r.workspace_id, &r.url, now).await? {
-                unfinished.push(Unfinished {
-                    workspace_id: r.workspace_id,
-                    url: r.url.clone(),
-                    step: BreakerStep::Release,
-                });
-            }
-            continue;
-        }
-        closed.remove(&(r.workspace_id, r.url.as_str()));
-        let (state, failures, interval_ms, paused_until): (String, i64, i64, Option<i64>) = sqlx::query_as(
-            "INSERT INTO destinations (workspace_id, url, state, consecutive_failures, last_failure_at, last_error)
-             VALUES ($1, $2, 'closed', 1, $3, $4)
-             ON CONFLICT (workspace_id, url) DO UPDATE SET
-                consecutive_failures = destinations.consecutive_failures + 1,
-                last_failure_at = excluded.last_failure_at,
-                last_error = excluded.last_error
-             RETURNING state, consecutive_failures, probe_interval_ms, paused_until",
-        )
-        .bind(r.workspace_id.0)
-        .bind(&r.url)
-        .bind(now.0)
-        .bind(&r.attempt.error)
-        .fetch_one(&mut *tx)
-        .await?;
-        let last = std::time::Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0));
-        let was_open = state == "open";
-        if was_open {
-            // A failed probe: the delivery waits with the others, even if its own schedule ran
-            // out, because nothing is dropped while its URL is paused.
-            sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1 WHERE id = $2 AND status = 'failed'")
-                .bind(HELD)
-                .bind(r.key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // While a pause runs, failures are attempts that were in flight when it began, not
-        // failed probes: they are held with the rest and do not lengthen the pause.
-        let pause_running = was_open && paused_until.is_some_and(|until| until > now.0);
-        let decision = if pause_running {
-            AfterFailure::StayClosed
-        } else {
-            breaker.after_failure(failures, was_open, last)
-        };
-        if pause_running {
-            hold(&mut *tx, &mut held, &mut unfinished, r).await?;
-        }
-        if let AfterFailure::Pause(pause) = decision {
-            let until = now.plus(pause);
-            sqlx::query(
-                "UPDATE destinations SET state = 'open', probe_interval_ms = $1, paused_until = $2
-                 WHERE workspace_id = $3 AND url = $4",
-            )
-            .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
-            .bind(until.0)
-            .bind(r.workspace_id.0)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
-            // Hold every pending delivery of this URL; `promote_probes` picks the probe when the
-            // pause is over.
-            hold(&mut *tx, &mut held, &mut unfinished, r).await?;
-        }
-    }
-    // A URL that failed and then succeeded in the same batch needs no more holding (and one that
-    // succeeded and then paused again no more releasing: `resume` finds its breaker open).
-    unfinished.retain(|h| {
-        h.step == BreakerStep::Release || !closed.contains(&(h.workspace_id, h.url.as_str()))
-    });
-    Ok(unfinished)
 }
 
 /// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.
@@ -1987,7 +1802,7 @@ fn queued_deliveries_cte(now: &str, held: &str) -> String {
             JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
             JOIN workspaces w ON w.id = u.workspace_id
             LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-            WHERE e.enabled
+            WHERE e.enabled AND x.disabled_at IS NULL
             ORDER BY ev.id, u.position
             RETURNING 1)"
     )
