@@ -140,7 +140,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake), Arc::new(outbound));
     let worker = Worker::new(
-        Arc::clone(&store),
+        Arc::clone(&store) as Arc<dyn storage::Queue>,
+        Arc::clone(&store) as Arc<dyn storage::Settings>,
         client,
         WorkerConfig {
             node_id,

@@ -4,7 +4,7 @@
 use crate::domain::{BreakerPolicy, storable_text};
 use crate::error::error_chain;
 use crate::metrics::Metrics;
-use crate::storage::{AttemptResult, BreakerStep, StorageError, Store, Unfinished};
+use crate::storage::{AttemptResult, BreakerStep, Queue, StorageError, Unfinished};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -35,7 +35,7 @@ pub const SHUTDOWN_RESULTS_GRACE: Duration = Duration::from_secs(10);
 /// the node had died: each delivery is attempted again after its lease ends, with the same
 /// webhook-id, so nothing is lost and the receiver can tell the repeat.
 pub(super) async fn write_results(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     mut rx: mpsc::UnboundedReceiver<AttemptResult>,
     stored: Arc<Notify>,
     breaker: BreakerPolicy,
@@ -117,7 +117,7 @@ pub(super) async fn write_results(
 /// unheld rows are claimed, fail, and are held then; unreleased rows wait for the URL's next
 /// success.
 async fn finish_backlogs(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     mut to_move: mpsc::UnboundedReceiver<Unfinished>,
     moving: Arc<std::sync::Mutex<std::collections::HashSet<Unfinished>>>,
     released: Arc<Notify>,
@@ -136,7 +136,7 @@ async fn finish_backlogs(
 /// its chunks took a database core for over a second whenever a busy URL stopped answering,
 /// delaying the callbacks of every other URL. A release goes on at once: its URL's receiver is
 /// back and its backlog should flow.
-pub(super) async fn resume_to_the_end(store: &dyn Store, work: &Unfinished, released: &Notify) {
+pub(super) async fn resume_to_the_end(store: &dyn Queue, work: &Unfinished, released: &Notify) {
     loop {
         let started = tokio::time::Instant::now();
         let more = store.resume(work).await;
@@ -165,7 +165,7 @@ pub(super) async fn resume_to_the_end(store: &dyn Store, work: &Unfinished, rele
 /// Nothing is retried forever, and the results of other deliveries are never held up by one.
 /// A database that cannot be reached fails the call, with what is left in `batch`.
 pub(crate) async fn store_results(
-    store: &dyn Store,
+    store: &dyn Queue,
     batch: &mut Vec<AttemptResult>,
     breaker: &BreakerPolicy,
     unfinished: &mut Vec<Unfinished>,

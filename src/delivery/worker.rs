@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::storage::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Pruned, Store,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, NextStep, Pruned, Queue, Settings,
     WorkspaceId,
 };
 use std::sync::Arc;
@@ -50,7 +50,9 @@ pub struct WorkerConfig {
 
 /// The delivery worker of one node.
 pub struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
+    /// Where the signing keys of claimed deliveries' workspaces are read.
+    secrets: Arc<dyn Settings>,
     client: CallbackClient,
     config: WorkerConfig,
     wake: Arc<Notify>,
@@ -59,7 +61,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Queue>,
+        secrets: Arc<dyn Settings>,
         client: CallbackClient,
         config: WorkerConfig,
         wake: Arc<Notify>,
@@ -67,6 +70,7 @@ impl Worker {
     ) -> Self {
         Self {
             store,
+            secrets,
             client,
             config,
             wake,
@@ -152,7 +156,7 @@ impl Worker {
             };
             self.metrics.claimed(claimed.len());
             let full_batch = claimed.len() == free;
-            let signing = match keys.for_claims(self.store.as_ref(), &claimed).await {
+            let signing = match keys.for_claims(self.secrets.as_ref(), &claimed).await {
                 Ok(signing) => signing,
                 Err(error) => {
                     // Without keys nothing can be signed: give the claims back by letting their
@@ -289,7 +293,7 @@ struct KeyCache {
 impl KeyCache {
     async fn for_claims(
         &mut self,
-        store: &dyn Store,
+        store: &dyn Settings,
         claimed: &[ClaimedDelivery],
     ) -> Result<
         std::collections::HashMap<WorkspaceId, Arc<SigningKeys>>,
@@ -397,7 +401,7 @@ fn to_record(a: Attempt, node: &str) -> AttemptRecord {
 /// Releases what recovered URLs still hold when the release that began with their recovery
 /// stopped part way (its node stopped between chunks, or the database failed): otherwise those
 /// deliveries would wait for the URL's next success, which may never come.
-async fn finish_stranded_releases(store: &dyn Store, wake: &Notify) {
+async fn finish_stranded_releases(store: &dyn Queue, wake: &Notify) {
     let stranded = match store.stranded_releases().await {
         Ok(stranded) => stranded,
         Err(error) => {
@@ -414,7 +418,7 @@ async fn finish_stranded_releases(store: &dyn Store, wake: &Notify) {
 /// (and continuously while there is a backlog): prune the log in small batches, so pruning never
 /// holds the database for long.
 async fn housekeeping(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     config: WorkerConfig,
     wake: Arc<Notify>,
     shutdown: CancellationToken,

@@ -88,7 +88,7 @@ impl GroupCommit {
         Self { queue }
     }
 
-    /// `Store::create_instance` through the group commit: `None` when the process does not
+    /// `Instances::create_instance` through the group commit: `None` when the process does not
     /// exist.
     pub async fn create(
         &self,
@@ -111,7 +111,7 @@ impl GroupCommit {
         }
     }
 
-    /// `Store::update_instance` through the group commit.
+    /// `Instances::update_instance` through the group commit.
     pub async fn update(
         &self,
         workspace: WorkspaceId,
@@ -128,7 +128,7 @@ impl GroupCommit {
         .await
     }
 
-    /// `Store::delete_instance` through the group commit.
+    /// `Instances::delete_instance` through the group commit.
     pub async fn delete(
         &self,
         workspace: WorkspaceId,
@@ -143,7 +143,7 @@ impl GroupCommit {
         .await
     }
 
-    /// `Store::restore_instance` through the group commit.
+    /// `Instances::restore_instance` through the group commit.
     pub async fn restore(
         &self,
         workspace: WorkspaceId,

@@ -57,7 +57,7 @@ pub(crate) trait HealthStatements {
 
 /// Updates the health of the destinations of these results (test callbacks aside) under
 /// `breaker`, and returns the URLs whose hold, release or disabling filled its first chunk: the
-/// worker finishes those with [`super::Store::resume`].
+/// worker finishes those with [`super::Queue::resume`].
 pub(crate) async fn record_health<S: HealthStatements>(
     s: &mut S,
     results: &[AttemptResult],

@@ -12,6 +12,7 @@ pub mod group;
 pub(crate) mod health;
 mod migrate;
 pub mod postgres;
+mod roles;
 pub mod sqlite;
 
 pub use crate::domain::NextStep;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use migrate::SchemaError;
+pub use roles::{Accounts, DeliveryLog, Instances, Queue, Schema, Settings, Store};
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +250,7 @@ pub const HELD: i64 = 4_000_000_000_000_000;
 
 /// Most deliveries one statement releases when a URL's breaker closes (holds go by
 /// [`HOLD_CHUNK`]). A URL with a large backlog is held or released chunk by chunk, each chunk in
-/// its own transaction ([`Store::resume`]), so a breaker that opens or closes never stalls the
+/// its own transaction ([`Queue::resume`]), so a breaker that opens or closes never stalls the
 /// results of other URLs behind one long update. Measured on PostgreSQL: a 25,000-row hold in the results
 /// transaction delayed every other callback's results by a second, and a release of a paused
 /// URL's whole backlog in one statement took up to 30 s, long enough for the leases of other
@@ -345,7 +347,7 @@ fn has_urls_sql(workspace: &str, event: &str) -> String {
     )
 }
 
-/// What one pass of [`Store::prune`] deleted.
+/// What one pass of [`Queue::prune`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub deliveries: u64,
@@ -414,7 +416,7 @@ fn promote_probe_sql(placeholder: char) -> String {
 }
 
 /// URLs whose breaker is closed but which still have held deliveries (see
-/// [`Store::stranded_releases`]); the held check is one descent of `deliveries_held`.
+/// [`Queue::stranded_releases`]); the held check is one descent of `deliveries_held`.
 fn stranded_releases_sql(placeholder: char) -> String {
     format!(
         "SELECT x.workspace_id, x.url FROM destinations x
@@ -427,7 +429,7 @@ fn stranded_releases_sql(placeholder: char) -> String {
     )
 }
 
-/// Rows of [`stranded_releases_sql`] as work for [`Store::resume`].
+/// Rows of [`stranded_releases_sql`] as work for [`Queue::resume`].
 fn stranded(rows: Vec<(i64, String)>) -> Vec<Unfinished> {
     rows.into_iter()
         .map(|(workspace, url)| Unfinished {
@@ -439,7 +441,7 @@ fn stranded(rows: Vec<(i64, String)>) -> Vec<Unfinished> {
 }
 
 /// What a results write left to do on a URL whose breaker opened or closed, one [`HOLD_CHUNK`]
-/// or [`BREAKER_CHUNK`] at a time ([`Store::resume`]).
+/// or [`BREAKER_CHUNK`] at a time ([`Queue::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerStep {
     /// The breaker opened: hold the URL's pending deliveries.
@@ -594,286 +596,6 @@ pub struct AttemptResult {
     /// What the attempt said about its receiver, for the circuit breaker.
     pub signal: Signal,
     pub next: NextStep,
-}
-
-/// Everything Herald keeps. Implemented by [`sqlite::SqliteStore`] and
-/// [`postgres::PostgresStore`].
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies pending migrations; fails if the schema is newer than this build knows.
-    async fn migrate(&self) -> Result<()>;
-
-    /// Wakes `wake` whenever another node queues deliveries (PostgreSQL `LISTEN`). SQLite has a
-    /// single node, whose own writes wake its worker directly.
-    async fn subscribe(&self, _wake: Arc<tokio::sync::Notify>) -> Result<()> {
-        Ok(())
-    }
-
-    /// Whether [`Store::subscribe`] also announces this node's own writes. The service then does
-    /// not wake the worker itself: two wake-ups per write make the second claim find nothing,
-    /// which on PostgreSQL was a third of all claims at 1,000 events/s.
-    fn announces_own_writes(&self) -> bool {
-        false
-    }
-
-    /// Starts this process as the delivery node `node`, and ends the leases a previous process
-    /// of the same node left behind: that process is provably gone, so its deliveries need not
-    /// wait for their leases to run out (and its dead leases no longer count against the
-    /// per-host cap). SQLite serves one node: it takes the database's node lock, held while the
-    /// store lives (a second `herald serve` on the same file is refused), and ends every lease.
-    /// PostgreSQL ends the leases held under `node`, a name only one live process can hold
-    /// (host name and listening port); other nodes' leases end by time. Returns how many ended.
-    async fn start_node(&self, node: &str) -> Result<u64>;
-
-    /// Fails with [`SchemaError`] unless the schema is exactly current (used with `--no-migrate`).
-    async fn check_schema(&self) -> Result<()>;
-
-    // --- workspaces, users, tokens -------------------------------------------------------
-
-    /// Creates the workspace `name` with its first administrator and token, unless a workspace
-    /// already exists. Returns whether it created anything. Safe to race from several nodes.
-    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool>;
-
-    /// The ID of a workspace by name.
-    async fn workspace_id(&self, name: &str) -> Result<Option<WorkspaceId>>;
-
-    /// Adds a user to a workspace.
-    async fn create_user(&self, workspace: WorkspaceId, user: &NewUser) -> Result<UserId>;
-
-    /// The users of a workspace, by email.
-    async fn users(&self, workspace: WorkspaceId) -> Result<Vec<UserRecord>>;
-
-    /// A user by email, for login.
-    async fn user_for_login(&self, email: &Email) -> Result<Option<LoginRecord>>;
-
-    /// Changes a user of a workspace; `false` if there is no such user.
-    async fn change_user(
-        &self,
-        workspace: WorkspaceId,
-        email: &Email,
-        change: &UserChange,
-    ) -> Result<bool>;
-
-    /// Stores a new session (the hash of its cookie).
-    async fn create_session(
-        &self,
-        token: &TokenHash,
-        user: UserId,
-        csrf: &str,
-        now: Millis,
-        expires: Millis,
-    ) -> Result<()>;
-
-    /// The session of a cookie, if it exists, has not expired and its user is active.
-    async fn session(&self, token: &TokenHash, now: Millis) -> Result<Option<SessionRecord>>;
-
-    /// Ends a session.
-    async fn delete_session(&self, token: &TokenHash) -> Result<()>;
-
-    /// Succeeded and failed attempts per hour since `since` (hour start, succeeded, failed).
-    async fn hourly_outcomes(
-        &self,
-        workspace: WorkspaceId,
-        since: Millis,
-    ) -> Result<Vec<(Millis, i64, i64)>>;
-
-    /// Stores a token (its hash) for a user.
-    async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()>;
-
-    /// The active user holding this token.
-    async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>>;
-
-    // --- webhook settings ----------------------------------------------------------------
-
-    async fn webhook_settings(&self, workspace: WorkspaceId) -> Result<WebhookSettings>;
-
-    /// Replaces the settings atomically.
-    async fn save_webhook_settings(
-        &self,
-        workspace: WorkspaceId,
-        settings: &WebhookSettings,
-    ) -> Result<()>;
-
-    /// The signing secrets of a workspace (creating the first one if there is none yet); the
-    /// previous secret is included for 24 hours after a rotation.
-    async fn signing_keys(&self, workspace: WorkspaceId, now: Millis) -> Result<SigningKeys>;
-
-    /// Makes `new` the current secret and keeps the old one as the previous.
-    async fn rotate_signing_secret(
-        &self,
-        workspace: WorkspaceId,
-        new: &SigningSecret,
-        now: Millis,
-    ) -> Result<()>;
-
-    // --- processes -------------------------------------------------------------------------
-
-    async fn create_process(
-        &self,
-        workspace: WorkspaceId,
-        name: &ProcessName,
-        title: &ProcessTitle,
-        by: &str,
-    ) -> Result<ProcessRecord>;
-
-    async fn processes(&self, workspace: WorkspaceId) -> Result<Vec<ProcessRecord>>;
-
-    async fn process(
-        &self,
-        workspace: WorkspaceId,
-        name: &ProcessName,
-    ) -> Result<Option<ProcessRecord>>;
-
-    // --- instances (each write also writes its event and deliveries) ------------------------
-
-    /// Creates the next instance of a process (numbered gap-free per process) and fires
-    /// `created`. `None` when the process does not exist.
-    async fn create_instance(
-        &self,
-        workspace: WorkspaceId,
-        process: &ProcessName,
-        data: &InstanceData,
-        status: &InstanceStatus,
-        by: &str,
-    ) -> Result<Option<InstanceRecord>>;
-
-    /// An instance, including one in the recycle bin.
-    async fn instance(
-        &self,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-    ) -> Result<Option<InstanceRecord>>;
-
-    /// Instances of a process, newest first; `deleted` picks the recycle bin instead.
-    async fn instances(
-        &self,
-        workspace: WorkspaceId,
-        process: &ProcessName,
-        cursor: Option<i64>,
-        limit: i64,
-    ) -> Result<Page<InstanceRecord>>;
-
-    /// The recycle bin of a workspace, most recently deleted first.
-    async fn recycle_bin(
-        &self,
-        workspace: WorkspaceId,
-        cursor: Option<i64>,
-        limit: i64,
-    ) -> Result<Page<InstanceRecord>>;
-
-    /// Writes new data and status if the version still matches, bumps the version and fires
-    /// `updated`.
-    async fn update_instance(
-        &self,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        update: &InstanceUpdate,
-        by: &str,
-    ) -> Result<Written>;
-
-    /// Moves an instance to the recycle bin and fires `deleted`.
-    async fn delete_instance(
-        &self,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        by: &str,
-    ) -> Result<Written>;
-
-    /// Brings an instance back from the recycle bin and fires `created`.
-    async fn restore_instance(
-        &self,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        by: &str,
-    ) -> Result<Written>;
-
-    // --- the delivery queue --------------------------------------------------------------------
-
-    /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
-    /// come, nobody holds an unexpired lease on it, no earlier delivery for the same instance and
-    /// URL is still pending (per-instance ordering), and its host has fewer than
-    /// `per_host_cap` attempts in flight.
-    async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>>;
-
-    /// Writes the results of attempts, all in one transaction, and updates the health of their
-    /// destinations under `breaker` (`health::record_health`: pausing a failing URL's
-    /// deliveries, releasing them, or disabling a URL whose receiver is gone). Returns the URLs
-    /// whose pause held a full [`HOLD_CHUNK`], or whose recovery released (or disabling failed)
-    /// a full [`BREAKER_CHUNK`]: the caller does the rest with [`Store::resume`].
-    async fn record_attempts(
-        &self,
-        results: &[AttemptResult],
-        breaker: &BreakerPolicy,
-    ) -> Result<Vec<Unfinished>>;
-
-    /// Holds (while the URL's breaker is still open) or releases (while it is still closed) the
-    /// next [`HOLD_CHUNK`] or [`BREAKER_CHUNK`] deliveries of a URL, in one transaction; nothing once the breaker
-    /// has changed again. Returns whether more may remain.
-    async fn resume(&self, work: &Unfinished) -> Result<bool>;
-
-    /// Housekeeping run every few seconds by each worker: every paused URL whose pause is over,
-    /// and which has no delivery due or in flight, gets its oldest held delivery made due (the
-    /// probe), or its oldest pending one when none is held. A delivery that escaped the hold
-    /// with a later retry time does not stop the probe from going out when the pause ends.
-    async fn promote_probes(&self, now: Millis) -> Result<()>;
-
-    /// URLs whose breaker is closed and which still have held deliveries: a release that stopped
-    /// part way (its node stopped, or the database failed between chunks). Housekeeping finishes
-    /// them with [`Store::resume`], so no delivery stays held once its URL recovered.
-    async fn stranded_releases(&self) -> Result<Vec<Unfinished>>;
-
-    /// The destinations of a workspace that have failed at least once.
-    async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>>;
-
-    /// Enables a URL that was disabled (its receiver answered 410 Gone), with a fresh breaker;
-    /// `false` if it was not disabled. Saving settings that list a URL enables it too.
-    async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool>;
-
-    /// The state of the delivery queue over every workspace.
-    async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
-
-    /// Creates a test delivery of `event` to `url`, already leased to `request.node`, for an
-    /// immediate attempt by the caller.
-    async fn create_test_delivery(
-        &self,
-        workspace: WorkspaceId,
-        event: EventType,
-        url: &crate::domain::CallbackUrl,
-        instance_id: &str,
-        request: ClaimRequest<'_>,
-    ) -> Result<ClaimedDelivery>;
-
-    /// Deletes up to `batch` finished deliveries (with their attempts) last changed before
-    /// `before`, and up to `batch` events from before `before` that no delivery refers to.
-    async fn prune(&self, before: Millis, batch: i64) -> Result<Pruned>;
-
-    /// Makes every (non-test) delivery matching the filter pending and due now; returns how many.
-    async fn redeliver_matching(
-        &self,
-        workspace: WorkspaceId,
-        filter: &DeliveryFilter,
-        now: Millis,
-    ) -> Result<u64>;
-
-    // --- the delivery log -------------------------------------------------------------------
-
-    async fn deliveries(
-        &self,
-        workspace: WorkspaceId,
-        filter: &DeliveryFilter,
-        cursor: Option<i64>,
-        limit: i64,
-    ) -> Result<Page<DeliveryRecord>>;
-
-    async fn delivery(
-        &self,
-        workspace: WorkspaceId,
-        id: &DeliveryId,
-    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
-
-    /// Makes a delivery pending and due now, whatever its state; `false` if it does not exist.
-    async fn redeliver(&self, workspace: WorkspaceId, id: &DeliveryId, now: Millis)
-    -> Result<bool>;
 }
 
 /// Opens the store a database URL names: `sqlite://path` or `postgres://…`.

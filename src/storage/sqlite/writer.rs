@@ -348,7 +348,7 @@ static PENDING_HOSTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
     )
 });
 
-/// Claims due deliveries under a lease (see `Store::claim_due`). Per destination host with
+/// Claims due deliveries under a lease (see `Queue::claim_due`). Per destination host with
 /// pending deliveries (except those the worker knows to be full), takes as many due rows as the host has free
 /// slots, in due order, from the per-host index: a host at its cap costs nothing and never hides
 /// the others behind its backlog. SQLite has no LATERAL join, so this is one small query per
@@ -492,7 +492,7 @@ pub(super) fn record(
 }
 
 /// Runs the next chunk of a URL's unfinished breaker step, if the URL is still in the state it
-/// was for (see [`Store::resume`]).
+/// was for (see [`Queue::resume`]).
 pub(super) fn resume(conn: &mut Connection, work: &Unfinished) -> Result<bool, StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let more = run_ready(health::resume(&mut SqliteHealth(&tx), work))?;
