@@ -13,6 +13,7 @@ pub(crate) mod health;
 mod migrate;
 pub mod postgres;
 mod roles;
+mod shared;
 pub mod sqlite;
 
 pub use crate::domain::NextStep;
@@ -657,10 +658,6 @@ fn keys_from_stored(
         current: decode(current)?,
         previous,
     })
-}
-
-fn status_from_stored(text: &str) -> DeliveryStatus {
-    DeliveryStatus::parse(text).unwrap_or(DeliveryStatus::Pending)
 }
 
 /// Rebuilds settings from `(event, enabled)` and ordered `(event, url)` rows.

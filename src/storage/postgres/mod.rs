@@ -4,12 +4,9 @@
 //! and never claim the same delivery while its lease runs. Every write that queues deliveries
 //! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
 
-mod accounts;
 mod health;
 mod instances;
-mod log;
 mod queue;
-mod settings;
 mod writer;
 
 use health::PgHealth;
@@ -17,6 +14,7 @@ use writer::PgWriter;
 
 use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, POSTGRES};
+use super::shared::is_unique_violation;
 use super::*;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
@@ -48,10 +46,6 @@ pub struct PostgresStore {
 
 const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
     let id_text: String = row.try_get("instance_id")?;
     let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
@@ -68,29 +62,6 @@ fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
         modified_at: Millis(row.try_get("modified_at")?),
         modified_by: row.try_get("modified_by")?,
         deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
-    })
-}
-
-fn delivery_from_row(row: &PgRow) -> Result<DeliveryRecord> {
-    Ok(DeliveryRecord {
-        key: row.try_get("id")?,
-        test: row.try_get("test")?,
-        id: DeliveryId::from_stored(row.try_get("webhook_id")?),
-        event_type: event_from_stored(row.try_get("event_type")?),
-        instance_id: row.try_get("instance_id")?,
-        process_name: row.try_get("process_name")?,
-        url: row.try_get("url")?,
-        status: status_from_stored(row.try_get("status")?),
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row
-            .try_get::<Option<i64>, _>("next_attempt_at")?
-            .map(Millis),
-        last_attempt_at: row
-            .try_get::<Option<i64>, _>("last_attempt_at")?
-            .map(Millis),
-        last_status_code: row.try_get("last_status_code")?,
-        last_error: row.try_get("last_error")?,
-        created_at: Millis(row.try_get("created_at")?),
     })
 }
 
@@ -397,6 +368,40 @@ impl PostgresStore {
     }
 }
 
+impl super::shared::Pools for PostgresStore {
+    type Db = sqlx::Postgres;
+
+    fn reads(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn serialize_bootstrap(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7265726165)")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn announce_due(&self) -> Result<()> {
+        notify(&mut *self.pool.acquire().await?).await
+    }
+}
+
+super::shared::accounts!(PostgresStore);
+super::shared::settings!(PostgresStore);
+super::shared::delivery_log!(PostgresStore);
+
 #[async_trait]
 impl Schema for PostgresStore {
     async fn migrate(&self) -> Result<()> {
@@ -545,16 +550,6 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),
         instance: r.try_get("instance")?,
-    })
-}
-
-/// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.
-fn caller_from_row(r: &PgRow) -> Result<Caller> {
-    Ok(Caller {
-        user_id: UserId(r.try_get("id")?),
-        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-        email: r.try_get("email")?,
-        role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
     })
 }
 

@@ -3,16 +3,14 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
-mod accounts;
 mod health;
 mod instances;
-mod log;
 mod queue;
-mod settings;
 mod writer;
 
 use super::group::{BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, SQLITE};
+use super::shared::is_unique_violation;
 use super::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -42,10 +40,6 @@ pub struct SqliteStore {
 
 const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
     let id_text: String = row.try_get("instance_id")?;
     let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
@@ -62,29 +56,6 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         modified_at: Millis(row.try_get("modified_at")?),
         modified_by: row.try_get("modified_by")?,
         deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
-    })
-}
-
-fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord> {
-    Ok(DeliveryRecord {
-        key: row.try_get("id")?,
-        test: row.try_get("test")?,
-        id: DeliveryId::from_stored(row.try_get("webhook_id")?),
-        event_type: event_from_stored(row.try_get("event_type")?),
-        instance_id: row.try_get("instance_id")?,
-        process_name: row.try_get("process_name")?,
-        url: row.try_get("url")?,
-        status: status_from_stored(row.try_get("status")?),
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row
-            .try_get::<Option<i64>, _>("next_attempt_at")?
-            .map(Millis),
-        last_attempt_at: row
-            .try_get::<Option<i64>, _>("last_attempt_at")?
-            .map(Millis),
-        last_status_code: row.try_get("last_status_code")?,
-        last_error: row.try_get("last_error")?,
-        created_at: Millis(row.try_get("created_at")?),
     })
 }
 
@@ -142,6 +113,39 @@ impl SqliteStore {
         Ok(v.unwrap_or(0))
     }
 }
+
+impl super::shared::Pools for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    fn reads(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn serialize_bootstrap(
+        &self,
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<()> {
+        // `BEGIN IMMEDIATE` runs one writer at a time already.
+        Ok(())
+    }
+
+    async fn announce_due(&self) -> Result<()> {
+        // One node, whose worker the service wakes in process.
+        Ok(())
+    }
+}
+
+super::shared::accounts!(SqliteStore);
+super::shared::settings!(SqliteStore);
+super::shared::delivery_log!(SqliteStore);
 
 #[async_trait]
 impl Schema for SqliteStore {
@@ -225,16 +229,6 @@ fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),
         instance: r.try_get("instance")?,
-    })
-}
-
-/// A caller from a row with the user's `id`, `workspace_id`, `email` and `role`.
-fn caller_from_row(r: &SqliteRow) -> Result<Caller> {
-    Ok(Caller {
-        user_id: UserId(r.try_get("id")?),
-        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-        email: r.try_get("email")?,
-        role: Role::parse(r.try_get("role")?).unwrap_or(Role::User),
     })
 }
 

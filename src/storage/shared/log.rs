@@ -1,0 +1,174 @@
+//! The delivery log and the health of destinations, written once for both backends.
+
+/// Implements [`crate::storage::DeliveryLog`] for a store that implements [`super::Pools`].
+macro_rules! delivery_log {
+    ($store:ty) => {
+        #[allow(unused_imports)] // Each expansion imports it; one per module is used.
+        use $crate::storage::shared::Pools as _;
+
+        #[async_trait::async_trait]
+        impl $crate::storage::DeliveryLog for $store {
+            async fn hourly_outcomes(
+                &self,
+                workspace: WorkspaceId,
+                since: Millis,
+            ) -> Result<Vec<(Millis, i64, i64)>> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT (a.started_at / 3600000) * 3600000 AS hour,
+                            SUM(CASE WHEN a.outcome = 'success' THEN 1 ELSE 0 END),
+                            SUM(CASE WHEN a.outcome = 'success' THEN 0 ELSE 1 END)
+                     FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                     WHERE d.workspace_id = $1 AND a.started_at >= $2
+                     GROUP BY hour ORDER BY hour",
+                )
+                .bind(workspace.0)
+                .bind(since.0)
+                .fetch_all(self.reads())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(h, ok, bad)| (Millis(h), ok, bad))
+                    .collect())
+            }
+
+            async fn destinations(&self, workspace: WorkspaceId) -> Result<Vec<DestinationRecord>> {
+                let rows: Vec<$crate::storage::health::DestinationRow> =
+                    sqlx::query_as($crate::storage::health::DESTINATIONS_SQL)
+                        .bind(workspace.0)
+                        .fetch_all(self.reads())
+                        .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool> {
+                let n = sqlx::query($crate::storage::health::ENABLE_SQL)
+                    .bind(workspace.0)
+                    .bind(url)
+                    .execute(self.writes())
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn redeliver_matching(
+                &self,
+                workspace: WorkspaceId,
+                filter: &DeliveryFilter,
+                now: Millis,
+            ) -> Result<u64> {
+                let done = sqlx::query(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8
+                     WHERE workspace_id = $1
+                       AND ($2 IS NULL OR status = $2)
+                       AND ($3 IS NULL OR event_type = $3)
+                       AND ($4 IS NULL OR instance_id = $4)
+                       AND ($5 IS NULL OR $5 = '' OR replace(url, $5, '') <> url)
+                       AND ($6 IS NULL OR created_at >= $6)
+                       AND ($7 IS NULL OR created_at < $7)
+                       AND NOT test",
+                )
+                .bind(workspace.0)
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(filter.event_type.map(|e| e.as_str()))
+                .bind(filter.instance_id.as_deref())
+                .bind(filter.url.as_deref())
+                .bind(filter.since.map(|t| t.0))
+                .bind(filter.until.map(|t| t.0))
+                .bind(now.0)
+                .execute(self.writes())
+                .await?;
+                if done.rows_affected() > 0 {
+                    self.announce_due().await?;
+                }
+                Ok(done.rows_affected())
+            }
+
+            async fn deliveries(
+                &self,
+                workspace: WorkspaceId,
+                filter: &DeliveryFilter,
+                cursor: Option<i64>,
+                limit: i64,
+            ) -> Result<Page<DeliveryRecord>> {
+                let rows: Vec<$crate::storage::shared::DeliveryRow> = sqlx::query_as(
+                    "SELECT * FROM deliveries
+                     WHERE workspace_id = $1
+                       AND ($2 IS NULL OR status = $2)
+                       AND ($3 IS NULL OR event_type = $3)
+                       AND ($4 IS NULL OR instance_id = $4)
+                       AND ($5 IS NULL OR $5 = '' OR replace(url, $5, '') <> url)
+                       AND ($6 IS NULL OR created_at >= $6)
+                       AND ($7 IS NULL OR created_at < $7)
+                       AND ($8 IS NULL OR id < $8)
+                     ORDER BY id DESC LIMIT $9",
+                )
+                .bind(workspace.0)
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(filter.event_type.map(|e| e.as_str()))
+                .bind(filter.instance_id.as_deref())
+                .bind(filter.url.as_deref())
+                .bind(filter.since.map(|t| t.0))
+                .bind(filter.until.map(|t| t.0))
+                .bind(cursor)
+                .bind(limit + 1)
+                .fetch_all(self.reads())
+                .await?;
+                let items = rows
+                    .into_iter()
+                    .map($crate::storage::shared::DeliveryRow::record)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok($crate::storage::shared::page(items, limit, |d| d.key))
+            }
+
+            async fn delivery(
+                &self,
+                workspace: WorkspaceId,
+                id: &DeliveryId,
+            ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+                // One read transaction, so the delivery and its attempts are one consistent snapshot.
+                let mut tx = self.reads().begin().await?;
+                let row: Option<$crate::storage::shared::DeliveryRow> = sqlx::query_as(
+                    "SELECT * FROM deliveries WHERE workspace_id = $1 AND webhook_id = $2",
+                )
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let delivery = row.record()?;
+                let attempts: Vec<$crate::storage::shared::AttemptRow> = sqlx::query_as(
+                    "SELECT started_at, duration_ms, outcome, status_code, error, response_excerpt, node
+                     FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+                )
+                .bind(delivery.key)
+                .fetch_all(&mut *tx)
+                .await?;
+                let attempts = attempts.into_iter().map(|a| a.record()).collect();
+                Ok(Some((delivery, attempts)))
+            }
+
+            async fn redeliver(
+                &self,
+                workspace: WorkspaceId,
+                id: &DeliveryId,
+                now: Millis,
+            ) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1
+                     WHERE workspace_id = $2 AND webhook_id = $3",
+                )
+                .bind(now.0)
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .execute(self.writes())
+                .await?;
+                if done.rows_affected() > 0 {
+                    self.announce_due().await?;
+                }
+                Ok(done.rows_affected() > 0)
+            }
+        }
+    };
+}
+
+pub(crate) use delivery_log;

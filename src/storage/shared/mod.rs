@@ -1,0 +1,184 @@
+//! The roles whose SQL is the same on both backends, written once. Each file holds a macro that
+//! a backend expands for its own store (`shared::accounts!(SqliteStore)`), so the one body is
+//! type-checked against each driver: the SQL texts use `$N` parameters, which sqlx binds on
+//! SQLite too, and rows decode through the `#[derive(sqlx::FromRow)]` types below, which are
+//! generic over the row. A backend supplies only where its statements run ([`Pools`]).
+//!
+//! **Invariant:** nothing here names a backend; what differs between the engines stays in
+//! `sqlite/` and `postgres/`.
+
+mod accounts;
+mod log;
+mod settings;
+
+pub(crate) use accounts::accounts;
+pub(crate) use log::delivery_log;
+pub(crate) use settings::settings;
+
+use super::{AttemptRecord, Caller, DeliveryRecord, Page, Result, UserId, UserRecord, WorkspaceId};
+use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventType, Millis, Role};
+
+/// Where a backend runs the shared statements: reads, single writes, and write transactions
+/// (SQLite: its one write connection, `BEGIN IMMEDIATE`; PostgreSQL: its main pool).
+#[allow(async_fn_in_trait)] // Only used by the shared macros, within the crate.
+pub(crate) trait Pools {
+    type Db: sqlx::Database;
+    fn reads(&self) -> &sqlx::Pool<Self::Db>;
+    fn writes(&self) -> &sqlx::Pool<Self::Db>;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>>;
+    /// Makes the first-start bootstrap run once when several nodes start on an empty database.
+    async fn serialize_bootstrap(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Self::Db>,
+    ) -> Result<()>;
+    /// Tells every node that deliveries became due (PostgreSQL: `NOTIFY`; SQLite has one node,
+    /// woken in process).
+    async fn announce_due(&self) -> Result<()>;
+}
+
+/// Whether the database refused a row for a unique constraint.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A stored value the code does not know is a decode error, never a default.
+pub(crate) fn unknown(what: &str, error: crate::domain::Invalid) -> sqlx::Error {
+    sqlx::Error::Decode(format!("stored {what}: {}", error.0).into())
+}
+
+/// The user and workspace a token or session resolves to.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CallerRow {
+    id: i64,
+    workspace_id: i64,
+    email: String,
+    role: String,
+}
+
+impl CallerRow {
+    pub fn caller(self) -> Result<Caller> {
+        Ok(Caller {
+            user_id: UserId(self.id),
+            workspace_id: WorkspaceId(self.workspace_id),
+            email: self.email,
+            role: Role::parse(&self.role).map_err(|e| unknown("role", e))?,
+        })
+    }
+}
+
+/// A user with what login needs.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LoginRow {
+    #[sqlx(flatten)]
+    pub caller: CallerRow,
+    pub display_name: String,
+    pub active: bool,
+    pub password_hash: String,
+}
+
+/// A signed-in session.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    #[sqlx(flatten)]
+    pub caller: CallerRow,
+    pub display_name: String,
+    pub csrf: String,
+}
+
+/// A user as listings show it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    email: String,
+    display_name: String,
+    role: String,
+    active: bool,
+    created_at: i64,
+}
+
+impl UserRow {
+    pub fn record(self) -> Result<UserRecord> {
+        Ok(UserRecord {
+            email: self.email,
+            display_name: self.display_name,
+            role: Role::parse(&self.role).map_err(|e| unknown("role", e))?,
+            active: self.active,
+            created_at: Millis(self.created_at),
+        })
+    }
+}
+
+/// Turns `limit + 1` fetched items into a page and the cursor of the next one.
+pub(crate) fn page<T>(mut items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> i64) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more { items.last().map(cursor) } else { None };
+    Page { items, next_cursor }
+}
+
+/// A delivery as the log shows it (`SELECT *` from `deliveries`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: i64,
+    test: bool,
+    webhook_id: String,
+    event_type: String,
+    instance_id: String,
+    process_name: String,
+    url: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_attempt_at: Option<i64>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+}
+
+impl DeliveryRow {
+    pub fn record(self) -> Result<DeliveryRecord> {
+        Ok(DeliveryRecord {
+            key: self.id,
+            test: self.test,
+            id: DeliveryId::from_stored(self.webhook_id),
+            event_type: EventType::parse(&self.event_type).map_err(|e| unknown("event type", e))?,
+            instance_id: self.instance_id,
+            process_name: self.process_name,
+            url: self.url,
+            status: DeliveryStatus::parse(&self.status)
+                .map_err(|e| unknown("delivery status", e))?,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at.map(Millis),
+            last_attempt_at: self.last_attempt_at.map(Millis),
+            last_status_code: self.last_status_code,
+            last_error: self.last_error,
+            created_at: Millis(self.created_at),
+        })
+    }
+}
+
+/// One recorded attempt.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    started_at: i64,
+    duration_ms: i64,
+    outcome: String,
+    status_code: Option<i64>,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+    node: String,
+}
+
+impl AttemptRow {
+    pub fn record(self) -> AttemptRecord {
+        AttemptRecord {
+            started_at: Millis(self.started_at),
+            duration_ms: self.duration_ms,
+            outcome: AttemptOutcome::from_stored(&self.outcome),
+            status_code: self.status_code,
+            error: self.error,
+            response_excerpt: self.response_excerpt,
+            node: self.node,
+        }
+    }
+}
