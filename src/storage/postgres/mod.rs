@@ -5,7 +5,6 @@
 //! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
 
 mod health;
-mod instances;
 mod queue;
 mod writer;
 
@@ -14,7 +13,6 @@ use writer::PgWriter;
 
 use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, POSTGRES};
-use super::shared::is_unique_violation;
 use super::*;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
@@ -44,25 +42,11 @@ pub struct PostgresStore {
     writes: Arc<GroupCommit>,
 }
 
-const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
+use super::shared::INSTANCE_COLUMNS;
 
+/// An instance from a row holding its [`INSTANCE_COLUMNS`], decoded as the shared reads do.
 fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
-    let id_text: String = row.try_get("instance_id")?;
-    let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
-    let data: String = row.try_get("data")?;
-    Ok(InstanceRecord {
-        process_name: id.process_name().to_owned(),
-        id,
-        unique_id: row.try_get("unique_id")?,
-        status: row.try_get("status")?,
-        version: row.try_get("version")?,
-        data: InstanceData::from_stored(&data),
-        created_at: Millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        modified_at: Millis(row.try_get("modified_at")?),
-        modified_by: row.try_get("modified_by")?,
-        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
-    })
+    <super::shared::InstanceRow as sqlx::FromRow<PgRow>>::from_row(row)?.record()
 }
 
 /// The longest a claim may run (`statement_timeout` on the claims' connections). A claim takes
@@ -375,6 +359,10 @@ impl super::shared::Pools for PostgresStore {
         &self.pool
     }
 
+    fn group_commit(&self) -> &GroupCommit {
+        &self.writes
+    }
+
     fn writes(&self) -> &PgPool {
         &self.pool
     }
@@ -399,6 +387,7 @@ impl super::shared::Pools for PostgresStore {
 }
 
 super::shared::accounts!(PostgresStore);
+super::shared::instances!(PostgresStore);
 super::shared::settings!(PostgresStore);
 super::shared::delivery_log!(PostgresStore);
 
@@ -550,33 +539,6 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),
         instance: r.try_get("instance")?,
-    })
-}
-
-fn process_from_row(row: &PgRow) -> Result<ProcessRecord> {
-    let name: String = row.try_get("name")?;
-    Ok(ProcessRecord {
-        name: ProcessName::parse(&name).map_err(|e| sqlx::Error::Decode(e.0.into()))?,
-        title: row.try_get("title")?,
-        created_at: Millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        instance_count: row.try_get("n")?,
-    })
-}
-
-/// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
-fn page<T>(rows: Vec<PgRow>, limit: i64, decode: impl Fn(&PgRow) -> Result<T>) -> Result<Page<T>> {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(rows.len().min(limit));
-    let mut next_cursor = None;
-    for row in rows.iter().take(limit) {
-        items.push(decode(row)?);
-        next_cursor = Some(row.try_get::<i64, _>("cursor")?);
-    }
-    Ok(Page {
-        items,
-        next_cursor: if more { next_cursor } else { None },
     })
 }
 

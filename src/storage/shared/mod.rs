@@ -8,15 +8,23 @@
 //! `sqlite/` and `postgres/`.
 
 mod accounts;
+mod instances;
 mod log;
 mod settings;
 
 pub(crate) use accounts::accounts;
+pub(crate) use instances::instances;
 pub(crate) use log::delivery_log;
 pub(crate) use settings::settings;
 
-use super::{AttemptRecord, Caller, DeliveryRecord, Page, Result, UserId, UserRecord, WorkspaceId};
-use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventType, Millis, Role};
+use super::{
+    AttemptRecord, Caller, DeliveryRecord, InstanceRecord, Page, ProcessRecord, Result, UserId,
+    UserRecord, WorkspaceId,
+};
+use crate::domain::{
+    AttemptOutcome, DeliveryId, DeliveryStatus, EventType, InstanceData, InstanceId, Millis,
+    ProcessName, Role,
+};
 
 /// Where a backend runs the shared statements: reads, single writes, and write transactions
 /// (SQLite: its one write connection, `BEGIN IMMEDIATE`; PostgreSQL: its main pool).
@@ -26,6 +34,8 @@ pub(crate) trait Pools {
     fn reads(&self) -> &sqlx::Pool<Self::Db>;
     fn writes(&self) -> &sqlx::Pool<Self::Db>;
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>>;
+    /// The group commit every instance write goes through.
+    fn group_commit(&self) -> &super::group::GroupCommit;
     /// Makes the first-start bootstrap run once when several nodes start on an empty database.
     async fn serialize_bootstrap(
         &self,
@@ -180,5 +190,79 @@ impl AttemptRow {
             response_excerpt: self.response_excerpt,
             node: self.node,
         }
+    }
+}
+
+/// The columns of an instance as [`InstanceRow`] reads them.
+pub(crate) const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
+
+/// An instance, and in a listing the cursor its page goes on from.
+#[derive(sqlx::FromRow)]
+pub(crate) struct InstanceRow {
+    instance_id: String,
+    unique_id: String,
+    status: String,
+    version: i64,
+    data: String,
+    created_at: i64,
+    created_by: String,
+    modified_at: i64,
+    modified_by: String,
+    deleted_at: Option<i64>,
+    #[sqlx(default)]
+    cursor: i64,
+}
+
+impl InstanceRow {
+    pub fn record(self) -> Result<InstanceRecord> {
+        let id = InstanceId::parse(&self.instance_id).map_err(|e| unknown("instance ID", e))?;
+        Ok(InstanceRecord {
+            process_name: id.process_name().to_owned(),
+            id,
+            unique_id: self.unique_id,
+            status: self.status,
+            version: self.version,
+            data: InstanceData::from_stored(&self.data),
+            created_at: Millis(self.created_at),
+            created_by: self.created_by,
+            modified_at: Millis(self.modified_at),
+            modified_by: self.modified_by,
+            deleted_at: self.deleted_at.map(Millis),
+        })
+    }
+
+    /// `limit + 1` fetched rows as a page of instances.
+    pub fn page(rows: Vec<Self>, limit: i64) -> Result<Page<InstanceRecord>> {
+        let page = page(rows, limit, |r| r.cursor);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(Self::record)
+                .collect::<Result<_>>()?,
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
+/// A process with its count of instances not in the recycle bin (`n`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProcessRow {
+    name: String,
+    title: String,
+    created_at: i64,
+    created_by: String,
+    n: i64,
+}
+
+impl ProcessRow {
+    pub fn record(self) -> Result<ProcessRecord> {
+        Ok(ProcessRecord {
+            name: ProcessName::parse(&self.name).map_err(|e| unknown("process name", e))?,
+            title: self.title,
+            created_at: Millis(self.created_at),
+            created_by: self.created_by,
+            instance_count: self.n,
+        })
     }
 }

@@ -4,13 +4,11 @@
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
 mod health;
-mod instances;
 mod queue;
 mod writer;
 
 use super::group::{BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, SQLITE};
-use super::shared::is_unique_violation;
 use super::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -38,26 +36,7 @@ pub struct SqliteStore {
     node_lock: Arc<std::sync::OnceLock<std::fs::File>>,
 }
 
-const INSTANCE_COLUMNS: &str = "instance_id, unique_id, status, version, data, created_at, created_by, modified_at, modified_by, deleted_at";
-
-fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
-    let id_text: String = row.try_get("instance_id")?;
-    let id = InstanceId::parse(&id_text).map_err(|e| sqlx::Error::Decode(e.0.into()))?;
-    let data: String = row.try_get("data")?;
-    Ok(InstanceRecord {
-        process_name: id.process_name().to_owned(),
-        id,
-        unique_id: row.try_get("unique_id")?,
-        status: row.try_get("status")?,
-        version: row.try_get("version")?,
-        data: InstanceData::from_stored(&data),
-        created_at: Millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        modified_at: Millis(row.try_get("modified_at")?),
-        modified_by: row.try_get("modified_by")?,
-        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
-    })
-}
+use super::shared::INSTANCE_COLUMNS;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file a `sqlite://` URL names.
@@ -121,6 +100,10 @@ impl super::shared::Pools for SqliteStore {
         &self.pool
     }
 
+    fn group_commit(&self) -> &GroupCommit {
+        &self.writes
+    }
+
     fn writes(&self) -> &SqlitePool {
         &self.write
     }
@@ -144,6 +127,7 @@ impl super::shared::Pools for SqliteStore {
 }
 
 super::shared::accounts!(SqliteStore);
+super::shared::instances!(SqliteStore);
 super::shared::settings!(SqliteStore);
 super::shared::delivery_log!(SqliteStore);
 
@@ -229,37 +213,6 @@ fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
         occurred_at: Millis(r.try_get("created_at")?),
         format: super::format_from_stored(r.try_get("format")?),
         instance: r.try_get("instance")?,
-    })
-}
-
-fn process_from_row(row: &SqliteRow) -> Result<ProcessRecord> {
-    let name: String = row.try_get("name")?;
-    Ok(ProcessRecord {
-        name: ProcessName::parse(&name).map_err(|e| sqlx::Error::Decode(e.0.into()))?,
-        title: row.try_get("title")?,
-        created_at: Millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        instance_count: row.try_get("n")?,
-    })
-}
-
-/// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
-fn page<T>(
-    rows: Vec<SqliteRow>,
-    limit: i64,
-    decode: impl Fn(&SqliteRow) -> Result<T>,
-) -> Result<Page<T>> {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(rows.len().min(limit));
-    let mut next_cursor = None;
-    for row in rows.iter().take(limit) {
-        items.push(decode(row)?);
-        next_cursor = Some(row.try_get::<i64, _>("cursor")?);
-    }
-    Ok(Page {
-        items,
-        next_cursor: if more { next_cursor } else { None },
     })
 }
 
