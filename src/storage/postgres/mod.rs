@@ -79,39 +79,6 @@ const STALE_PLAN_CLAIM: Duration = Duration::from_millis(20);
 /// At most one refresh of the queue's statistics per this long, per node.
 const STATISTICS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Leases due deliveries (see `claim_due`). $1 lease end, $2 node, $3 now, $4 limit, $5 per-host
-/// cap, $6 hosts to skip. Its `hosts` CTE is written out rather than taken from
-/// `storage::pending_hosts_cte`: this exact text is the one whose generic plan was checked.
-const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
-     WHERE ctid = ANY (ARRAY(
-        WITH RECURSIVE hosts(host) AS (
-            (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
-            UNION ALL
-            SELECT (SELECT d.host FROM deliveries d
-                    WHERE d.status = 'pending' AND d.host > h.host ORDER BY d.host LIMIT 1)
-            FROM hosts h WHERE h.host IS NOT NULL)
-        SELECT picked.ctid FROM hosts h
-        CROSS JOIN LATERAL (
-            SELECT COUNT(*) AS n FROM deliveries l
-            WHERE l.host = h.host AND l.lease_until IS NOT NULL AND l.lease_until > $3) b
-        CROSS JOIN LATERAL (
-            SELECT d.ctid, d.id, d.next_attempt_at FROM deliveries d
-            WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
-              AND (d.lease_until IS NULL OR d.lease_until <= $3)
-              AND (SELECT 1 FROM deliveries e
-                   WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                     AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
-                   LIMIT 1) IS NULL
-            ORDER BY d.next_attempt_at, d.id
-            LIMIT GREATEST($5 - b.n, 0)
-            FOR UPDATE SKIP LOCKED
-        ) picked
-        WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
-        ORDER BY picked.next_attempt_at, picked.id
-        LIMIT $4))
-     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
-               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance";
-
 /// Turns TLS off for a server on this machine (a loopback address or a Unix socket) unless the
 /// URL or `PGSSLMODE` asks for a TLS mode. The default, like libpq's, is `prefer`: encrypt
 /// whenever the server offers TLS, which Debian's PostgreSQL does on 127.0.0.1. Measured
@@ -472,47 +439,6 @@ impl Schema for PostgresStore {
 }
 
 /// Announces due deliveries to every node; PostgreSQL delivers it when the transaction commits.
-/// Stores a batch of attempt results (see `record_attempts`): the attempt rows and the
-/// deliveries' new state, and closes the breakers of the URLs in `$12`/`$13` (the workspaces and
-/// URLs of a batch of successes; none when `record_health` applies the rules instead), making
-/// what their pauses held due now. `$1` keys, `$2` started, `$3` durations, `$4` outcomes, `$5`
-/// status codes, `$6` errors, `$7` excerpts, `$8` nodes, `$9` statuses, `$10` next attempt
-/// times, `$11` now. The held constant is written out so the partial index of held rows applies;
-/// a test checks it equals [`HELD`]. The release reads the held rows of each URL whose breaker
-/// closed, one URL at a time (`OFFSET 0` keeps the planner from turning it into a join that
-/// reads every held row: measured, 83 ms per batch with 100,000 rows held for another URL).
-const RECORD_RESULTS_SQL: &str = "WITH attempts AS (
-        INSERT INTO delivery_attempts (delivery_id, started_at, duration_ms, outcome, status_code, error,
-                                       response_excerpt, node)
-        SELECT k, a, d, o, c, e, x, h
-        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                    $7::text[], $8::text[]) WITH ORDINALITY AS t(k, a, d, o, c, e, x, h, ord)
-        ORDER BY ord),
-     done AS (
-        UPDATE deliveries SET status = j.s, next_attempt_at = j.n, attempts = attempts + 1,
-               lease_until = NULL, leased_by = NULL, last_attempt_at = j.a,
-               last_status_code = j.c, last_error = j.e, updated_at = $11
-        FROM unnest($1::bigint[], $9::text[], $10::bigint[], $2::bigint[], $5::bigint[], $6::text[])
-             AS j(k, s, n, a, c, e)
-        WHERE deliveries.id = j.k),
-     healed AS (
-        UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,
-               probe_interval_ms = 0, last_success_at = $11
-        FROM unnest($12::bigint[], $13::text[]) AS h(w, u)
-        WHERE destinations.workspace_id = h.w AND destinations.url = h.u
-        RETURNING destinations.workspace_id, destinations.url),
-     released AS (
-        UPDATE deliveries SET next_attempt_at = $11
-        WHERE id IN (SELECT held.id FROM healed
-                     CROSS JOIN LATERAL (
-                         SELECT d.id FROM deliveries d
-                         WHERE d.workspace_id = healed.workspace_id AND d.url = healed.url
-                           AND d.status = 'pending' AND d.next_attempt_at >= 4000000000000000
-                           AND d.id <> ALL($1::bigint[])
-                         ORDER BY d.id LIMIT $14) held)
-        RETURNING workspace_id, url)
-     SELECT workspace_id, url FROM released GROUP BY workspace_id, url HAVING COUNT(*) >= $14";
-
 async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
@@ -577,6 +503,6 @@ mod tests {
 
     #[test]
     fn releasing_held_rows_after_successes_uses_the_held_constant() {
-        assert!(RECORD_RESULTS_SQL.contains(&format!("next_attempt_at >= {HELD}")));
+        assert!(queue::RECORD_RESULTS_SQL.contains(&format!("next_attempt_at >= {HELD}")));
     }
 }
