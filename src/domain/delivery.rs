@@ -120,18 +120,12 @@ impl AttemptOutcome {
         }
     }
 
-    pub fn from_stored(text: &str) -> Self {
-        match text {
-            "success" => AttemptOutcome::Success,
-            "timeout" => AttemptOutcome::Timeout,
-            "connection_refused" => AttemptOutcome::ConnectionRefused,
-            "dns_failure" => AttemptOutcome::DnsFailure,
-            "tls_error" => AttemptOutcome::TlsError,
-            "http_status" => AttemptOutcome::HttpStatus,
-            "redirect" => AttemptOutcome::Redirect,
-            "private_address" => AttemptOutcome::PrivateAddress,
-            _ => AttemptOutcome::ConnectionError,
-        }
+    /// The outcome a stored name stands for; an unknown name is an error, never a default.
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .ok_or_else(|| Invalid::new(format!("`{text}` is not an attempt outcome")))
     }
 }
 
@@ -260,7 +254,8 @@ mod tests {
     #[test]
     fn outcomes_round_trip() {
         for o in AttemptOutcome::ALL {
-            assert_eq!(AttemptOutcome::from_stored(o.as_str()), o);
+            assert_eq!(AttemptOutcome::parse(o.as_str()), Ok(o));
         }
+        assert!(AttemptOutcome::parse("teapot").is_err());
     }
 }

@@ -143,7 +143,10 @@ macro_rules! delivery_log {
                 .bind(delivery.key)
                 .fetch_all(&mut *tx)
                 .await?;
-                let attempts = attempts.into_iter().map(|a| a.record()).collect();
+                let attempts = attempts
+                    .into_iter()
+                    .map($crate::storage::shared::AttemptRow::record)
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Some((delivery, attempts)))
             }
 

@@ -180,16 +180,16 @@ pub(crate) struct AttemptRow {
 }
 
 impl AttemptRow {
-    pub fn record(self) -> AttemptRecord {
-        AttemptRecord {
+    pub fn record(self) -> Result<AttemptRecord> {
+        Ok(AttemptRecord {
             started_at: Millis(self.started_at),
             duration_ms: self.duration_ms,
-            outcome: AttemptOutcome::from_stored(&self.outcome),
+            outcome: AttemptOutcome::parse(&self.outcome).map_err(|e| unknown("outcome", e))?,
             status_code: self.status_code,
             error: self.error,
             response_excerpt: self.response_excerpt,
             node: self.node,
-        }
+        })
     }
 }
 
