@@ -184,6 +184,12 @@ pub fn health_from_row(
     }
 }
 
+/// Holds every pending delivery of a URL that does not parse (`$1` the held time, `$2`
+/// workspace, `$3` URL). Stored URLs were validated when saved: this only guards against
+/// hand-edited rows, which have no host for the per-host index to find them by.
+pub const HOLD_UNPARSED_SQL: &str = "UPDATE deliveries SET next_attempt_at = $1
+     WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1";
+
 /// Closes a breaker (`$1` now, `$2` workspace, `$3` URL).
 pub const CLOSE_SQL: &str =
     "UPDATE destinations SET state = 'closed', consecutive_failures = 0, paused_until = NULL,

@@ -105,18 +105,13 @@ impl HealthStatements for PgHealth<'_> {
                         .rows_affected(),
                     HOLD_CHUNK,
                 ),
-                // Stored URLs were validated when saved; this only guards against hand-edited
-                // rows.
                 Err(_) => {
-                    sqlx::query(
-                        "UPDATE deliveries SET next_attempt_at = $1
-                         WHERE workspace_id = $2 AND url = $3 AND status = 'pending' AND next_attempt_at < $1",
-                    )
-                    .bind(HELD)
-                    .bind(workspace.0)
-                    .bind(url)
-                    .execute(&mut *self.0)
-                    .await?;
+                    sqlx::query(health::HOLD_UNPARSED_SQL)
+                        .bind(HELD)
+                        .bind(workspace.0)
+                        .bind(url)
+                        .execute(&mut *self.0)
+                        .await?;
                     return Ok(false);
                 }
             },

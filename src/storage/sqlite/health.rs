@@ -160,13 +160,8 @@ fn hold_chunk(tx: &Connection, workspace: WorkspaceId, url: &str) -> rusqlite::R
                 .execute(params![parsed.host_key(), workspace.0, url, HOLD_CHUNK])?;
             Ok(n as i64 == HOLD_CHUNK)
         }
-        // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(_) => {
-            tx.prepare_cached(
-                "UPDATE deliveries SET next_attempt_at = ?1
-                 WHERE workspace_id = ?2 AND url = ?3 AND status = 'pending' AND next_attempt_at < ?1",
-            )?
-            .execute(params![HELD, workspace.0, url])?;
+            execute(tx, health::HOLD_UNPARSED_SQL, &[&HELD, &workspace.0, &url])?;
             Ok(false)
         }
     }
