@@ -21,6 +21,22 @@ impl DeliveryId {
         Self(format!("{}{}", Self::PREFIX, uuid::Uuid::now_v7().simple()))
     }
 
+    /// A new ID for a delivery created at `at`: a UUIDv7 of that time, so IDs sort by creation
+    /// time and show it (their first 12 hex digits are `at` in milliseconds).
+    pub fn created_at(at: super::Millis) -> Self {
+        let millis = u64::try_from(at.0).unwrap_or(0);
+        let time = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            u32::try_from(millis % 1000).unwrap_or(0) * 1_000_000,
+        );
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            uuid::Uuid::new_v7(time).simple()
+        ))
+    }
+
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         let ok = text
             .strip_prefix(Self::PREFIX)

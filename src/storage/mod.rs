@@ -8,6 +8,7 @@
 //! hold an `Arc<dyn Store>` and both backends pass the same conformance suite
 //! (`tests/api/storage.rs`).
 
+mod fanout;
 pub mod group;
 pub(crate) mod health;
 mod migrate;
@@ -331,20 +332,6 @@ fn prune_events_sql(placeholder: char) -> String {
               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id)
             LIMIT {p}2)",
         p = placeholder
-    )
-}
-
-/// Whether `workspace`'s `event` (SQL expressions) has a URL enabled at this moment, and not
-/// disabled: an event is stored only for its deliveries (their payload and their log), so one
-/// with none is not written.
-fn has_urls_sql(workspace: &str, event: &str) -> String {
-    format!(
-        "EXISTS (SELECT 1 FROM webhook_events e
-                 JOIN webhook_urls u ON u.workspace_id = e.workspace_id AND u.event_type = e.event_type
-                 WHERE e.workspace_id = {workspace} AND e.event_type = {event} AND e.enabled
-                   AND NOT EXISTS (SELECT 1 FROM destinations x
-                                   WHERE x.workspace_id = u.workspace_id AND x.url = u.url
-                                     AND x.disabled_at IS NOT NULL))"
     )
 }
 

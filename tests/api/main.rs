@@ -6,6 +6,7 @@ mod cli;
 #[macro_use]
 mod db;
 mod delivery;
+mod fanout;
 mod faults;
 mod fleet;
 mod helpers;

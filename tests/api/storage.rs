@@ -65,7 +65,7 @@ conformance!(
 
 const NODE: &str = "node-a";
 
-async fn setup(store: &Arc<dyn Store>) -> WorkspaceId {
+pub(crate) async fn setup(store: &Arc<dyn Store>) -> WorkspaceId {
     let admin = NewUser {
         email: Email::parse("admin@example.com").unwrap(),
         display_name: "Admin".into(),
@@ -82,7 +82,7 @@ async fn setup(store: &Arc<dyn Store>) -> WorkspaceId {
     store.workspace_id("default").await.unwrap().unwrap()
 }
 
-fn settings(created: &[&str], updated: &[&str], deleted: &[&str]) -> WebhookSettings {
+pub(crate) fn settings(created: &[&str], updated: &[&str], deleted: &[&str]) -> WebhookSettings {
     let list = |urls: &[&str]| urls.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
     let (c, u, d) = (list(created), list(updated), list(deleted));
     WebhookSettings::parse([
@@ -93,7 +93,7 @@ fn settings(created: &[&str], updated: &[&str], deleted: &[&str]) -> WebhookSett
     .unwrap()
 }
 
-async fn process(store: &Arc<dyn Store>, ws: WorkspaceId, name: &str) -> ProcessName {
+pub(crate) async fn process(store: &Arc<dyn Store>, ws: WorkspaceId, name: &str) -> ProcessName {
     let name = ProcessName::parse(name).unwrap();
     store
         .create_process(ws, &name, &ProcessTitle::parse("T").unwrap(), "me")
@@ -102,7 +102,7 @@ async fn process(store: &Arc<dyn Store>, ws: WorkspaceId, name: &str) -> Process
     name
 }
 
-async fn create(store: &Arc<dyn Store>, ws: WorkspaceId, p: &ProcessName) -> InstanceId {
+pub(crate) async fn create(store: &Arc<dyn Store>, ws: WorkspaceId, p: &ProcessName) -> InstanceId {
     store
         .create_instance(
             ws,
@@ -1681,7 +1681,7 @@ async fn rows_behind_herald(db: &TestDb, table: &str) -> i64 {
 
 /// Rows of `sql`, run straight on the test's database behind Herald's back: to read what it
 /// stored, or to leave rows as an older Herald did.
-async fn behind_herald<T>(db: &TestDb, sql: &str) -> Vec<T>
+pub(crate) async fn behind_herald<T>(db: &TestDb, sql: &str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
@@ -1711,8 +1711,7 @@ where
 }
 
 /// Each `created` event keeps the new instance as the API returned it, byte for byte, also when
-/// many creates are committed together (on PostgreSQL one statement builds their IDs and splices
-/// each into its snapshot).
+/// many creates are committed together (on PostgreSQL in one statement).
 async fn created_events_keep_the_instance_as_returned(db: TestDb) {
     let store = db.store().await;
     let ws = setup(&store).await;

@@ -237,7 +237,7 @@ impl PostgresStore {
             );
         }
         tokio::spawn(vacuum_while_autovacuum_is_off(pool.clone()));
-        let writes = Arc::new(GroupCommit::start(PgWriter { pool: pool.clone() }));
+        let writes = Arc::new(GroupCommit::start(PgWriter::new(pool.clone())));
         Ok(Self {
             pool,
             queue,

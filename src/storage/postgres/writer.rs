@@ -1,14 +1,23 @@
 //! The group commit's writer on PostgreSQL: a batch of instance writes, their events and their
-//! deliveries in as few statements as the batch allows (decision 0002).
+//! deliveries in as few statements as the batch allows (decision 0002). Every ID and snapshot is
+//! made in Rust (`storage::fanout`); the statements only insert them.
 
+use super::super::fanout::{self, Fanout, Target};
 use super::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Applies batches of instance writes for [`GroupCommit`]: one transaction (one commit, one
-/// fsync) per batch, one counter update per process (locked in a fixed order), one statement for
-/// all new instances, one for all events with their deliveries, one per update, delete or
-/// restore, and one `NOTIFY`.
+/// fsync) per batch, one counter update per process (locked in a fixed order), one read of the
+/// batch's targets, one statement for all new instances, events and deliveries, one per update,
+/// delete or restore, and one `NOTIFY`; or, for the usual batch, one statement in all
+/// ([`PgWriter::create_in_one_statement`]).
 pub(super) struct PgWriter {
-    pub(super) pool: PgPool,
+    pool: PgPool,
+    /// Each process's last instance number as this node last wrote or read it.
+    numbers: Mutex<HashMap<(i64, String), i64>>,
+    /// How many URLs each workspace's event type had when this node last wrote one.
+    fanouts: Mutex<HashMap<(i64, EventType), i64>>,
 }
 
 /// New instances of a batch, column by column, for `unnest`.
@@ -50,6 +59,8 @@ impl BatchWriter for PgWriter {
             .await?;
             if let Some((key, last)) = reserved {
                 numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
+                self.numbers_known()
+                    .insert((workspace.0, process.as_str().to_owned()), last);
             }
         }
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -129,7 +140,14 @@ impl BatchWriter for PgWriter {
             };
             outcomes.push(outcome);
         }
-        fire(&mut tx, &new, &group::fired(writes, &outcomes), now).await?;
+        let fired = group::fired(writes, &outcomes);
+        let targets = self.targets(&mut tx, &fired, now).await?;
+        let plan = Fanout::plan(&fired, now, |workspace, event| {
+            targets
+                .get(&(workspace.0, event))
+                .map_or(&[], Vec::as_slice)
+        });
+        fire(&mut tx, &new, &plan, now).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -156,16 +174,80 @@ fn creates_of_one_process(writes: &[InstanceWrite]) -> Option<(WorkspaceId, &Pro
 }
 
 impl PgWriter {
+    pub(super) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            numbers: Mutex::default(),
+            fanouts: Mutex::default(),
+        }
+    }
+
+    fn numbers_known(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, String), i64>> {
+        self.numbers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fanouts_known(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, EventType), i64>> {
+        self.fanouts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The targets of each workspace's event type that `fired` holds, read in the batch's
+    /// transaction (one statement), and remembered as each one's fan-out.
+    async fn targets(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        fired: &[(WorkspaceId, EventType, &InstanceRecord)],
+        now: Millis,
+    ) -> Result<HashMap<(i64, EventType), Vec<Target>>> {
+        let pairs = Fanout::pairs(fired);
+        if pairs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let workspaces: Vec<i64> = pairs.iter().map(|(w, _)| w.0).collect();
+        let events: Vec<&str> = pairs.iter().map(|(_, e)| e.as_str()).collect();
+        let rows: Vec<(i64, String, String, String, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(&**TARGETS_SQL))
+                .bind(&workspaces)
+                .bind(&events)
+                .bind(now.0)
+                .bind(HELD)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut targets: HashMap<(i64, EventType), Vec<Target>> =
+            pairs.iter().map(|(w, e)| ((w.0, *e), Vec::new())).collect();
+        for (ord, url, host, format, next_attempt_at) in rows {
+            let (workspace, event) = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| pairs.get(i))
+                .ok_or_else(|| sqlx::Error::Decode(format!("a target of pair {ord}").into()))?;
+            if let Some(urls) = targets.get_mut(&(workspace.0, *event)) {
+                urls.push(Target {
+                    url,
+                    host,
+                    format,
+                    next_attempt_at,
+                });
+            }
+        }
+        let mut known = self.fanouts_known();
+        for (key, urls) in &targets {
+            known.insert(*key, i64::try_from(urls.len()).unwrap_or(i64::MAX));
+        }
+        Ok(targets)
+    }
+
     /// Writes a batch of creates of one process in one statement, committed on its own: the
-    /// number reservation, the instances, their events and deliveries, and the announcement.
-    /// The general path takes four round trips (`BEGIN`, the reservation, the rest, `COMMIT`),
-    /// each a wake-up of both processes; measured at 1,000 events/s, where most batches hold
-    /// one create, the write took 4–5 ms of every event's latency.
+    /// number reservation, the instances, their events and deliveries, and the announcement;
+    /// `None` when the general path must write it. The general path takes five round trips
+    /// (`BEGIN`, the reservation, the targets, the rest, `COMMIT`), each a wake-up of both
+    /// processes; measured at 1,000 events/s, where most batches hold one create, four of them
+    /// took 4–5 ms of every event's latency.
     ///
-    /// The instance IDs depend on the numbers reserved in the same statement, so PostgreSQL
-    /// builds them (`<process>-<n>`, as `InstanceId::new`) and splices each into its event's
-    /// snapshot, which Rust serialised with the ID left out: the ID is the snapshot's first
-    /// field, and a process name needs no JSON escaping (lowercase letters, digits, dashes).
+    /// Rust makes the IDs, so it must know the numbers and how many deliveries each event makes
+    /// before the statement runs: it takes them from what this node last wrote (the process's
+    /// last number, the event type's URL count), and the statement writes only if both still
+    /// hold (the number checked under the counter's row lock). Otherwise nothing is written and
+    /// the general path, which reads both, writes the batch: on a node's first write to a
+    /// process, after a settings change, or when another node created in the same process.
     async fn create_in_one_statement(
         &self,
         workspace: WorkspaceId,
@@ -173,64 +255,83 @@ impl PgWriter {
         writes: &[InstanceWrite],
         now: Millis,
     ) -> Result<Option<Vec<WriteOutcome>>> {
+        let key = (workspace.0, process.as_str().to_owned());
+        let Some(last) = self.numbers_known().get(&key).copied() else {
+            return Ok(None);
+        };
+        let Some(fanout) = self
+            .fanouts_known()
+            .get(&(workspace.0, EventType::Created))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let count = i64::try_from(writes.len()).unwrap_or(i64::MAX);
         let mut records = Vec::with_capacity(writes.len());
-        let mut snapshot_tails = Vec::with_capacity(writes.len());
-        let placeholder = InstanceId::new(process, 0);
-        let id_prefix = format!(
-            "{{\"id\":{}",
-            serde_json::to_string(placeholder.as_str()).unwrap_or_default()
-        );
-        for write in writes {
+        for (write, number) in writes.iter().zip(last + 1..) {
             let InstanceWrite::Create {
                 data, status, by, ..
             } = write
             else {
                 unreachable!("creates_of_one_process checked the batch");
             };
-            let record = group::new_record(process, 0, data, status, by, now);
-            let snapshot = group::snapshot(EventType::Created, &record).unwrap_or_default();
-            // Not expected: then the general path writes the batch.
-            let Some(tail) = snapshot.strip_prefix(&id_prefix) else {
-                return Ok(None);
-            };
-            snapshot_tails.push(tail.to_owned());
-            records.push(record);
+            records.push(group::new_record(process, number, data, status, by, now));
         }
+        let numbers: Vec<i64> = (last + 1..=last + count).collect();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let unique_ids: Vec<&str> = records.iter().map(|r| r.unique_id.as_str()).collect();
         let data: Vec<String> = records.iter().map(|r| r.data.to_json()).collect();
         let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
         let by: Vec<&str> = records.iter().map(|r| r.created_by.as_str()).collect();
-        let count = i64::try_from(writes.len()).unwrap_or(i64::MAX);
-        let first: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(&**CREATE_ONE_PROCESS_SQL))
-            .bind(workspace.0)
-            .bind(process.as_str())
-            .bind(count)
-            .bind(&unique_ids)
-            .bind(&data)
-            .bind(&statuses)
-            .bind(&by)
-            .bind(&snapshot_tails)
-            .bind(now.0)
-            .bind(HELD)
-            .bind(CHANNEL)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(first) = first else {
+        let snapshots: Vec<Option<String>> = records
+            .iter()
+            .map(|r| group::snapshot(EventType::Created, r))
+            .collect();
+        // `fanout` IDs per event; the statement takes the first as many as it has URLs.
+        let webhook_ids: Vec<String> = (0..count * fanout)
+            .map(|_| DeliveryId::created_at(now).as_str().to_owned())
+            .collect();
+        let answer: Option<(bool, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(&**CREATE_ONE_PROCESS_SQL))
+                .bind(workspace.0)
+                .bind(process.as_str())
+                .bind(count)
+                .bind(last)
+                .bind(fanout)
+                .bind(&numbers)
+                .bind(&ids)
+                .bind(&unique_ids)
+                .bind(&data)
+                .bind(now.0)
+                .bind(HELD)
+                .bind(&statuses)
+                .bind(&by)
+                .bind(&snapshots)
+                .bind(&webhook_ids)
+                .bind(CHANNEL)
+                .fetch_optional(&self.pool)
+                .await?;
+        match answer {
             // No such process: nothing was written.
-            return Ok(Some(
+            None => Ok(Some(
                 writes.iter().map(|_| WriteOutcome::Created(None)).collect(),
-            ));
-        };
-        Ok(Some(
-            records
-                .into_iter()
-                .zip(first..)
-                .map(|(mut record, number)| {
-                    record.id = InstanceId::new(process, number);
-                    WriteOutcome::Created(Some(record))
-                })
-                .collect(),
-        ))
+            )),
+            Some((true, _)) => {
+                self.numbers_known().insert(key, last + count);
+                Ok(Some(
+                    records
+                        .into_iter()
+                        .map(|r| WriteOutcome::Created(Some(r)))
+                        .collect(),
+                ))
+            }
+            Some((false, urls)) => {
+                // What this node knew no longer holds; the general path reads both afresh.
+                self.fanouts_known()
+                    .insert((workspace.0, EventType::Created), urls);
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -250,119 +351,137 @@ async fn written(
     Ok(WriteOutcome::Written(written))
 }
 
+/// The targets of each (workspace, event type) pair in `$1`, `$2` (see `PgWriter::targets`),
+/// due at `$3` or held at `$4`, with the pair's ordinal.
+static TARGETS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT p.ord, t.url, t.host, t.format, t.next_attempt_at
+         FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p(w, e, ord),
+              LATERAL ({}) t
+         ORDER BY p.ord, t.position",
+        fanout::targets_sql("p.w", "p.e", "$3", "$4")
+    )
+});
+
 /// The one-statement write of a batch of creates of one process (see
-/// `PgWriter::create_in_one_statement`). `next_number` holds the last number given, as in the
-/// general path. $1 workspace, $2 process name, $3 count, $4–$8 per create: unique ID, data,
-/// status, author, snapshot without its ID; $9 now, $10 `HELD`, $11 channel.
+/// `PgWriter::create_in_one_statement`). $1 workspace, $2 process name, $3 count, $4 the last
+/// number as known, $5 the URLs per event as known; per create: $6 number, $7 instance ID, $8
+/// unique ID, $9 data, $12 status, $13 author, $14 snapshot; $10 now, $11 `HELD`, $15 the
+/// webhook IDs ($5 per create), $16 channel. Answers whether it wrote, and the URL count; no
+/// row when the process does not exist.
 static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH reserved AS (
+        "WITH targets AS ({targets}),
+             fan AS (SELECT COUNT(*) AS n FROM targets),
+             reserved AS (
                 UPDATE processes SET next_number = next_number + $3
-                WHERE workspace_id = $1 AND name = $2
-                RETURNING id, next_number - $3 + 1 AS first),
-             req AS (
-                SELECT r.id AS process_id, r.first + t.ord - 1 AS n, $2 || '-' || (r.first + t.ord - 1) AS i,
-                       t.u, t.d, t.s, t.b, t.tail, t.ord
-                FROM reserved r,
-                     unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-                         WITH ORDINALITY AS t(u, d, s, b, tail, ord)),
+                WHERE workspace_id = $1 AND name = $2 AND next_number = $4
+                  AND (SELECT n FROM fan) = $5
+                RETURNING id),
              inst AS (
                 INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
                                        created_at, created_by, modified_at, modified_by)
-                SELECT $1, process_id, n, i, u, d, s, 1, $9, b, $9, b FROM req),
+                SELECT $1, r.id, t.n, t.i, t.u, t.d, t.s, 1, $10, t.b, $10, t.b
+                FROM reserved r,
+                     unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $12::text[], $13::text[])
+                         AS t(n, i, u, d, s, b)),
              ev AS (
                 INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-                SELECT $1, 'created', i, $2, $9, '{{\"id\":' || to_json(i)::text || tail FROM req
-                WHERE {has_urls}
-                ORDER BY ord
-                RETURNING id, workspace_id, event_type, instance_id, process_name),
-             {queued},
+                SELECT $1, 'created', t.i, $2, $10, t.snapshot
+                FROM reserved r, unnest($7::text[], $14::text[]) WITH ORDINALITY AS t(i, snapshot, ord)
+                WHERE EXISTS (SELECT 1 FROM targets)
+                ORDER BY t.ord
+                RETURNING id, instance_id),
+             numbered AS (SELECT id, instance_id, row_number() OVER (ORDER BY id) AS ord FROM ev),
+             ranked AS (SELECT targets.*, row_number() OVER (ORDER BY position) AS rank FROM targets),
+             queued AS (
+                INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                        status, attempts, next_attempt_at, created_at, updated_at, format)
+                SELECT ($15::text[])[(n.ord - 1) * $5 + g.rank], $1, n.id, 'created', n.instance_id, $2, g.url, g.host,
+                       'pending', 0, g.next_attempt_at, $10, $10, g.format
+                FROM numbered n, ranked g
+                ORDER BY n.ord, g.rank
+                RETURNING 1),
              announced AS (
-                SELECT pg_notify($11, '') WHERE EXISTS (SELECT 1 FROM queued))
-             SELECT r.first FROM reserved r WHERE (SELECT COUNT(*) FROM announced) >= 0",
-        queued = queued_deliveries_cte("$9", "$10"),
-        has_urls = has_urls_sql("$1", "'created'")
+                SELECT pg_notify($16, '') WHERE EXISTS (SELECT 1 FROM queued))
+         SELECT EXISTS (SELECT 1 FROM reserved), (SELECT n FROM fan)
+         FROM processes WHERE workspace_id = $1 AND name = $2
+           AND (SELECT COUNT(*) FROM announced) >= 0",
+        targets = fanout::targets_sql("$1", "'created'", "$10", "$11")
     )
 });
-
-/// The CTE `queued` that inserts, for each row of the CTE `ev` (inserted events), one pending
-/// delivery per URL its event has enabled, held at once (`next_attempt_at` = `held`) if the URL
-/// is paused, in the order of the events and the URLs. `now` and `held` are placeholders.
-fn queued_deliveries_cte(now: &str, held: &str) -> String {
-    format!(
-        "queued AS (
-            INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                    status, attempts, next_attempt_at, created_at, updated_at, format)
-            SELECT 'msg_' || lpad(to_hex({now}::bigint), 12, '0') || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19),
-                   u.workspace_id, ev.id, u.event_type,
-                   ev.instance_id, ev.process_name, u.url, u.host,
-                   'pending', 0, CASE WHEN x.state = 'open' THEN {held} ELSE {now} END, {now}, {now}, w.webhook_format
-            FROM ev
-            JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
-            JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-            JOIN workspaces w ON w.id = u.workspace_id
-            LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-            WHERE e.enabled AND x.disabled_at IS NULL
-            ORDER BY ev.id, u.position
-            RETURNING 1)"
-    )
-}
 
 /// The general write's last statement (see `fire`).
-static FIRE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH inst AS (
-            INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                   created_at, created_by, modified_at, modified_by)
-            SELECT w, p, n, i, u, d, s, 1, $6, b, $6, b
-            FROM unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-                        $15::text[], $16::text[]) AS t(w, p, n, i, u, d, s, b)),
-         ev AS (
-            INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-            SELECT w, e, i, p, $6, s
-            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 WITH ORDINALITY AS t(w, e, i, p, s, ord)
-            WHERE {has_urls}
-            ORDER BY ord
-            RETURNING id, workspace_id, event_type, instance_id, process_name),
-         {queued}
-         SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM queued)",
-        queued = queued_deliveries_cte("$6", "$7"),
-        has_urls = has_urls_sql("t.w", "t.e")
-    )
-});
+static FIRE_SQL: &str = "WITH inst AS (
+        INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
+                               created_at, created_by, modified_at, modified_by)
+        SELECT w, p, n, i, u, d, s, 1, $6, b, $6, b
+        FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[],
+                    $14::text[], $15::text[]) AS t(w, p, n, i, u, d, s, b)),
+     ev AS (
+        INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
+        SELECT w, e, i, p, $6, s
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+             WITH ORDINALITY AS t(w, e, i, p, s, ord)
+        ORDER BY ord
+        RETURNING id, workspace_id, event_type, instance_id, process_name),
+     numbered AS (SELECT ev.*, row_number() OVER (ORDER BY id) AS ord FROM ev),
+     queued AS (
+        INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
+                                status, attempts, next_attempt_at, created_at, updated_at, format)
+        SELECT q.webhook_id, n.workspace_id, n.id, n.event_type, n.instance_id, n.process_name, q.url, q.host,
+               'pending', 0, q.next_at, $6, $6, q.format
+        FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::text[])
+             WITH ORDINALITY AS q(event, webhook_id, url, host, next_at, format, ord)
+        JOIN numbered n ON n.ord = q.event
+        ORDER BY q.ord
+        RETURNING 1)
+     SELECT pg_notify($7, '') WHERE EXISTS (SELECT 1 FROM queued)";
 
-/// Writes the new instances of a batch, its events and, for each event, one pending delivery
-/// per URL its event has enabled at this moment (held at once if the URL is paused), in the
-/// order of the events and of the URLs, and announces them: one statement, one round trip.
+/// Writes the new instances of a batch and the rows [`Fanout::plan`] made, and announces them:
+/// one statement, one round trip.
 async fn fire(
     tx: &mut sqlx::PgConnection,
     new: &NewInstances,
-    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
+    plan: &Fanout<'_>,
     now: Millis,
 ) -> Result<()> {
-    if fired.is_empty() && new.number.is_empty() {
+    if plan.events.is_empty() && new.number.is_empty() {
         return Ok(());
     }
-    let workspaces: Vec<i64> = fired.iter().map(|(w, _, _)| w.0).collect();
-    let events: Vec<&str> = fired.iter().map(|(_, e, _)| e.as_str()).collect();
-    let ids: Vec<&str> = fired.iter().map(|(_, _, r)| r.id.as_str()).collect();
-    let processes: Vec<&str> = fired
+    let events = &plan.events;
+    let workspaces: Vec<i64> = events.iter().map(|e| e.workspace.0).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.record.id.as_str()).collect();
+    let processes: Vec<&str> = events
         .iter()
-        .map(|(_, _, r)| r.process_name.as_str())
+        .map(|e| e.record.process_name.as_str())
         .collect();
-    let snapshots: Vec<Option<String>> = fired
+    let snapshots: Vec<Option<&str>> = events.iter().map(|e| e.snapshot.as_deref()).collect();
+    let deliveries = &plan.deliveries;
+    // 1-based, as the statement numbers the events it inserted.
+    let of_event: Vec<i64> = deliveries
         .iter()
-        .map(|(_, e, r)| group::snapshot(*e, r))
+        .map(|d| i64::try_from(d.event).unwrap_or(i64::MAX) + 1)
         .collect();
-    sqlx::query(sqlx::AssertSqlSafe(&**FIRE_SQL))
+    let webhook_ids: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
+    let urls: Vec<&str> = deliveries.iter().map(|d| d.target.url.as_str()).collect();
+    let hosts: Vec<&str> = deliveries.iter().map(|d| d.target.host.as_str()).collect();
+    let due: Vec<i64> = deliveries
+        .iter()
+        .map(|d| d.target.next_attempt_at)
+        .collect();
+    let formats: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d.target.format.as_str())
+        .collect();
+    sqlx::query(FIRE_SQL)
         .bind(&workspaces)
-        .bind(&events)
+        .bind(&types)
         .bind(&ids)
         .bind(&processes)
         .bind(&snapshots)
         .bind(now.0)
-        .bind(HELD)
         .bind(CHANNEL)
         .bind(&new.workspace)
         .bind(&new.process)
@@ -372,6 +491,12 @@ async fn fire(
         .bind(&new.data)
         .bind(&new.status)
         .bind(&new.by)
+        .bind(&of_event)
+        .bind(&webhook_ids)
+        .bind(&urls)
+        .bind(&hosts)
+        .bind(&due)
+        .bind(&formats)
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -11,6 +11,7 @@
 //! **Invariant:** the store holds its sqlx write connection while a job runs here, so this
 //! thread and the store's other (rare) writes never meet on SQLite's lock.
 
+use super::super::fanout::{self, Fanout, Target};
 use super::super::group::{self, InstanceWrite, WriteOutcome};
 use super::super::health;
 use super::super::{
@@ -254,13 +255,13 @@ fn written(
     Ok(WriteOutcome::Written(written))
 }
 
-/// Whether a workspace (`?1`) has a URL enabled for an event type (`?2`).
-static HAS_URLS_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("SELECT {}", super::super::has_urls_sql("?1", "?2")));
+/// The targets of a workspace's (`?1`) event type (`?2`), due at `?3` or held at `?4`.
+static TARGETS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| fanout::targets_sql("?1", "?2", "?3", "?4"));
 
-/// Writes the events of a batch that have a URL to call and, for each, one pending delivery per
-/// URL its event has enabled at this moment (held at once if the URL is paused), in the order of
-/// the events and of the URLs: one statement per event, one for all the deliveries.
+/// Writes the events of a batch that have a URL to call and their deliveries, as
+/// [`Fanout::plan`] makes them from the targets this transaction reads: one statement per row,
+/// as in `apply`.
 fn fire(
     tx: &Connection,
     fired: &[(WorkspaceId, EventType, &InstanceRecord)],
@@ -269,62 +270,63 @@ fn fire(
     if fired.is_empty() {
         return Ok(());
     }
-    let mut insert = tx.prepare_cached(
+    let mut read = tx.prepare_cached(&TARGETS_SQL)?;
+    let mut targets = std::collections::HashMap::new();
+    for (workspace, event) in Fanout::pairs(fired) {
+        let urls = read
+            .query_map(params![workspace.0, event.as_str(), now.0, HELD], |r| {
+                Ok(Target {
+                    url: r.get(0)?,
+                    host: r.get(1)?,
+                    format: r.get(2)?,
+                    next_attempt_at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        targets.insert((workspace.0, event), urls);
+    }
+    let plan = Fanout::plan(fired, now, |workspace, event| {
+        targets
+            .get(&(workspace.0, event))
+            .map_or(&[], Vec::as_slice)
+    });
+    let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    // An event is stored only for its deliveries (their payload and their log): one whose type
-    // has no URL enabled at this moment is not written at all. Asked once per workspace and
-    // event type in the batch.
-    let mut calls = tx.prepare_cached(&HAS_URLS_SQL)?;
-    let mut has_urls = std::collections::HashMap::new();
-    let mut ids = Vec::with_capacity(fired.len());
-    for (workspace, event, record) in fired {
-        let wanted = match has_urls.get(&(workspace.0, *event)) {
-            Some(known) => *known,
-            None => {
-                let known: bool =
-                    calls.query_row(params![workspace.0, event.as_str()], |r| r.get(0))?;
-                has_urls.insert((workspace.0, *event), known);
-                known
-            }
-        };
-        if !wanted {
-            continue;
-        }
-        insert.execute(params![
-            workspace.0,
-            event.as_str(),
-            record.id.as_str(),
-            record.process_name,
+    let mut event_ids = Vec::with_capacity(plan.events.len());
+    for event in &plan.events {
+        insert_event.execute(params![
+            event.workspace.0,
+            event.event_type.as_str(),
+            event.record.id.as_str(),
+            event.record.process_name,
             now.0,
-            group::snapshot(*event, record)
+            event.snapshot
         ])?;
-        ids.push(tx.last_insert_rowid());
+        event_ids.push(tx.last_insert_rowid());
     }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let (first, last) = (
-        ids.iter().copied().min().unwrap_or(0),
-        ids.iter().copied().max().unwrap_or(-1),
-    );
-    // The write lock is ours: the new events are exactly the ids between the first and last.
-    tx.prepare_cached(
+    let mut insert_delivery = tx.prepare_cached(
         "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
                                  status, attempts, next_attempt_at, created_at, updated_at, format)
-         SELECT 'msg_' || printf('%012x', ?3) || '7' || lower(substr(hex(randomblob(10)), 1, 19)), u.workspace_id, ev.id, u.event_type, ev.instance_id,
-                ev.process_name, u.url, u.host,
-                'pending', 0, CASE WHEN x.state = 'open' THEN ?4 ELSE ?3 END, ?3, ?3, w.webhook_format
-         FROM events ev
-         JOIN webhook_urls u ON u.workspace_id = ev.workspace_id AND u.event_type = ev.event_type
-         JOIN webhook_events e ON e.workspace_id = u.workspace_id AND e.event_type = u.event_type
-         JOIN workspaces w ON w.id = u.workspace_id
-         LEFT JOIN destinations x ON x.workspace_id = u.workspace_id AND x.url = u.url
-         WHERE ev.id BETWEEN ?1 AND ?2 AND e.enabled = 1 AND x.disabled_at IS NULL
-         ORDER BY ev.id, u.position",
-    )?
-    .execute(params![first, last, now.0, HELD])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?10, ?11)",
+    )?;
+    for delivery in &plan.deliveries {
+        let event = &plan.events[delivery.event];
+        insert_delivery.execute(params![
+            delivery.webhook_id.as_str(),
+            event.workspace.0,
+            event_ids[delivery.event],
+            event.event_type.as_str(),
+            event.record.id.as_str(),
+            event.record.process_name,
+            delivery.target.url,
+            delivery.target.host,
+            delivery.target.next_attempt_at,
+            now.0,
+            delivery.target.format
+        ])?;
+    }
     Ok(())
 }
 
