@@ -695,8 +695,8 @@ mod tests {
     #[test]
     fn pruning_events_scans_neither_table_on_sqlite() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        for m in migrate::SQLITE {
-            conn.execute_batch(m.sql).unwrap();
+        for m in migrate::SQLITE.iter() {
+            conn.execute_batch(m.sql.as_str()).unwrap();
         }
         let sql = format!("EXPLAIN QUERY PLAN {}", prune_events_sql('?'));
         let plan: Vec<String> = conn

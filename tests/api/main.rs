@@ -12,6 +12,7 @@ mod fleet;
 mod helpers;
 mod instances;
 mod metrics;
+mod migrations;
 mod reliability;
 mod signing;
 mod storage;

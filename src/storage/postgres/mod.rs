@@ -285,16 +285,26 @@ impl PostgresStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn schema_version(&self) -> Result<i64> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS herald_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
-            .fetch_one(&self.pool)
+    /// Runs `work` holding the migration lock, so nodes starting together migrate (and make the
+    /// migration tables) one at a time; sqlx's migrator takes its own lock inside it.
+    async fn under_migration_lock<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut lock = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(7265726164)")
+            .execute(&mut *lock)
             .await?;
-        Ok(v.unwrap_or(0))
+        let outcome = work.await;
+        if sqlx::query("SELECT pg_advisory_unlock(7265726164)")
+            .execute(&mut *lock)
+            .await
+            .is_err()
+        {
+            // Never back to the pool still holding the lock: closing the session ends it.
+            drop(lock.detach());
+        }
+        outcome
     }
 
     /// Why a compare-and-set on an instance matched no row.
@@ -361,37 +371,8 @@ super::shared::delivery_log!(PostgresStore);
 #[async_trait]
 impl Schema for PostgresStore {
     async fn migrate(&self) -> Result<()> {
-        // One transaction under an advisory lock: nodes starting together migrate one at a time,
-        // and each re-reads the version inside the lock.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7265726164)")
-            .execute(&mut *tx)
+        self.under_migration_lock(migrate::run(&self.pool, &POSTGRES))
             .await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS herald_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
-            .fetch_one(&mut *tx)
-            .await?;
-        let found = found.unwrap_or(0);
-        migrate::check(found, migrate::latest(POSTGRES), true)?;
-        for m in POSTGRES.iter().filter(|m| m.version > found) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO herald_schema (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(m.version)
-            .bind(m.name)
-            .bind(Millis::now().0)
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(version = m.version, name = m.name, "applied migration");
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -432,9 +413,8 @@ impl Schema for PostgresStore {
     }
 
     async fn check_schema(&self) -> Result<()> {
-        let found = self.schema_version().await?;
-        migrate::check(found, migrate::latest(POSTGRES), false)?;
-        Ok(())
+        self.under_migration_lock(migrate::check_current(&self.pool, &POSTGRES))
+            .await
     }
 }
 

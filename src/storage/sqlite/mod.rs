@@ -79,18 +79,6 @@ impl SqliteStore {
             node_lock: Arc::default(),
         })
     }
-
-    async fn schema_version(&self) -> Result<i64> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&self.write)
-        .await?;
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(v.unwrap_or(0))
-    }
 }
 
 impl super::shared::Pools for SqliteStore {
@@ -134,25 +122,7 @@ super::shared::delivery_log!(SqliteStore);
 #[async_trait]
 impl Schema for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        let found = self.schema_version().await?;
-        let known = migrate::latest(SQLITE);
-        migrate::check(found, known, true)?;
-        for m in SQLITE.iter().filter(|m| m.version > found) {
-            let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO herald_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(m.version)
-            .bind(m.name)
-            .bind(Millis::now().0)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            tracing::info!(version = m.version, name = m.name, "applied migration");
-        }
+        migrate::run(&self.write, &SQLITE).await?;
         Ok(())
     }
 
@@ -189,9 +159,7 @@ impl Schema for SqliteStore {
     }
 
     async fn check_schema(&self) -> Result<()> {
-        let found = self.schema_version().await?;
-        migrate::check(found, migrate::latest(SQLITE), false)?;
-        Ok(())
+        migrate::check_current(&self.pool, &SQLITE).await
     }
 }
 

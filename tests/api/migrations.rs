@@ -1,0 +1,148 @@
+//! Migrations: a database made by Herald's earlier migration runner upgrades in place, and a
+//! node refuses a schema newer than it knows, however it was recorded.
+
+use crate::db::TestDb;
+use crate::storage::{behind_herald, create, process, settings, setup};
+use herald::domain::ProcessName;
+use herald::storage::{DeliveryFilter, Store};
+
+/// Migrations 1 to 6 of each backend, as the earlier runner applied them.
+const SQLITE_UP_TO_6: [&str; 6] = [
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_held_index.sql"),
+    include_str!("../../migrations/sqlite/0003_held_by_id.sql"),
+    include_str!("../../migrations/sqlite/0004_no_due_index.sql"),
+    include_str!("../../migrations/sqlite/0005_no_foreign_keys_on_the_queue.sql"),
+    include_str!("../../migrations/sqlite/0006_prune_indexes.sql"),
+];
+const POSTGRES_UP_TO_6: [&str; 6] = [
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_held_index.sql"),
+    include_str!("../../migrations/postgres/0003_held_by_id.sql"),
+    include_str!("../../migrations/postgres/0004_no_due_index.sql"),
+    include_str!("../../migrations/postgres/0005_no_foreign_keys_on_the_queue.sql"),
+    include_str!("../../migrations/postgres/0006_prune_indexes.sql"),
+];
+
+/// The earlier runner's record of versions 1 to 6.
+const LEGACY_RECORD: &str = "CREATE TABLE herald_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+     INSERT INTO herald_schema (version, name, applied_at) VALUES
+         (1, 'initial', 0), (2, 'held_index', 0), (3, 'held_by_id', 0), (4, 'no_due_index', 0),
+         (5, 'no_foreign_keys_on_the_queue', 0), (6, 'prune_indexes', 0);";
+
+/// A database at version 6, made as the earlier runner made it, with an administrator, a token
+/// and a process in it; then today's node migrates it and works on it.
+async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
+    let migrations = match db {
+        TestDb::Sqlite { .. } => SQLITE_UP_TO_6,
+        TestDb::Postgres { .. } => POSTGRES_UP_TO_6,
+    };
+    // Opened first: on SQLite, that makes the file.
+    let old = herald::storage::open(db.url()).await.unwrap();
+    for sql in migrations {
+        db.execute(sql).await;
+    }
+    db.execute(LEGACY_RECORD).await;
+    let err = old.check_schema().await.unwrap_err().to_string();
+    assert!(
+        err.contains("version 6") && err.contains("needs 7"),
+        "{err}"
+    );
+    let ws = setup(&old).await;
+    let p = process(&old, ws, "kept").await;
+    drop(old);
+
+    let store = db.store().await;
+    store.check_schema().await.unwrap();
+    // What was there is still there, and what version 7 added works: a URL disabled by a 410
+    // is skipped (its `destinations` columns are new).
+    assert!(store.process(ws, &p).await.unwrap().is_some());
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    create(&store, ws, &p).await;
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.items.len(), 1);
+    let recorded: Vec<(i64, bool)> = behind_herald(
+        &db,
+        "SELECT version, success FROM _sqlx_migrations ORDER BY version",
+    )
+    .await;
+    assert_eq!(recorded, (1..=7).map(|v| (v, true)).collect::<Vec<_>>());
+    // Kept for older builds, which read only this table.
+    let legacy: Vec<(i64,)> =
+        behind_herald(&db, "SELECT version FROM herald_schema ORDER BY version").await;
+    assert_eq!(legacy, (1..=7).map(|v| (v,)).collect::<Vec<_>>());
+    // Migrating again changes nothing.
+    store.migrate().await.unwrap();
+    let again: Vec<(i64,)> = behind_herald(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await;
+    assert_eq!(again, [(7,)]);
+    let other = ProcessName::parse("new").unwrap();
+    assert!(store.process(ws, &other).await.unwrap().is_none());
+}
+
+on_both_backends!(
+    #[tokio::test]
+    a_database_of_the_earlier_runner_upgrades_in_place
+);
+
+/// A migration this build does not know, recorded by sqlx's migrator (a newer node applied it):
+/// refused with the message that says what to do, by `migrate` and by the `--no-migrate` check.
+async fn a_newer_migration_is_refused(db: TestDb) {
+    let store = db.store().await;
+    db.execute(match db {
+        TestDb::Sqlite { .. } => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (8, 'future', 1, x'00', 0)"
+        }
+        TestDb::Postgres { .. } => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (8, 'future', true, '\\x00'::bytea, 0)"
+        }
+    })
+    .await;
+    for err in [
+        store.migrate().await.unwrap_err().to_string(),
+        store.check_schema().await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("at version 8, newer than this Herald knows (up to 7)"),
+            "{err}"
+        );
+    }
+    // A fresh node on it refuses too.
+    let late: std::sync::Arc<dyn Store> = herald::storage::open(db.url()).await.unwrap();
+    assert!(late.migrate().await.is_err());
+}
+
+on_both_backends!(
+    #[tokio::test]
+    a_newer_migration_is_refused
+);
+
+/// Nodes of a fleet starting together on a new PostgreSQL database: one migrates, the others
+/// wait for it under the migrator's lock and find the schema current.
+#[tokio::test]
+async fn postgres_nodes_starting_together_migrate_once() {
+    if crate::db::postgres_skipped() {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(herald::storage::open(db.url()).await.unwrap());
+    }
+    let runs = nodes.iter().map(|node| node.migrate());
+    for outcome in futures_util::future::join_all(runs).await {
+        outcome.unwrap();
+    }
+    let recorded: Vec<(i64,)> = behind_herald(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await;
+    assert_eq!(recorded, [(7,)]);
+    for node in &nodes {
+        node.check_schema().await.unwrap();
+    }
+}
