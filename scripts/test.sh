@@ -41,4 +41,4 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     DEBIAN_FRONTEND=noninteractive $apt_get install -y -q chromium chromium-driver
 fi
 
-cargo test --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked "$@"

@@ -29,24 +29,6 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Measure Herald end to end on this machine (starts its own Herald processes and receiver).
-    Bench(BenchArgs),
-}
-
-#[derive(Debug, Args)]
-struct BenchArgs {
-    /// A PostgreSQL server URL (each scenario gets a fresh database on it); SQLite by default.
-    #[arg(long, value_name = "URL")]
-    database: Option<String>,
-    /// A smoke run of a few seconds instead of the full scenarios.
-    #[arg(long)]
-    quick: bool,
-    /// Also write the figures as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Run only these scenarios (for example `--only 2,5`), to profile one; all by default.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
-    only: Vec<u8>,
 }
 
 #[derive(Debug, Args)]
@@ -137,15 +119,6 @@ impl Cli {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
             Command::Users(UsersCommand::Add(args)) => add_user(file, args).await,
-            Command::Bench(args) => {
-                let options = crate::bench::BenchOptions {
-                    database: args.database,
-                    quick: args.quick,
-                    json: args.json,
-                    only: args.only,
-                };
-                crate::bench::run(options).await.map(|_| ())
-            }
         }
     }
 }

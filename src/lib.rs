@@ -5,7 +5,6 @@
 //! API, [`service`] the operations both share, and [`startup`] wires them together.
 
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod delivery;

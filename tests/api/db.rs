@@ -26,6 +26,7 @@ macro_rules! on_both_backends {
     };
 }
 
+use herald_testkit::FreshDatabase;
 use std::sync::Arc;
 
 /// The server PostgreSQL tests use, as a URL to its maintenance database.
@@ -46,44 +47,42 @@ pub fn postgres_skipped() -> bool {
     skip
 }
 
-/// A database that exists for one test.
+/// A database that exists for one test (made and dropped by the test kit the benchmark shares).
 pub enum TestDb {
     Sqlite {
         url: String,
-        _dir: tempfile::TempDir,
+        _db: FreshDatabase,
     },
     Postgres {
         url: String,
         name: String,
+        _db: FreshDatabase,
     },
 }
 
 impl TestDb {
     pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-        TestDb::Sqlite { url, _dir: dir }
+        let db = FreshDatabase::sqlite().unwrap();
+        TestDb::Sqlite {
+            url: db.url().to_owned(),
+            _db: db,
+        }
     }
 
     /// Creates `herald_test_<random>` on the test server.
     pub async fn postgres() -> Self {
         herald::startup::install_tls_provider();
         let admin = postgres_admin_url();
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        let db = FreshDatabase::postgres(&admin, "herald_test")
             .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL is needed for this test and {admin} is unreachable: {e}")
-            });
-        let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&name);
+            .unwrap_or_else(|e| panic!("PostgreSQL is needed for this test: {e:#}"));
+        let FreshDatabase::Postgres { url, name, .. } = &db else {
+            unreachable!("made on PostgreSQL");
+        };
         TestDb::Postgres {
-            url: url.to_string(),
-            name,
+            url: url.clone(),
+            name: name.clone(),
+            _db: db,
         }
     }
 
@@ -140,33 +139,5 @@ impl TestDb {
         let store = storage::open(self.url()).await.unwrap();
         store.migrate().await.unwrap();
         store
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { name, .. } = self {
-            let name = name.clone();
-            // Drop runs outside any runtime guarantee: use a thread with its own runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    if let Ok(mut conn) =
-                        <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url())
-                            .await
-                    {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
-            })
-            .join();
-        }
     }
 }

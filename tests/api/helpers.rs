@@ -439,36 +439,21 @@ async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::
 /// Starts the real binary on a free port with private targets allowed and a 1 s timeout, plus
 /// `extra` arguments (which may name another `--listen` or `--callback-timeout`); returns the child (killed when dropped) and its base URL.
 pub async fn spawn_herald(db: &str, extra: &[&str]) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut defaults = vec!["serve", "--database", db, "--allow-private-network"];
+    let mut args = vec!["serve", "--database", db, "--allow-private-network"];
     for (flag, value) in [("--listen", "127.0.0.1:0"), ("--callback-timeout", "1")] {
         if !extra.contains(&flag) {
-            defaults.extend([flag, value]);
+            args.extend([flag, value]);
         }
     }
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(defaults)
-        .args(extra)
-        .env("HERALD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("herald prints its address");
-        if let Some(addr) = line.strip_prefix("Herald is listening on ") {
-            break addr.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    args.extend(extra);
+    let node = herald_testkit::spawn_node(
+        std::path::Path::new(env!("CARGO_BIN_EXE_herald")),
+        &args,
+        &[("HERALD_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "warn")],
+    )
+    .await
+    .unwrap();
+    (node.child, node.base)
 }
 
 /// A small API client for a Herald in another process.

@@ -1,19 +1,20 @@
-//! `herald bench`: measures Herald end to end on this machine, against the machine's own limit.
+//! The benchmark: measures Herald end to end on this machine, against the machine's own limit.
 //!
-//! Each scenario starts a fresh `herald serve` child process (this same binary) on a fresh
+//! Each scenario starts a fresh `herald serve` child process (the release build beside this
+//! program, or `--herald`) on a fresh
 //! database, a receiving HTTP server inside the benchmark that answers 200 and records when
 //! each callback arrived, and drives Herald only through its HTTP API. The ceiling is a bare
 //! HTTP client sending GETs to the same receiver with the same concurrency.
 
 use anyhow::{Context, bail};
 use axum::extract::{Request, State};
+use herald_testkit::FreshDatabase;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncBufReadExt;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const CONCURRENCY: usize = 32;
@@ -28,6 +29,8 @@ pub struct BenchOptions {
     pub json: Option<PathBuf>,
     /// Scenarios to run (1–7); empty runs all.
     pub only: Vec<u8>,
+    /// The `herald` binary to measure.
+    pub herald: PathBuf,
 }
 
 /// The figures of one scenario.
@@ -182,87 +185,41 @@ async fn receive(State(state): State<Arc<Arrivals>>, request: Request) -> axum::
     axum::http::StatusCode::OK
 }
 
+/// A node under measurement and its database.
 struct Node {
-    child: tokio::process::Child,
-    base: String,
-    pid: u32,
-    db_path: Option<PathBuf>,
-    _dir: tempfile::TempDir,
+    node: herald_testkit::Node,
+    db: FreshDatabase,
 }
 
-async fn start_herald(
-    options: &BenchOptions,
-    pg_admin: &Option<String>,
-) -> anyhow::Result<(Node, Option<String>)> {
-    let dir = tempfile::tempdir()?;
-    let (url, db_path, pg_name) = match pg_admin {
-        None => {
-            let path = dir.path().join("bench.db");
-            (format!("sqlite://{}", path.display()), Some(path), None)
-        }
-        Some(admin) => {
-            let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
-                .await
-                .context("connecting to PostgreSQL")?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await?;
-            let mut u = url::Url::parse(admin)?;
-            u.set_path(&name);
-            (u.to_string(), None, Some(name))
-        }
+async fn start_herald(options: &BenchOptions, pg_admin: &Option<String>) -> anyhow::Result<Node> {
+    let db = match pg_admin {
+        None => FreshDatabase::sqlite()?,
+        Some(admin) => FreshDatabase::postgres(admin, "herald_bench")
+            .await
+            .context("connecting to PostgreSQL")?,
     };
-    let _ = options;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
+    // Quiet unless asked: `HERALD_BENCH_LOG=warn` shows the node's warnings while measuring.
+    let log = std::env::var("HERALD_BENCH_LOG").unwrap_or_else(|_| "error".to_owned());
+    let node = herald_testkit::spawn_node(
+        &options.herald,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--database",
-            &url,
+            db.url(),
             "--allow-private-network",
-        ])
-        .args([
             "--max-in-flight",
             "256",
             "--max-per-host",
             "64",
             "--callback-timeout",
             "10",
-        ])
-        .env("HERALD_ADMIN_TOKEN", TOKEN)
-        // Quiet unless asked: `HERALD_BENCH_LOG=warn` shows the node's warnings while measuring.
-        .env(
-            "RUST_LOG",
-            std::env::var("HERALD_BENCH_LOG").unwrap_or_else(|_| "error".to_owned()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await?
-            .context("herald exited before listening")?;
-        if let Some(addr) = line.strip_prefix("Herald is listening on ") {
-            break addr.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((
-        Node {
-            child,
-            base,
-            pid,
-            db_path,
-            _dir: dir,
-        },
-        pg_name,
-    ))
+        ],
+        &[("HERALD_ADMIN_TOKEN", TOKEN), ("RUST_LOG", &log)],
+    )
+    .await?;
+    Ok(Node { node, db })
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
@@ -345,38 +302,29 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn database_mib(node: &Node, pg_admin: &Option<String>, pg_name: &Option<String>) -> f64 {
-    if let Some(path) = &node.db_path {
-        let mut total = 0u64;
-        for suffix in ["", "-wal", "-shm"] {
-            total += std::fs::metadata(format!("{}{suffix}", path.display()))
-                .map(|m| m.len())
-                .unwrap_or(0);
+async fn database_mib(node: &Node) -> f64 {
+    match &node.db {
+        FreshDatabase::Sqlite { path, .. } => {
+            let mut total = 0u64;
+            for suffix in ["", "-wal", "-shm"] {
+                total += std::fs::metadata(format!("{}{suffix}", path.display()))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+            }
+            total as f64 / 1_048_576.0
         }
-        return total as f64 / 1_048_576.0;
-    }
-    if let (Some(admin), Some(name)) = (pg_admin, pg_name)
-        && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await
-    {
-        let size: Option<i64> = sqlx::query_scalar("SELECT pg_database_size($1)")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await
-            .ok();
-        return size.unwrap_or(0) as f64 / 1_048_576.0;
-    }
-    0.0
-}
-
-async fn drop_pg(pg_admin: &Option<String>, pg_name: Option<String>) {
-    if let (Some(admin), Some(name)) = (pg_admin, pg_name)
-        && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await
-    {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
+        FreshDatabase::Postgres { admin, name, .. } => {
+            let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await
+            else {
+                return 0.0;
+            };
+            let size: Option<i64> = sqlx::query_scalar("SELECT pg_database_size($1)")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .ok();
+            size.unwrap_or(0) as f64 / 1_048_576.0
+        }
     }
 }
 
@@ -439,7 +387,7 @@ async fn drive(
                     )
                     .await?;
                 let id = body["id"].as_str().unwrap_or_default().to_owned();
-                let at = crate::domain::Millis::parse_rfc3339(
+                let at = herald::domain::Millis::parse_rfc3339(
                     body["createdAt"].as_str().unwrap_or_default(),
                 )
                 .map(|m| m.0 as u64 * 1000)
@@ -583,10 +531,10 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     arrivals.count.store(0, Ordering::Relaxed);
-    let (mut node, pg_name) = start_herald(options, pg_admin).await?;
+    let mut node = start_herald(options, pg_admin).await?;
     let api = Arc::new(Api {
         http: reqwest::Client::new(),
-        base: node.base.clone(),
+        base: node.node.base.clone(),
     });
     let list: Vec<String> = urls
         .iter()
@@ -615,7 +563,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     )
     .await?;
     arrivals.down.store(backlog, Ordering::Relaxed);
-    let herald_pid = node.pid.to_string();
+    let herald_pid = node.node.pid.to_string();
     let cpu_before = (cpu_secs(&herald_pid), postgres_cpu_secs());
     let threads_before = thread_cpu_secs(&herald_pid);
     let start = now_micros();
@@ -680,7 +628,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         let span = (last.saturating_sub(since)) as f64 / 1e6;
         figures.callbacks_per_sec = figures.callbacks as f64 / span.max(1e-9);
     }
-    figures.peak_rss_mib = peak_rss_mib(node.pid);
+    figures.peak_rss_mib = peak_rss_mib(node.node.pid);
     if let Ok(r) = api
         .http
         .get(format!("{}/metrics", api.base))
@@ -691,7 +639,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
     {
         figures.stages = Stages::from_metrics(&text);
     }
-    figures.database_mib = database_mib(&node, pg_admin, &pg_name).await;
+    figures.database_mib = database_mib(&node).await;
     // Progress on stderr, so a long run that is stopped still shows what it measured.
     eprintln!(
         "{name}: {:.0} API op/s, {:.0} callbacks/s, p50/p95/p99 {:.1}/{:.1}/{:.1} ms, peak RSS {:.1} MiB, {}",
@@ -715,8 +663,8 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         figures.database_cpu_us_per_event
     );
     eprintln!("  {}", figures.stages.line());
-    let _ = node.child.kill().await;
-    drop_pg(pg_admin, pg_name).await;
+    let _ = node.node.child.kill().await;
+    drop(node);
     Ok(figures)
 }
 
@@ -784,7 +732,7 @@ async fn bare_posts(receiver: &str, requests: usize) -> f64 {
 
 /// Runs every scenario and prints the table (and writes JSON when asked).
 pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
-    crate::startup::install_tls_provider();
+    herald::startup::install_tls_provider();
     let pg_admin = options
         .database
         .clone()

@@ -1,0 +1,37 @@
+//! The benchmark program, run as a user runs it, in its smoke mode. It measures the `herald`
+//! binary beside it, which `cargo test --workspace` builds for Herald's own tests.
+
+#[test]
+fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["--quick", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("bare-client ceiling"), "{table}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 7, "{doc}");
+    for s in scenarios {
+        assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["callbacks_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["peak_rss_mib"].as_f64().unwrap() > 0.0, "{s}");
+        // The split by thread covers the threads alive at the end, never more than the whole.
+        let threads = s["herald_threads_cpu_us_per_event"].as_object().unwrap();
+        assert!(!threads.is_empty(), "{s}");
+        let split: f64 = threads.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!(
+            split <= s["herald_cpu_us_per_event"].as_f64().unwrap() + 1.0,
+            "{s}"
+        );
+    }
+    assert!(doc["ceiling_get_per_sec"].as_f64().unwrap() > 0.0);
+}
