@@ -476,7 +476,7 @@ pub struct QueueStats {
 }
 
 /// The answer of the queue-statistics query: pending, due, oldest due time, paused URLs.
-type QueueRow = (i64, i64, Option<i64>, i64);
+pub(crate) type QueueRow = (i64, i64, Option<i64>, i64);
 
 impl QueueStats {
     fn from_row((pending, due, oldest, paused): QueueRow, now: Millis) -> Self {
@@ -619,12 +619,29 @@ pub fn redact_db_url(url: &str) -> String {
     }
 }
 
-fn event_from_stored(text: &str) -> EventType {
-    EventType::parse(text).unwrap_or(EventType::Updated)
+/// A claimed delivery, or why it cannot be sent: one holding a value this build does not know
+/// (written by a newer Herald) is left leased and logged, so it never stops the rest of a claim;
+/// a node that knows the value sends it once the lease ends.
+fn usable(
+    decoded: std::result::Result<ClaimedDelivery, (i64, sqlx::Error)>,
+) -> Option<ClaimedDelivery> {
+    match decoded {
+        Ok(delivery) => Some(delivery),
+        Err((key, error)) => {
+            tracing::error!(delivery = key, %error, "a claimed delivery holds a value this Herald does not know; leaving it to a node that does");
+            None
+        }
+    }
 }
 
-fn format_from_stored(text: &str) -> CallbackFormat {
-    CallbackFormat::parse(text).unwrap_or_default()
+/// A stored event type; one the code does not know is a decode error.
+fn event_from_stored(text: &str) -> Result<EventType, sqlx::Error> {
+    EventType::parse(text).map_err(|e| shared::unknown("event type", e))
+}
+
+/// A stored callback format; one the code does not know is a decode error.
+fn format_from_stored(text: &str) -> Result<CallbackFormat, sqlx::Error> {
+    CallbackFormat::parse(text).map_err(|e| shared::unknown("callback format", e))
 }
 
 /// Builds the keys from stored columns; a previous secret older than the overlap is dropped.

@@ -16,5 +16,6 @@ mod migrations;
 mod reliability;
 mod signing;
 mod storage;
+mod stored_values;
 mod web;
 mod webhooks;

@@ -14,8 +14,8 @@ use writer::PgWriter;
 use super::group::{self, BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, POSTGRES};
 use super::*;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -367,6 +367,7 @@ super::shared::accounts!(PostgresStore);
 super::shared::instances!(PostgresStore);
 super::shared::settings!(PostgresStore);
 super::shared::delivery_log!(PostgresStore);
+super::shared::queue_upkeep!(PostgresStore);
 
 #[async_trait]
 impl Schema for PostgresStore {
@@ -425,27 +426,6 @@ async fn notify(tx: &mut sqlx::PgConnection) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// The process name of test callbacks.
-const TEST_PROCESS: &str = "herald-test";
-
-fn claimed_from_row(r: &PgRow) -> Result<ClaimedDelivery> {
-    Ok(ClaimedDelivery {
-        key: r.try_get("id")?,
-        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-        test: r.try_get("test")?,
-        id: DeliveryId::from_stored(r.try_get("webhook_id")?),
-        event_type: event_from_stored(r.try_get("event_type")?),
-        instance_id: r.try_get("instance_id")?,
-        process_name: r.try_get("process_name")?,
-        url: r.try_get("url")?,
-        host: r.try_get("host")?,
-        attempts: r.try_get("attempts")?,
-        occurred_at: Millis(r.try_get("created_at")?),
-        format: super::format_from_stored(r.try_get("format")?),
-        instance: r.try_get("instance")?,
-    })
 }
 
 #[cfg(test)]

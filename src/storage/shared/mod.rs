@@ -10,11 +10,13 @@
 mod accounts;
 mod instances;
 mod log;
+mod queue;
 mod settings;
 
 pub(crate) use accounts::accounts;
 pub(crate) use instances::instances;
 pub(crate) use log::delivery_log;
+pub(crate) use queue::queue_upkeep;
 pub(crate) use settings::settings;
 
 use super::{
@@ -44,6 +46,51 @@ pub(crate) trait Pools {
     /// Tells every node that deliveries became due (PostgreSQL: `NOTIFY`; SQLite has one node,
     /// woken in process).
     async fn announce_due(&self) -> Result<()>;
+}
+
+/// The process name of test callbacks.
+pub(crate) const TEST_PROCESS: &str = "herald-test";
+
+/// A delivery as a claim hands it out (the columns every claim and test delivery return).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimedRow {
+    id: i64,
+    workspace_id: i64,
+    test: bool,
+    webhook_id: String,
+    event_type: String,
+    instance_id: String,
+    process_name: String,
+    url: String,
+    host: String,
+    attempts: i64,
+    created_at: i64,
+    format: String,
+    instance: Option<String>,
+}
+
+impl ClaimedRow {
+    pub(crate) fn key(&self) -> i64 {
+        self.id
+    }
+
+    pub(crate) fn claimed(self) -> Result<super::ClaimedDelivery, sqlx::Error> {
+        Ok(super::ClaimedDelivery {
+            key: self.id,
+            workspace_id: WorkspaceId(self.workspace_id),
+            test: self.test,
+            id: DeliveryId::from_stored(self.webhook_id),
+            event_type: super::event_from_stored(&self.event_type)?,
+            instance_id: self.instance_id,
+            process_name: self.process_name,
+            url: self.url,
+            host: self.host,
+            attempts: self.attempts,
+            occurred_at: Millis(self.created_at),
+            format: super::format_from_stored(&self.format)?,
+            instance: self.instance,
+        })
+    }
 }
 
 /// Whether the database refused a row for a unique constraint.

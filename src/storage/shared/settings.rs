@@ -30,6 +30,7 @@ macro_rules! settings {
                 settings.format = format
                     .as_deref()
                     .map($crate::storage::format_from_stored)
+                    .transpose()?
                     .unwrap_or_default();
                 Ok(settings)
             }

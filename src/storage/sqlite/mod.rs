@@ -10,10 +10,8 @@ mod writer;
 use super::group::{BatchWriter, GroupCommit, InstanceWrite, WriteOutcome};
 use super::migrate::{self, SQLITE};
 use super::*;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -118,6 +116,7 @@ super::shared::accounts!(SqliteStore);
 super::shared::instances!(SqliteStore);
 super::shared::settings!(SqliteStore);
 super::shared::delivery_log!(SqliteStore);
+super::shared::queue_upkeep!(SqliteStore);
 
 #[async_trait]
 impl Schema for SqliteStore {
@@ -161,27 +160,6 @@ impl Schema for SqliteStore {
     async fn check_schema(&self) -> Result<()> {
         migrate::check_current(&self.pool, &SQLITE).await
     }
-}
-
-/// The process name of test callbacks.
-const TEST_PROCESS: &str = "herald-test";
-
-fn claimed_from_row(r: &SqliteRow) -> Result<ClaimedDelivery> {
-    Ok(ClaimedDelivery {
-        key: r.try_get("id")?,
-        workspace_id: WorkspaceId(r.try_get("workspace_id")?),
-        test: r.try_get("test")?,
-        id: DeliveryId::from_stored(r.try_get("webhook_id")?),
-        event_type: event_from_stored(r.try_get("event_type")?),
-        instance_id: r.try_get("instance_id")?,
-        process_name: r.try_get("process_name")?,
-        url: r.try_get("url")?,
-        host: r.try_get("host")?,
-        attempts: r.try_get("attempts")?,
-        occurred_at: Millis(r.try_get("created_at")?),
-        format: super::format_from_stored(r.try_get("format")?),
-        instance: r.try_get("instance")?,
-    })
 }
 
 /// Applies batches of instance writes for [`GroupCommit`] on the write thread, holding the

@@ -43,42 +43,15 @@ impl Queue for SqliteStore {
     }
 
     async fn promote_probes(&self, now: Millis) -> Result<()> {
-        let paused: Vec<(i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(crate::storage::pauses_over_sql('?')))
-                .bind(now.0)
-                .fetch_all(&self.pool)
-                .await?;
-        let promote = crate::storage::promote_probe_sql('?');
-        for (workspace, url) in paused {
-            let Some(host) = crate::storage::probe_host(&url) else {
-                continue;
-            };
-            sqlx::query(sqlx::AssertSqlSafe(promote.as_str()))
-                .bind(now.0)
-                .bind(workspace)
-                .bind(&url)
-                .bind(host)
-                .execute(&self.write)
-                .await?;
-        }
-        Ok(())
+        self.shared_promote_probes(now).await
     }
 
     async fn stranded_releases(&self) -> Result<Vec<Unfinished>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
-            crate::storage::stranded_releases_sql('?'),
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(crate::storage::stranded(rows))
+        self.shared_stranded_releases().await
     }
 
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
-        let row: QueueRow = sqlx::query_as(sqlx::AssertSqlSafe(queue_stats_sql('?')))
-            .bind(now.0)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(QueueStats::from_row(row, now))
+        self.shared_queue_stats(now).await
     }
 
     async fn create_test_delivery(
@@ -89,41 +62,8 @@ impl Queue for SqliteStore {
         instance_id: &str,
         request: ClaimRequest<'_>,
     ) -> Result<ClaimedDelivery> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL) RETURNING id",
-        )
-        .bind(workspace.0)
-        .bind(event.as_str())
-        .bind(instance_id)
-        .bind(TEST_PROCESS)
-        .bind(request.now.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let row = sqlx::query(
-            "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at, format)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 'pending', 0, ?9, ?10, ?11, ?9, ?9,
-                     (SELECT webhook_format FROM workspaces WHERE id = ?2))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
-                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
-        )
-        .bind(DeliveryId::generate().as_str())
-        .bind(workspace.0)
-        .bind(event_id)
-        .bind(event.as_str())
-        .bind(instance_id)
-        .bind(TEST_PROCESS)
-        .bind(url.as_str())
-        .bind(url.host_key())
-        .bind(request.now.0)
-        .bind(request.lease_until.0)
-        .bind(request.node)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        claimed_from_row(&row)
+        self.shared_create_test_delivery(workspace, event, url, instance_id, request)
+            .await
     }
 
     async fn prune(&self, before: Millis, batch: i64) -> Result<Pruned> {

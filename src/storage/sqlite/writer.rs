@@ -411,23 +411,33 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )?
         .query_map(params![c.lease_until, c.node, ids], |r| {
-            Ok(ClaimedDelivery {
-                key: r.get("id")?,
+            let key: i64 = r.get("id")?;
+            let event_type = super::super::event_from_stored(&r.get::<_, String>("event_type")?);
+            let format = super::super::format_from_stored(&r.get::<_, String>("format")?);
+            let (event_type, format) = match (event_type, format) {
+                (Ok(e), Ok(f)) => (e, f),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err((key, e))),
+            };
+            Ok(Ok(ClaimedDelivery {
+                key,
                 workspace_id: WorkspaceId(r.get("workspace_id")?),
                 test: r.get("test")?,
                 id: DeliveryId::from_stored(r.get("webhook_id")?),
-                event_type: super::super::event_from_stored(&r.get::<_, String>("event_type")?),
+                event_type,
                 instance_id: r.get("instance_id")?,
                 process_name: r.get("process_name")?,
                 url: r.get("url")?,
                 host: r.get("host")?,
                 attempts: r.get("attempts")?,
                 occurred_at: Millis(r.get("created_at")?),
-                format: super::super::format_from_stored(&r.get::<_, String>("format")?),
+                format,
                 instance: r.get("instance")?,
-            })
+            }))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter_map(super::super::usable)
+        .collect::<Vec<_>>();
     tx.commit()?;
     claimed.sort_by_key(|c| c.key);
     Ok(claimed)
