@@ -11,6 +11,7 @@ mod faults;
 mod fleet;
 mod helpers;
 mod instances;
+mod lifecycle;
 mod metrics;
 mod migrations;
 mod reliability;

@@ -4,9 +4,12 @@
 //! and never claim the same delivery while its lease runs. Every write that queues deliveries
 //! sends `NOTIFY herald_deliveries` (delivered at commit), which wakes the workers of all nodes.
 
+mod guards;
 mod health;
 mod queue;
 mod writer;
+
+pub use guards::CLAIM_TIMEOUT;
 
 use health::PgHealth;
 use writer::PgWriter;
@@ -34,10 +37,10 @@ pub struct PostgresStore {
     claims: PgPool,
     /// Claims planned afresh on every call, opened only once a generic claim was too slow.
     claims_fresh: PgPool,
-    /// Set for the rest of the process when a generic claim was too slow: see `claim_due`.
-    claims_planned_afresh: Arc<std::sync::atomic::AtomicBool>,
-    /// When a slow claim last had the queue's statistics refreshed (Unix ms; 0: never).
-    statistics_refreshed_at: Arc<std::sync::atomic::AtomicI64>,
+    /// What the claim's guards decided (`guards.rs`).
+    claim_guard: Arc<guards::ClaimGuard>,
+    /// The store's background tasks, which end with its last clone.
+    tasks: Arc<guards::Tasks>,
     /// Instance writes go through one writer task that commits them in groups.
     writes: Arc<GroupCommit>,
 }
@@ -48,36 +51,6 @@ use super::shared::INSTANCE_COLUMNS;
 fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
     <super::shared::InstanceRow as sqlx::FromRow<PgRow>>::from_row(row)?.record()
 }
-
-/// The longest a claim may run (`statement_timeout` on the claims' connections). A claim takes
-/// leases that end a callback timeout plus `lease_margin` (5 s) after the claim began; one that
-/// ran longer than that margin would hand out deliveries whose leases already ended, which other
-/// nodes could claim and send too. Cancelled, the claim's statement takes no lease at all.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A claim on the generic plan slower than this (or cancelled by [`CLAIM_TIMEOUT`]) switches the
-/// node to claims planned afresh for the rest of its life. Measured, a claim on a good plan takes
-/// a few milliseconds with a million rows queued.
-const SLOW_GENERIC_CLAIM: Duration = Duration::from_secs(1);
-
-/// A claim on the generic plan slower than this has the queue's statistics refreshed
-/// (`ANALYZE deliveries`), which makes PostgreSQL plan the claim again on every connection.
-/// The generic plan is made at a node's first claims, and on a new database nothing has
-/// analyzed the queue yet: the planner then guesses every row count, and its guesses can tie
-/// between indexes. Measured at 1,000 events/s with a URL that never answers: in three runs
-/// of five, the plan made while the table held some hundred rows checked each candidate's
-/// ordering through `deliveries_due_by_host` by its third column, reading every pending row of
-/// the hanging URL's host (2,938 rows per candidate, 18,000 buffers per claim), so claims grew
-/// to 240 ms as its backlog grew, and the fast URL's callbacks arrived up to 900 ms late until
-/// the first vacuum re-planned it, 5 s in (with autovacuum on, its first ANALYZE can take a
-/// minute). A claim on a good plan takes a few milliseconds with a million rows queued; the bad
-/// plan's claims grow with the backlog, so the lower the threshold, the sooner it is replaced
-/// (at 50 ms, callbacks still came up to 300 ms late in one run of three). A refresh set off by
-/// a claim that was only slow for want of CPU costs one `ANALYZE` a minute at most.
-const STALE_PLAN_CLAIM: Duration = Duration::from_millis(20);
-
-/// At most one refresh of the queue's statistics per this long, per node.
-const STATISTICS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Turns TLS off for a server on this machine (a loopback address or a Unix socket) unless the
 /// URL or `PGSSLMODE` asks for a TLS mode. The default, like libpq's, is `prefer`: encrypt
@@ -107,59 +80,6 @@ fn is_loopback(options: &PgConnectOptions) -> bool {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// How often a node checks whether its queue tables need the vacuum autovacuum is not doing.
-const SELF_VACUUM_CHECK: Duration = Duration::from_secs(5);
-
-/// Dead rows a queue table must have (and 10% of its live rows) before a node vacuums it.
-const SELF_VACUUM_MIN_DEAD: i64 = 1_000;
-
-/// Vacuums the queue tables when autovacuum does not (off for the server, or for the table)
-/// and their dead rows pile up: every finished delivery leaves a dead row whose entry stays at
-/// the head of the per-host index until vacuum runs, and every claim walks those entries.
-/// Measured with autovacuum off: claims grew from 8 to 27 ms through the drain of a
-/// 1,000,000-row backlog, which fell to 39% of the steady throughput (89% with autovacuum on).
-/// The check is one small query every few seconds; `SKIP_LOCKED` leaves a table another node
-/// is vacuuming alone.
-async fn vacuum_while_autovacuum_is_off(pool: PgPool) {
-    let mut tick = tokio::time::interval(SELF_VACUUM_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        for table in ["deliveries", "destinations"] {
-            let due: Option<bool> = sqlx::query_scalar(
-                "SELECT s.n_dead_tup >= $2 AND s.n_dead_tup >= s.n_live_tup / 10
-                 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-                 WHERE s.relid = to_regclass($1)
-                   AND (current_setting('autovacuum') = 'off'
-                        OR COALESCE(c.reloptions @> ARRAY['autovacuum_enabled=false'], false))",
-            )
-            .bind(table)
-            .bind(SELF_VACUUM_MIN_DEAD)
-            .fetch_optional(&pool)
-            .await
-            .ok()
-            .flatten();
-            if due != Some(true) {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (SKIP_LOCKED) {table}")))
-                .execute(&pool)
-                .await
-            {
-                Ok(_) => tracing::info!(
-                    table,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "vacuumed a queue table (autovacuum is off)"
-                ),
-                Err(error) => {
-                    tracing::warn!(table, error = %crate::error::error_chain(&error), "vacuuming a queue table failed")
-                }
-            }
-        }
-    }
 }
 
 /// A pool of at most `max` connections with `options`, one opened at once.
@@ -236,53 +156,24 @@ impl PostgresStore {
                 "PostgreSQL's autovacuum is off: Herald will vacuum its queue tables itself when their dead rows pile up; turn autovacuum on (the default) to leave that to PostgreSQL"
             );
         }
-        tokio::spawn(vacuum_while_autovacuum_is_off(pool.clone()));
+        let tasks = Arc::new(guards::Tasks::default());
+        tasks.spawn(guards::vacuum_while_autovacuum_is_off(pool.clone()));
         let writes = Arc::new(GroupCommit::start(PgWriter::new(pool.clone())));
         Ok(Self {
             pool,
             queue,
             claims,
             claims_fresh,
-            claims_planned_afresh: Arc::default(),
-            statistics_refreshed_at: Arc::default(),
+            claim_guard: Arc::default(),
+            tasks,
             writes,
         })
-    }
-
-    /// Refreshes the queue's statistics in the background after a slow claim (see
-    /// [`STALE_PLAN_CLAIM`]), at most once per [`STATISTICS_REFRESH_INTERVAL`].
-    fn refresh_queue_statistics(&self, took: Duration) {
-        use std::sync::atomic::Ordering;
-        let now = Millis::now().0;
-        let last = self.statistics_refreshed_at.load(Ordering::Relaxed);
-        let interval = STATISTICS_REFRESH_INTERVAL.as_millis() as i64;
-        if last != 0 && now - last < interval {
-            return;
-        }
-        if self
-            .statistics_refreshed_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        tracing::info!(
-            took_ms = took.as_millis() as u64,
-            "a claim on its generic plan was slow: refreshing the queue's statistics, so that the claim is planned again"
-        );
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            if let Err(error) = sqlx::query("ANALYZE deliveries").execute(&pool).await {
-                tracing::warn!(error = %crate::error::error_chain(&error), "refreshing the queue's statistics failed");
-            }
-        });
     }
 
     /// Whether this node's claims are planned afresh on every call, because a claim on the
     /// generic plan was too slow.
     pub fn claims_planned_afresh(&self) -> bool {
-        self.claims_planned_afresh
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.claim_guard.planned_afresh()
     }
 
     /// Runs `work` holding the migration lock, so nodes starting together migrate (and make the
@@ -384,7 +275,7 @@ impl Schema for PostgresStore {
     async fn subscribe(&self, wake: Arc<tokio::sync::Notify>) -> Result<()> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 match listener.recv().await {
                     Ok(_) => wake.notify_one(),

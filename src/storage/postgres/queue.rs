@@ -59,20 +59,9 @@ impl Queue for PostgresStore {
         } else {
             query.fetch_all(&self.claims).await
         };
-        let took = started.elapsed();
         let cancelled = matches!(&result, Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"));
-        if !fresh && took > STALE_PLAN_CLAIM {
-            self.refresh_queue_statistics(took);
-        }
-        if !fresh && (cancelled || took > SLOW_GENERIC_CLAIM) {
-            self.claims_planned_afresh
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                took_ms = took.as_millis() as u64,
-                cancelled,
-                "a claim on its generic plan was too slow: this node now plans every claim afresh"
-            );
-        }
+        self.claim_guard
+            .observe(fresh, started.elapsed(), cancelled, &self.pool, &self.tasks);
         let rows = result?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -1,0 +1,165 @@
+//! Tokens, users, browser sessions.
+
+use super::*;
+
+impl Herald {
+    /// Resolves an API token to its caller.
+    pub async fn authenticate(&self, token: &crate::domain::ApiToken) -> Result<Caller> {
+        let hash = token.hash();
+        if let Some(caller) = self.callers.get(&hash) {
+            return Ok(caller);
+        }
+        let caller = self
+            .store
+            .caller_by_token(&hash)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        self.callers.put(hash, caller.clone());
+        Ok(caller)
+    }
+
+    /// Adds a user with a new API token; administrators only.
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        request: NewUserRequest,
+    ) -> Result<CreatedUser> {
+        require_administrator(caller, "add users")?;
+        let (password, generated) = match request.password {
+            Some(p) => (p, false),
+            None => (Password::generate(), true),
+        };
+        let user = NewUser {
+            email: request.email.clone(),
+            display_name: request.display_name.as_str().to_owned(),
+            role: request.role,
+            password_hash: password.hash(),
+        };
+        let id = self
+            .store
+            .create_user(caller.workspace_id, &user)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict { code, .. } => Error::Conflict {
+                    code,
+                    message: format!(
+                        "a user with the email {} already exists",
+                        request.email.as_str()
+                    ),
+                },
+                other => other,
+            })?;
+        let token = ApiToken::generate();
+        self.store.add_token(id, &token.hash()).await?;
+        tracing::info!(by = %caller.email, email = %request.email.as_str(), role = %request.role, "user added");
+        Ok(CreatedUser {
+            user: UserRecord {
+                email: request.email.as_str().to_owned(),
+                display_name: user.display_name,
+                role: request.role,
+                active: true,
+                created_at: Millis::now(),
+            },
+            token,
+            generated_password: generated.then_some(password),
+        })
+    }
+
+    /// Changes a user's role, active flag or password; administrators only, and never their own
+    /// role or active flag (so a workspace cannot lose its last administrator by accident).
+    pub async fn change_user(
+        &self,
+        caller: &Caller,
+        email: &Email,
+        change: &UserChange,
+    ) -> Result<()> {
+        require_administrator(caller, "change users")?;
+        if email.as_str() == caller.email && !matches!(change, UserChange::PasswordHash(_)) {
+            return Err(Error::Conflict {
+                code: "own_account",
+                message: "you cannot change your own role or deactivate yourself".into(),
+            });
+        }
+        if !self
+            .store
+            .change_user(caller.workspace_id, email, change)
+            .await?
+        {
+            return Err(Error::NotFound(format!(
+                "no user with the email {}",
+                email.as_str()
+            )));
+        }
+        self.callers.clear();
+        tracing::info!(by = %caller.email, user = %email.as_str(), "user changed");
+        Ok(())
+    }
+
+    /// Checks an email and password and opens a browser session. The same error answers an
+    /// unknown email, a wrong password and a deactivated user, and the password is hashed even
+    /// for an unknown email, so neither the answer nor its timing tells which.
+    pub async fn login(&self, email: &str, password: &str) -> Result<(String, SessionRecord)> {
+        // A real hash of a random password, so an unknown email costs the same as a known one.
+        static DUMMY: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| Password::generate().hash());
+        let wrong = || Error::Unauthenticated;
+        let record = match Email::parse(email) {
+            Ok(email) => self.store.user_for_login(&email).await?,
+            Err(_) => None,
+        };
+        let candidate = Password::parse(password).ok();
+        let hash = record
+            .as_ref()
+            .map_or(DUMMY.as_str(), |r| r.password_hash.as_str())
+            .to_owned();
+        let matches = match candidate {
+            Some(p) => tokio::task::spawn_blocking(move || p.verify(&hash))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        let record = record.filter(|r| matches && r.active).ok_or_else(wrong)?;
+        let token = ApiToken::generate();
+        let csrf = ApiToken::generate().expose().to_owned();
+        let now = Millis::now();
+        self.store
+            .create_session(
+                &token.hash(),
+                record.caller.user_id,
+                &csrf,
+                now,
+                now.plus(SESSION_LIFETIME),
+            )
+            .await?;
+        tracing::info!(user = %record.caller.email, "signed in");
+        Ok((
+            token.expose().to_owned(),
+            SessionRecord {
+                caller: record.caller,
+                display_name: record.display_name,
+                csrf,
+            },
+        ))
+    }
+
+    /// The session a cookie names, if still valid.
+    pub async fn session(&self, cookie: &str) -> Result<Option<SessionRecord>> {
+        let Ok(token) = ApiToken::parse(cookie) else {
+            return Ok(None);
+        };
+        Ok(self.store.session(&token.hash(), Millis::now()).await?)
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, cookie: &str) -> Result<()> {
+        if let Ok(token) = ApiToken::parse(cookie) {
+            self.store.delete_session(&token.hash()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn users(&self, caller: &Caller) -> Result<Vec<UserRecord>> {
+        require_administrator(caller, "list users")?;
+        Ok(self.store.users(caller.workspace_id).await?)
+    }
+}
