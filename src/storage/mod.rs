@@ -8,6 +8,7 @@
 //! hold an `Arc<dyn Store>` and both backends pass the same conformance suite
 //! (`tests/api/storage.rs`).
 
+mod batch;
 mod fanout;
 pub mod group;
 pub(crate) mod health;

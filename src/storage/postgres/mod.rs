@@ -45,8 +45,6 @@ pub struct PostgresStore {
     writes: Arc<GroupCommit>,
 }
 
-use super::shared::INSTANCE_COLUMNS;
-
 /// An instance from a row holding its [`INSTANCE_COLUMNS`], decoded as the shared reads do.
 fn instance_from_row(row: &PgRow) -> Result<InstanceRecord> {
     <super::shared::InstanceRow as sqlx::FromRow<PgRow>>::from_row(row)?.record()
@@ -196,27 +194,6 @@ impl PostgresStore {
             drop(lock.detach());
         }
         outcome
-    }
-
-    /// Why a compare-and-set on an instance matched no row.
-    async fn why_not_written(
-        tx: &mut sqlx::PgConnection,
-        workspace: WorkspaceId,
-        id: &InstanceId,
-        want_deleted: bool,
-    ) -> Result<Written> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(
-            "SELECT deleted_at FROM instances WHERE workspace_id = $1 AND instance_id = $2",
-        )
-        .bind(workspace.0)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        Ok(match row {
-            None => Written::NotFound,
-            Some((deleted,)) if deleted.is_some() != want_deleted => Written::WrongState,
-            Some(_) => Written::VersionChanged,
-        })
     }
 }
 

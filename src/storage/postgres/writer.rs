@@ -2,6 +2,7 @@
 //! deliveries in as few statements as the batch allows (decision 0002). Every ID and snapshot is
 //! made in Rust (`storage::fanout`); the statements only insert them.
 
+use super::super::batch::{self, BatchStatements, Bind, NewInstance};
 use super::super::fanout::{self, Fanout, Target};
 use super::*;
 use std::collections::HashMap;
@@ -45,111 +46,131 @@ impl BatchWriter for PgWriter {
             return Ok(outcomes);
         }
         let mut tx = self.pool.begin().await?;
-        // Reserve the numbers of the creates: (process key, next number) per process.
-        let mut numbers = std::collections::HashMap::new();
-        for (workspace, process, count) in group::creates_per_process(writes) {
-            let reserved: Option<(i64, i64)> = sqlx::query_as(
-                "UPDATE processes SET next_number = next_number + $3 WHERE workspace_id = $1 AND name = $2
-                 RETURNING id, next_number",
-            )
+        let outcomes = {
+            let mut statements = PgBatch {
+                writer: self,
+                tx: &mut tx,
+                new: NewInstances::default(),
+            };
+            batch::apply(&mut statements, writes, now).await?
+        };
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// The general path's statements, in the batch's transaction: the new instances are kept and
+/// inserted with the events and deliveries, in one statement ([`FIRE_SQL`]).
+struct PgBatch<'w, 'c> {
+    writer: &'w PgWriter,
+    tx: &'c mut sqlx::PgConnection,
+    new: NewInstances,
+}
+
+impl BatchStatements for PgBatch<'_, '_> {
+    async fn reserve(
+        &mut self,
+        workspace: WorkspaceId,
+        process: &ProcessName,
+        count: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let reserved: Option<(i64, i64)> = sqlx::query_as(batch::RESERVE_SQL)
             .bind(workspace.0)
             .bind(process.as_str())
             .bind(count)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *self.tx)
             .await?;
-            if let Some((key, last)) = reserved {
-                numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
-                self.numbers_known()
-                    .insert((workspace.0, process.as_str().to_owned()), last);
-            }
+        if let Some((_, last)) = reserved {
+            self.writer
+                .numbers_known()
+                .insert((workspace.0, process.as_str().to_owned()), last);
         }
-        let mut outcomes = Vec::with_capacity(writes.len());
-        let mut new = NewInstances::default();
-        for write in writes {
-            let outcome = match write {
-                InstanceWrite::Create {
-                    workspace,
-                    process,
-                    data,
-                    status,
-                    by,
-                } => match numbers.get_mut(&(workspace.0, process.as_str())) {
-                    None => WriteOutcome::Created(None),
-                    Some((key, next)) => {
-                        let record = group::new_record(process, *next, data, status, by, now);
-                        new.workspace.push(workspace.0);
-                        new.process.push(*key);
-                        new.number.push(*next);
-                        new.instance_id.push(record.id.as_str().to_owned());
-                        new.unique_id.push(record.unique_id.clone());
-                        new.data.push(data.to_json());
-                        new.status.push(status.as_str().to_owned());
-                        new.by.push(by.clone());
-                        *next += 1;
-                        WriteOutcome::Created(Some(record))
-                    }
-                },
-                InstanceWrite::Update {
-                    workspace,
-                    id,
-                    update,
-                    by,
-                } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET data = $1, status = $2, version = version + 1, modified_at = $3, modified_by = $4
-                         WHERE workspace_id = $5 AND instance_id = $6 AND version = $7 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(update.data.to_json())
-                    .bind(update.status.as_str())
-                    .bind(now.0)
-                    .bind(by)
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .bind(update.expected_version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, false).await?
-                }
-                InstanceWrite::Delete { workspace, id, by } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET deleted_at = $1, deleted_by = $2
-                         WHERE workspace_id = $3 AND instance_id = $4 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(now.0)
-                    .bind(by)
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, false).await?
-                }
-                InstanceWrite::Restore { workspace, id, .. } => {
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
-                         WHERE workspace_id = $1 AND instance_id = $2 AND deleted_at IS NOT NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    )))
-                    .bind(workspace.0)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    written(&mut tx, row, *workspace, id, true).await?
-                }
+        Ok(reserved)
+    }
+
+    async fn create(&mut self, new: NewInstance<'_>) -> Result<()> {
+        let (record, rows) = (new.record, &mut self.new);
+        rows.workspace.push(new.workspace.0);
+        rows.process.push(new.process_key);
+        rows.number.push(new.number);
+        rows.instance_id.push(record.id.as_str().to_owned());
+        rows.unique_id.push(record.unique_id.clone());
+        rows.data.push(record.data.to_json());
+        rows.status.push(record.status.clone());
+        rows.by.push(record.created_by.clone());
+        Ok(())
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        sql: &str,
+        binds: &[Bind<'_>],
+    ) -> Result<Option<InstanceRecord>> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match *bind {
+                Bind::Int(value) => query.bind(value),
+                Bind::Text(text) => query.bind(text),
             };
-            outcomes.push(outcome);
         }
-        let fired = group::fired(writes, &outcomes);
-        let targets = self.targets(&mut tx, &fired, now).await?;
-        let plan = Fanout::plan(&fired, now, |workspace, event| {
-            targets
-                .get(&(workspace.0, event))
-                .map_or(&[], Vec::as_slice)
-        });
-        fire(&mut tx, &new, &plan, now).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let row = query.fetch_optional(&mut *self.tx).await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    async fn deleted_at(
+        &mut self,
+        workspace: WorkspaceId,
+        id: &InstanceId,
+    ) -> Result<Option<Option<i64>>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(batch::STATE_SQL)
+            .bind(workspace.0)
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.map(|(deleted,)| deleted))
+    }
+
+    /// One statement for all pairs; each one's count is remembered as its fan-out.
+    async fn targets(
+        &mut self,
+        pairs: &[(WorkspaceId, EventType)],
+        now: Millis,
+    ) -> Result<Vec<Vec<Target>>> {
+        let workspaces: Vec<i64> = pairs.iter().map(|(w, _)| w.0).collect();
+        let events: Vec<&str> = pairs.iter().map(|(_, e)| e.as_str()).collect();
+        let rows: Vec<(i64, String, String, String, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(&**TARGETS_SQL))
+                .bind(&workspaces)
+                .bind(&events)
+                .bind(now.0)
+                .bind(HELD)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let mut targets: Vec<Vec<Target>> = pairs.iter().map(|_| Vec::new()).collect();
+        for (ord, url, host, format, next_attempt_at) in rows {
+            let urls = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| targets.get_mut(i))
+                .ok_or_else(|| sqlx::Error::Decode(format!("a target of pair {ord}").into()))?;
+            urls.push(Target {
+                url,
+                host,
+                format,
+                next_attempt_at,
+            });
+        }
+        let mut known = self.writer.fanouts_known();
+        for ((workspace, event), urls) in pairs.iter().zip(&targets) {
+            known.insert(
+                (workspace.0, *event),
+                i64::try_from(urls.len()).unwrap_or(i64::MAX),
+            );
+        }
+        Ok(targets)
+    }
+
+    async fn fire(&mut self, plan: &Fanout<'_>, now: Millis) -> Result<()> {
+        fire(self.tx, &self.new, plan, now).await
     }
 }
 
@@ -188,51 +209,6 @@ impl PgWriter {
 
     fn fanouts_known(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, EventType), i64>> {
         self.fanouts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The targets of each workspace's event type that `fired` holds, read in the batch's
-    /// transaction (one statement), and remembered as each one's fan-out.
-    async fn targets(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        fired: &[(WorkspaceId, EventType, &InstanceRecord)],
-        now: Millis,
-    ) -> Result<HashMap<(i64, EventType), Vec<Target>>> {
-        let pairs = Fanout::pairs(fired);
-        if pairs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let workspaces: Vec<i64> = pairs.iter().map(|(w, _)| w.0).collect();
-        let events: Vec<&str> = pairs.iter().map(|(_, e)| e.as_str()).collect();
-        let rows: Vec<(i64, String, String, String, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(&**TARGETS_SQL))
-                .bind(&workspaces)
-                .bind(&events)
-                .bind(now.0)
-                .bind(HELD)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut targets: HashMap<(i64, EventType), Vec<Target>> =
-            pairs.iter().map(|(w, e)| ((w.0, *e), Vec::new())).collect();
-        for (ord, url, host, format, next_attempt_at) in rows {
-            let (workspace, event) = usize::try_from(ord - 1)
-                .ok()
-                .and_then(|i| pairs.get(i))
-                .ok_or_else(|| sqlx::Error::Decode(format!("a target of pair {ord}").into()))?;
-            if let Some(urls) = targets.get_mut(&(workspace.0, *event)) {
-                urls.push(Target {
-                    url,
-                    host,
-                    format,
-                    next_attempt_at,
-                });
-            }
-        }
-        let mut known = self.fanouts_known();
-        for (key, urls) in &targets {
-            known.insert(*key, i64::try_from(urls.len()).unwrap_or(i64::MAX));
-        }
-        Ok(targets)
     }
 
     /// Writes a batch of creates of one process in one statement, committed on its own: the
@@ -335,23 +311,7 @@ impl PgWriter {
     }
 }
 
-/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
-/// matched.
-async fn written(
-    tx: &mut sqlx::PgConnection,
-    row: Option<PgRow>,
-    workspace: WorkspaceId,
-    id: &InstanceId,
-    want_deleted: bool,
-) -> Result<WriteOutcome> {
-    let written = match row {
-        Some(row) => Written::Done(Box::new(instance_from_row(&row)?)),
-        None => PostgresStore::why_not_written(tx, workspace, id, want_deleted).await?,
-    };
-    Ok(WriteOutcome::Written(written))
-}
-
-/// The targets of each (workspace, event type) pair in `$1`, `$2` (see `PgWriter::targets`),
+/// The targets of each (workspace, event type) pair in `$1`, `$2` (see `PgBatch::targets`),
 /// due at `$3` or held at `$4`, with the pair's ordinal.
 static TARGETS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(

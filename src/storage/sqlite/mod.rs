@@ -3,6 +3,7 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 
+mod batch;
 mod health;
 mod queue;
 mod writer;
@@ -33,8 +34,6 @@ pub struct SqliteStore {
     /// Held (locked) while this process serves as the database's delivery node.
     node_lock: Arc<std::sync::OnceLock<std::fs::File>>,
 }
-
-use super::shared::INSTANCE_COLUMNS;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file a `sqlite://` URL names.

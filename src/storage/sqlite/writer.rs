@@ -11,16 +11,14 @@
 //! **Invariant:** the store holds its sqlx write connection while a job runs here, so this
 //! thread and the store's other (rare) writes never meet on SQLite's lock.
 
-use super::super::fanout::{self, Fanout, Target};
-use super::super::group::{self, InstanceWrite, WriteOutcome};
+use super::super::batch;
+use super::super::group::{InstanceWrite, WriteOutcome};
 use super::super::health;
-use super::super::{
-    AttemptResult, ClaimedDelivery, HELD, InstanceRecord, StorageError, Unfinished, WorkspaceId,
-    Written,
-};
+use super::super::{AttemptResult, ClaimedDelivery, StorageError, Unfinished, WorkspaceId};
+use super::batch::SqliteBatch;
 use super::health::{SqliteHealth, run_ready};
-use crate::domain::{BreakerPolicy, DeliveryId, EventType, InstanceData, InstanceId, Millis};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use crate::domain::{BreakerPolicy, DeliveryId, Millis};
+use rusqlite::{Connection, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -81,253 +79,19 @@ impl WriteThread {
     }
 }
 
-const INSTANCE_COLUMNS: &str = super::INSTANCE_COLUMNS;
-
-fn decode_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-}
-
-fn instance_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
-    let id_text: String = r.get("instance_id")?;
-    let id = InstanceId::parse(&id_text).map_err(decode_error)?;
-    let data: String = r.get("data")?;
-    Ok(InstanceRecord {
-        process_name: id.process_name().to_owned(),
-        id,
-        unique_id: r.get("unique_id")?,
-        status: r.get("status")?,
-        version: r.get("version")?,
-        data: InstanceData::from_stored(&data),
-        created_at: Millis(r.get("created_at")?),
-        created_by: r.get("created_by")?,
-        modified_at: Millis(r.get("modified_at")?),
-        modified_by: r.get("modified_by")?,
-        deleted_at: r.get::<_, Option<i64>>("deleted_at")?.map(Millis),
-    })
-}
-
 // --- group commit -------------------------------------------------------------------------------
 
-/// Applies a batch of instance writes in one `BEGIN IMMEDIATE` transaction: one counter update
-/// per process, one statement each for all new instances, all events and all deliveries, and
-/// one statement per update, delete or restore.
+/// Applies a batch of instance writes in one `BEGIN IMMEDIATE` transaction, through the loop
+/// both backends share (`storage::batch`).
 pub(super) fn apply(
     conn: &mut Connection,
     writes: &[InstanceWrite],
-) -> rusqlite::Result<Vec<WriteOutcome>> {
+) -> Result<Vec<WriteOutcome>, StorageError> {
     let now = Millis::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Reserve the numbers of the creates: (process key, next number) per process.
-    let mut numbers = std::collections::HashMap::new();
-    for (workspace, process, count) in group::creates_per_process(writes) {
-        let reserved: Option<(i64, i64)> = tx
-            .prepare_cached(
-                "UPDATE processes SET next_number = next_number + ?3 WHERE workspace_id = ?1 AND name = ?2
-                 RETURNING id, next_number",
-            )?
-            .query_row(params![workspace.0, process.as_str(), count], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        if let Some((key, last)) = reserved {
-            numbers.insert((workspace.0, process.as_str()), (key, last - count + 1));
-        }
-    }
-    let mut outcomes = Vec::with_capacity(writes.len());
-    // One statement per row: on this thread a statement costs the SQLite engine only, a few
-    // microseconds, less than packing the rows into JSON for one multi-row statement and
-    // unpacking them again (which took a quarter of this thread's time, `perf`).
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO instances (workspace_id, process_id, number, instance_id, unique_id, data, status, version,
-                                created_at, created_by, modified_at, modified_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?8, ?9)",
-    )?;
-    for write in writes {
-        let outcome = match write {
-            InstanceWrite::Create {
-                workspace,
-                process,
-                data,
-                status,
-                by,
-            } => match numbers.get_mut(&(workspace.0, process.as_str())) {
-                None => WriteOutcome::Created(None),
-                Some((key, next)) => {
-                    let record = group::new_record(process, *next, data, status, by, now);
-                    insert.execute(params![
-                        workspace.0,
-                        *key,
-                        *next,
-                        record.id.as_str(),
-                        record.unique_id,
-                        data.to_json(),
-                        status.as_str(),
-                        now.0,
-                        by
-                    ])?;
-                    *next += 1;
-                    WriteOutcome::Created(Some(record))
-                }
-            },
-            InstanceWrite::Update {
-                workspace,
-                id,
-                update,
-                by,
-            } => {
-                let row = tx
-                    .prepare_cached(&format!(
-                        "UPDATE instances SET data = ?1, status = ?2, version = version + 1, modified_at = ?3, modified_by = ?4
-                         WHERE workspace_id = ?5 AND instance_id = ?6 AND version = ?7 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    ))?
-                    .query_row(
-                        params![
-                            update.data.to_json(),
-                            update.status.as_str(),
-                            now.0,
-                            by,
-                            workspace.0,
-                            id.as_str(),
-                            update.expected_version
-                        ],
-                        instance_from,
-                    )
-                    .optional()?;
-                written(&tx, row, *workspace, id, false)?
-            }
-            InstanceWrite::Delete { workspace, id, by } => {
-                let row = tx
-                    .prepare_cached(&format!(
-                        "UPDATE instances SET deleted_at = ?1, deleted_by = ?2
-                         WHERE workspace_id = ?3 AND instance_id = ?4 AND deleted_at IS NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    ))?
-                    .query_row(params![now.0, by, workspace.0, id.as_str()], instance_from)
-                    .optional()?;
-                written(&tx, row, *workspace, id, false)?
-            }
-            InstanceWrite::Restore { workspace, id, .. } => {
-                let row = tx
-                    .prepare_cached(&format!(
-                        "UPDATE instances SET deleted_at = NULL, deleted_by = NULL
-                         WHERE workspace_id = ?1 AND instance_id = ?2 AND deleted_at IS NOT NULL
-                         RETURNING {INSTANCE_COLUMNS}"
-                    ))?
-                    .query_row(params![workspace.0, id.as_str()], instance_from)
-                    .optional()?;
-                written(&tx, row, *workspace, id, true)?
-            }
-        };
-        outcomes.push(outcome);
-    }
-    drop(insert);
-    fire(&tx, &group::fired(writes, &outcomes), now)?;
+    let outcomes = run_ready(batch::apply(&mut SqliteBatch(&tx), writes, now))?;
     tx.commit()?;
     Ok(outcomes)
-}
-
-/// The outcome of a compare-and-set write on an instance: the updated row, or why nothing
-/// matched.
-fn written(
-    tx: &Connection,
-    row: Option<InstanceRecord>,
-    workspace: WorkspaceId,
-    id: &InstanceId,
-    want_deleted: bool,
-) -> rusqlite::Result<WriteOutcome> {
-    let written = match row {
-        Some(record) => Written::Done(Box::new(record)),
-        None => {
-            let deleted: Option<Option<i64>> = tx
-                .prepare_cached(
-                    "SELECT deleted_at FROM instances WHERE workspace_id = ?1 AND instance_id = ?2",
-                )?
-                .query_row(params![workspace.0, id.as_str()], |r| r.get(0))
-                .optional()?;
-            match deleted {
-                None => Written::NotFound,
-                Some(at) if at.is_some() != want_deleted => Written::WrongState,
-                Some(_) => Written::VersionChanged,
-            }
-        }
-    };
-    Ok(WriteOutcome::Written(written))
-}
-
-/// The targets of a workspace's (`?1`) event type (`?2`), due at `?3` or held at `?4`.
-static TARGETS_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| fanout::targets_sql("?1", "?2", "?3", "?4"));
-
-/// Writes the events of a batch that have a URL to call and their deliveries, as
-/// [`Fanout::plan`] makes them from the targets this transaction reads: one statement per row,
-/// as in `apply`.
-fn fire(
-    tx: &Connection,
-    fired: &[(WorkspaceId, EventType, &InstanceRecord)],
-    now: Millis,
-) -> rusqlite::Result<()> {
-    if fired.is_empty() {
-        return Ok(());
-    }
-    let mut read = tx.prepare_cached(&TARGETS_SQL)?;
-    let mut targets = std::collections::HashMap::new();
-    for (workspace, event) in Fanout::pairs(fired) {
-        let urls = read
-            .query_map(params![workspace.0, event.as_str(), now.0, HELD], |r| {
-                Ok(Target {
-                    url: r.get(0)?,
-                    host: r.get(1)?,
-                    format: r.get(2)?,
-                    next_attempt_at: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        targets.insert((workspace.0, event), urls);
-    }
-    let plan = Fanout::plan(fired, now, |workspace, event| {
-        targets
-            .get(&(workspace.0, event))
-            .map_or(&[], Vec::as_slice)
-    });
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at, instance)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut event_ids = Vec::with_capacity(plan.events.len());
-    for event in &plan.events {
-        insert_event.execute(params![
-            event.workspace.0,
-            event.event_type.as_str(),
-            event.record.id.as_str(),
-            event.record.process_name,
-            now.0,
-            event.snapshot
-        ])?;
-        event_ids.push(tx.last_insert_rowid());
-    }
-    let mut insert_delivery = tx.prepare_cached(
-        "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                 status, attempts, next_attempt_at, created_at, updated_at, format)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?10, ?11)",
-    )?;
-    for delivery in &plan.deliveries {
-        let event = &plan.events[delivery.event];
-        insert_delivery.execute(params![
-            delivery.webhook_id.as_str(),
-            event.workspace.0,
-            event_ids[delivery.event],
-            event.event_type.as_str(),
-            event.record.id.as_str(),
-            event.record.process_name,
-            delivery.target.url,
-            delivery.target.host,
-            delivery.target.next_attempt_at,
-            now.0,
-            delivery.target.format
-        ])?;
-    }
-    Ok(())
 }
 
 // --- claims -------------------------------------------------------------------------------------
