@@ -1,0 +1,306 @@
+//! The records storage reads and writes, as callers above `storage` hold them: plain data, no
+//! SQL and no backend type.
+
+use crate::domain::{
+    AttemptOutcome, CallbackFormat, DeliveryId, DeliveryStatus, Email, EventType, InstanceData,
+    InstanceId, InstanceStatus, Millis, NextStep, ProcessName, Role, Signal,
+};
+
+/// Internal numeric key of a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkspaceId(pub i64);
+
+/// Internal numeric key of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub i64);
+
+/// Who is calling: resolved from an API token (or, later, a session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub workspace_id: WorkspaceId,
+    pub email: String,
+    pub role: Role,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub display_name: String,
+    pub role: Role,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// What login needs to know about a user.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub caller: Caller,
+    pub display_name: String,
+    pub active: bool,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A signed-in browser session.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub caller: Caller,
+    pub display_name: String,
+    /// The session's anti-forgery token, embedded in every form.
+    pub csrf: String,
+}
+
+/// A change an administrator makes to a user.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    Role(Role),
+    Active(bool),
+    /// A new argon2id PHC string.
+    PasswordHash(String),
+}
+
+/// A user as listings show it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub created_at: Millis,
+}
+
+/// A stored process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub name: ProcessName,
+    pub title: String,
+    pub created_at: Millis,
+    pub created_by: String,
+    /// Instances that are not in the recycle bin.
+    pub instance_count: i64,
+}
+
+/// A stored instance. Its JSON form (camelCase) is what the API returns and what the event
+/// snapshot keeps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    pub unique_id: String,
+    pub process_name: String,
+    pub status: String,
+    pub version: i64,
+    pub data: InstanceData,
+    pub created_at: Millis,
+    pub created_by: String,
+    pub modified_at: Millis,
+    pub modified_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Millis>,
+}
+
+/// The new state of an instance after an update, written only if the stored version is still
+/// `expected_version`.
+#[derive(Debug, Clone)]
+pub struct InstanceUpdate {
+    pub data: InstanceData,
+    pub status: InstanceStatus,
+    pub expected_version: i64,
+}
+
+/// Result of a compare-and-set write on an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    Done(Box<InstanceRecord>),
+    NotFound,
+    /// The instance is in the recycle bin (delete, update) or not in it (restore).
+    WrongState,
+    /// Another writer changed the version first.
+    VersionChanged,
+}
+
+/// A page of results and the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<i64>,
+}
+
+/// Filters of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<EventType>,
+    pub instance_id: Option<String>,
+    /// Substring of the URL.
+    pub url: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+/// One delivery as the log shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub key: i64,
+    /// A test callback from `POST /webhooks/test`.
+    pub test: bool,
+    pub id: DeliveryId,
+    pub event_type: EventType,
+    pub instance_id: String,
+    pub process_name: String,
+    /// As configured; may hold credentials, so show it through `domain::webhook::redact`.
+    pub url: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Millis>,
+    pub last_attempt_at: Option<Millis>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    /// The node that made the attempt.
+    pub node: String,
+}
+
+/// What one pass of [`Queue::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub events: u64,
+}
+
+impl Pruned {
+    /// Whether a pass of `batch` filled either of its batches, so more may be left to prune.
+    pub fn filled(&self, batch: i64) -> bool {
+        let batch = u64::try_from(batch).unwrap_or(0);
+        self.deliveries >= batch || self.events >= batch
+    }
+}
+
+/// What a results write left to do on a URL whose breaker opened or closed, one [`HOLD_CHUNK`]
+/// or [`BREAKER_CHUNK`] at a time ([`Queue::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakerStep {
+    /// The breaker opened: hold the URL's pending deliveries.
+    Hold,
+    /// The breaker closed: release what it held.
+    Release,
+    /// The receiver is gone: fail what is pending to the disabled URL.
+    FailGone,
+}
+
+/// A URL whose breaker opened or closed with more deliveries to hold or release than one chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unfinished {
+    pub workspace_id: WorkspaceId,
+    pub url: String,
+    pub step: BreakerStep,
+}
+
+/// What a worker asks for when it claims work.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub node: &'a str,
+    pub now: Millis,
+    pub lease_until: Millis,
+    /// Most deliveries to return.
+    pub limit: i64,
+    /// Most attempts in flight to one host (`host:port`) across all nodes.
+    pub per_host_cap: i64,
+    /// Hosts at their cap on this node alone: the claim need not count their leases.
+    pub full_hosts: &'a [String],
+}
+
+/// The state of the whole delivery queue (every workspace), for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending deliveries, held ones included.
+    pub pending: u64,
+    /// Pending deliveries whose time has come and that no lease holds.
+    pub due: u64,
+    /// How long the oldest due delivery has waited past its time.
+    pub oldest_due_lag: std::time::Duration,
+    /// Destination URLs whose breaker is open.
+    pub paused_urls: u64,
+}
+
+/// The answer of the queue-statistics query: pending, due, oldest due time, paused URLs.
+pub(crate) type QueueRow = (i64, i64, Option<i64>, i64);
+
+impl QueueStats {
+    pub(super) fn from_row((pending, due, oldest, paused): QueueRow, now: Millis) -> Self {
+        let lag = oldest.map_or(0, |at| now.0.saturating_sub(at).max(0));
+        Self {
+            pending: u64::try_from(pending).unwrap_or(0),
+            due: u64::try_from(due).unwrap_or(0),
+            oldest_due_lag: std::time::Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
+            paused_urls: u64::try_from(paused).unwrap_or(0),
+        }
+    }
+}
+
+/// The health of one destination URL, as `GET /api/v1/webhooks/health` shows it.
+#[derive(Debug, Clone)]
+pub struct DestinationRecord {
+    /// As configured; show it through `domain::webhook::redact`.
+    pub url: String,
+    pub open: bool,
+    pub consecutive_failures: i64,
+    pub paused_until: Option<Millis>,
+    pub last_success_at: Option<Millis>,
+    pub last_failure_at: Option<Millis>,
+    pub last_error: Option<String>,
+    /// When and why the URL was disabled (its receiver answered 410 Gone); `None` while enabled.
+    pub disabled: Option<(Millis, String)>,
+}
+
+/// A delivery handed to a worker under a lease.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub key: i64,
+    pub workspace_id: WorkspaceId,
+    /// A test callback (`POST /webhooks/test`): marked with `webhook-test: true`, never retried.
+    pub test: bool,
+    pub id: DeliveryId,
+    pub event_type: EventType,
+    pub instance_id: String,
+    pub process_name: String,
+    pub url: String,
+    /// The URL's `host:port`, the unit of the per-host cap.
+    pub host: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub occurred_at: Millis,
+    pub format: CallbackFormat,
+    /// The instance as the API showed it at the event (JSON), for the standard format; `None`
+    /// for `deleted` events and for the Kianda format.
+    pub instance: Option<String>,
+}
+
+/// The result of one attempt, to be written back.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub key: i64,
+    pub workspace_id: WorkspaceId,
+    /// The destination URL as configured (the circuit breaker's key).
+    pub url: String,
+    /// Test callbacks do not count towards a destination's health.
+    pub test: bool,
+    pub attempt: AttemptRecord,
+    /// What the attempt said about its receiver, for the circuit breaker.
+    pub signal: Signal,
+    pub next: NextStep,
+}
