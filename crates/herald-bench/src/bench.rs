@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod burst;
+
+pub use burst::BurstFigures;
+
 const TOKEN: &str = "bench-admin-token-0123456789";
 const CONCURRENCY: usize = 32;
 
@@ -27,7 +31,7 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–7); empty runs all.
+    /// Scenarios to run (1–8); empty runs all.
     pub only: Vec<u8>,
     /// The `herald` binary to measure.
     pub herald: PathBuf,
@@ -57,6 +61,9 @@ pub struct Figures {
     /// Herald's own view of where the time went, from its `/metrics` at the end of the run.
     pub stages: Stages,
     pub note: String,
+    /// Scenario 8's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<BurstFigures>,
 }
 
 /// Mean durations of the node's stages (ms) and the mean claim size, read from its metrics.
@@ -191,7 +198,13 @@ struct Node {
     db: FreshDatabase,
 }
 
-async fn start_herald(options: &BenchOptions, pg_admin: &Option<String>) -> anyhow::Result<Node> {
+/// With `defaults`, the node keeps its shipped concurrency limits; otherwise they are raised
+/// (256 in flight, 64 per host) so that scenarios 1–7 measure the engine rather than the limits.
+async fn start_herald(
+    options: &BenchOptions,
+    pg_admin: &Option<String>,
+    defaults: bool,
+) -> anyhow::Result<Node> {
     let db = match pg_admin {
         None => FreshDatabase::sqlite()?,
         Some(admin) => FreshDatabase::postgres(admin, "herald_bench")
@@ -200,22 +213,22 @@ async fn start_herald(options: &BenchOptions, pg_admin: &Option<String>) -> anyh
     };
     // Quiet unless asked: `HERALD_BENCH_LOG=warn` shows the node's warnings while measuring.
     let log = std::env::var("HERALD_BENCH_LOG").unwrap_or_else(|_| "error".to_owned());
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db.url(),
+        "--allow-private-network",
+        "--callback-timeout",
+        "10",
+    ];
+    if !defaults {
+        args.extend(["--max-in-flight", "256", "--max-per-host", "64"]);
+    }
     let node = herald_testkit::spawn_node(
         &options.herald,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            db.url(),
-            "--allow-private-network",
-            "--max-in-flight",
-            "256",
-            "--max-per-host",
-            "64",
-            "--callback-timeout",
-            "10",
-        ],
+        &args,
         &[("HERALD_ADMIN_TOKEN", TOKEN), ("RUST_LOG", &log)],
     )
     .await?;
@@ -354,6 +367,43 @@ impl Api {
         }
         Ok(serde_json::from_str(&text).unwrap_or_default())
     }
+
+    /// Saves `urls` for `created` (the other events off) and creates the process `bench`.
+    async fn configure(&self, urls: &[String]) -> anyhow::Result<()> {
+        self.send(
+            reqwest::Method::PUT,
+            "/api/v1/webhooks",
+            serde_json::json!({
+                "created": {"enabled": true, "urls": urls},
+                "updated": {"enabled": false, "urls": []},
+                "deleted": {"enabled": false, "urls": []},
+            }),
+        )
+        .await?;
+        self.send(
+            reqwest::Method::POST,
+            "/api/v1/processes",
+            serde_json::json!({"name": "bench", "title": "Bench"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The value of an unlabelled metric in the node's `/metrics`.
+    async fn gauge(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 /// Creates `events` instances with `CONCURRENCY` requests in flight (or at `rate` per second),
@@ -363,6 +413,23 @@ async fn drive(
     events: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<(HashMap<String, u64>, f64)> {
+    drive_within(api, events, rate, None).await
+}
+
+/// Creates instances as fast as the API takes them until `until`; as [`drive`] returns.
+async fn drive_until(
+    api: &Arc<Api>,
+    until: Instant,
+) -> anyhow::Result<(HashMap<String, u64>, f64)> {
+    drive_within(api, usize::MAX, None, Some(until)).await
+}
+
+async fn drive_within(
+    api: &Arc<Api>,
+    events: usize,
+    rate: Option<f64>,
+    until: Option<Instant>,
+) -> anyhow::Result<(HashMap<String, u64>, f64)> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -371,6 +438,9 @@ async fn drive(
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
+                if until.is_some_and(|until| Instant::now() >= until) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= events {
                     break;
@@ -401,7 +471,8 @@ async fn drive(
     for t in tasks {
         commits.extend(t.await??);
     }
-    Ok((commits, events as f64 / started.elapsed().as_secs_f64()))
+    let accepted = commits.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((commits, accepted))
 }
 
 async fn wait_for(arrivals: &Arrivals, count: usize, limit: Duration) -> bool {
@@ -531,7 +602,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     arrivals.count.store(0, Ordering::Relaxed);
-    let mut node = start_herald(options, pg_admin).await?;
+    let mut node = start_herald(options, pg_admin, false).await?;
     let api = Arc::new(Api {
         http: reqwest::Client::new(),
         base: node.node.base.clone(),
@@ -546,22 +617,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
             }
         })
         .collect();
-    api.send(
-        reqwest::Method::PUT,
-        "/api/v1/webhooks",
-        serde_json::json!({
-            "created": {"enabled": true, "urls": list},
-            "updated": {"enabled": false, "urls": []},
-            "deleted": {"enabled": false, "urls": []},
-        }),
-    )
-    .await?;
-    api.send(
-        reqwest::Method::POST,
-        "/api/v1/processes",
-        serde_json::json!({"name": "bench", "title": "Bench"}),
-    )
-    .await?;
+    api.configure(&list).await?;
     arrivals.down.store(backlog, Ordering::Relaxed);
     let herald_pid = node.node.pid.to_string();
     // The whole before the threads here, the threads before the whole at the end: the split
@@ -674,11 +730,17 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
 /// The bare-client ceiling: GETs to the receiver with keep-alive, as many in flight as Herald
 /// is allowed to one host in the scenarios (64).
 async fn ceiling(receiver: &str, requests: usize) -> f64 {
+    bare_gets(receiver, requests, 64).await
+}
+
+/// A bare keep-alive client sending `requests` GETs to the receiver, `connections` at once:
+/// GETs per second.
+async fn bare_gets(receiver: &str, requests: usize, connections: usize) -> f64 {
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..connections {
         let (http, next, url) = (
             http.clone(),
             Arc::clone(&next),
@@ -927,6 +989,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
             );
         }
         all.push(control);
+    }
+    if want(8) {
+        let length = Duration::from_secs(if q { 2 } else { 20 });
+        all.push(burst::burst(&bench, length).await?);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");

@@ -19,7 +19,7 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
     assert!(table.contains("bare-client ceiling"), "{table}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 7, "{doc}");
+    assert_eq!(scenarios.len(), 8, "{doc}");
     for s in scenarios {
         assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
         assert!(s["callbacks_per_sec"].as_f64().unwrap() > 0.0, "{s}");
@@ -34,4 +34,14 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
         );
     }
     assert!(doc["ceiling_get_per_sec"].as_f64().unwrap() > 0.0);
+    // The burst reports what a receiving team would check: it was accepted, it drained, and a
+    // bare client with as many connections as Herald used was measured beside it.
+    let burst = &scenarios[7]["burst"];
+    assert!(burst["accepted_per_sec"].as_f64().unwrap() > 0.0, "{burst}");
+    assert!(burst["drain_lag_s"].as_f64().unwrap() >= 0.0, "{burst}");
+    assert!(burst["peak_in_flight"].as_u64().unwrap() >= 1, "{burst}");
+    assert!(
+        burst["bare_same_connections_per_sec"].as_f64().unwrap() > 0.0,
+        "{burst}"
+    );
 }
