@@ -71,11 +71,12 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_name = "LIST")]
     retry_schedule: Option<String>,
 
-    /// Callback attempts in flight at once [default: 256].
+    /// Callback attempts in flight at once [default: 1024].
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
 
-    /// Callback attempts in flight at once to one host:port, over all nodes [default: 8].
+    /// The most callback attempts in flight at once to one host:port, over all nodes: the
+    /// ceiling of each host's adaptive limit [default: 256].
     #[arg(long, env = "HERALD_MAX_PER_HOST", value_name = "N")]
     max_per_host: Option<usize>,
 

@@ -13,6 +13,12 @@ use std::time::Duration;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db";
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Callback attempts in flight at once on a node, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// The default ceiling of one host's adaptive concurrency over the fleet: high enough for a
+/// receiver that serves a few hundred at once to be used fully (decision 0009), while each
+/// host starts at 8 and gets more only while it keeps answering quickly.
+pub const DEFAULT_MAX_PER_HOST: usize = 256;
 
 /// What `herald serve` runs with, validated.
 #[derive(Clone)]
@@ -78,8 +84,8 @@ impl Config {
             resolve_overrides: Vec::new(),
             callback_timeout: Duration::from_secs(10),
             retry_schedule: RetrySchedule::default(),
-            max_in_flight: 256,
-            max_per_host: 8,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_per_host: DEFAULT_MAX_PER_HOST,
             breaker: BreakerPolicy::default(),
             retention: Duration::from_secs(30 * 86_400),
             prune_interval: Duration::from_secs(60),
@@ -177,12 +183,18 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         config.retry_schedule =
             RetrySchedule::parse(&schedule).context("invalid retry schedule")?;
     }
-    let in_flight = over.max_in_flight.or(file.max_in_flight).unwrap_or(256);
+    let in_flight = over
+        .max_in_flight
+        .or(file.max_in_flight)
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
     if !(1..=10_000).contains(&in_flight) {
         bail!("max in flight must be 1 to 10000, not {in_flight}");
     }
     config.max_in_flight = in_flight;
-    let per_host = over.max_per_host.or(file.max_per_host).unwrap_or(8);
+    let per_host = over
+        .max_per_host
+        .or(file.max_per_host)
+        .unwrap_or(DEFAULT_MAX_PER_HOST);
     if !(1..=10_000).contains(&per_host) {
         bail!("max per host must be 1 to 10000, not {per_host}");
     }

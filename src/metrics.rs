@@ -4,6 +4,7 @@
 //! Counters are per node and start at zero when the process starts, as Prometheus expects; the
 //! queue gauges describe the whole database, so every node of a fleet reports the same values.
 
+use crate::delivery::HostConcurrency;
 use crate::domain::{AttemptOutcome, EventType};
 use crate::storage::QueueStats;
 use std::fmt::Write as _;
@@ -136,7 +137,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (version 0.0.4) of these counters and of `queue`.
-    pub fn render(&self, queue: &QueueStats) -> String {
+    pub fn render(&self, queue: &QueueStats, hosts: &[HostConcurrency]) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -266,8 +267,45 @@ impl Metrics {
             "Callback URLs whose circuit breaker is open.",
         );
         let _ = writeln!(out, "herald_destinations_paused {}", queue.paused_urls);
+
+        header(
+            &mut out,
+            "herald_host_concurrency_limit",
+            "gauge",
+            "Callbacks this node allows at once to a receiving host now (its adaptive limit).",
+        );
+        for h in hosts {
+            let _ = writeln!(
+                out,
+                "herald_host_concurrency_limit{{host=\"{}\"}} {}",
+                label(&h.host),
+                h.limit
+            );
+        }
+        header(
+            &mut out,
+            "herald_host_callbacks_in_flight",
+            "gauge",
+            "Callbacks this node is waiting on now, per receiving host.",
+        );
+        for h in hosts {
+            let _ = writeln!(
+                out,
+                "herald_host_callbacks_in_flight{{host=\"{}\"}} {}",
+                label(&h.host),
+                h.in_flight
+            );
+        }
         out
     }
+}
+
+/// A label value as the text format wants it (backslash, quote and newline escaped).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -295,7 +333,7 @@ mod tests {
             Duration::from_millis(40),
             AttemptEnd::Retrying,
         );
-        let text = m.render(&QueueStats::default());
+        let text = m.render(&QueueStats::default(), &[]);
         assert!(
             text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.0025\"} 0\n")
         );
@@ -313,7 +351,14 @@ mod tests {
 
     #[test]
     fn every_metric_has_help_and_type_lines() {
-        let text = Metrics::default().render(&QueueStats::default());
+        let host = HostConcurrency {
+            host: "odd\"host:80".into(),
+            limit: 12,
+            in_flight: 3,
+        };
+        let text = Metrics::default().render(&QueueStats::default(), &[host]);
+        assert!(text.contains("herald_host_concurrency_limit{host=\"odd\\\"host:80\"} 12\n"));
+        assert!(text.contains("herald_host_callbacks_in_flight{host=\"odd\\\"host:80\"} 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line
                 .split(['{', ' '])

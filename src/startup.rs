@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let lease_margin = Duration::from_secs(5);
+    let limits = Arc::new(crate::delivery::HostLimits::new(config.max_per_host));
     let outbound = Outbound {
         client: client.clone(),
         egress,
@@ -137,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         breaker: config.breaker,
         lease_margin,
         per_host_cap: config.max_per_host,
+        limits: Arc::clone(&limits),
     };
     let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake), Arc::new(outbound));
     let worker = Worker::new(
@@ -157,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         wake,
         Arc::clone(herald.metrics()),
+        limits,
     );
 
     let app = crate::router(herald);

@@ -104,7 +104,21 @@ async fn health(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+    let ceiling = herald.per_host_ceiling();
+    let hosts: Vec<serde_json::Value> = herald
+        .host_concurrency(&caller)
+        .await?
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "host": h.host,
+                "concurrencyLimit": h.limit,
+                "inFlight": h.in_flight,
+                "ceiling": ceiling,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items, "hosts": hosts })))
 }
 
 /// The body of `POST /webhooks/enable`.

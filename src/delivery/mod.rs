@@ -5,11 +5,13 @@
 
 pub mod client;
 pub mod egress;
+pub mod limits;
 mod results;
 mod worker;
 
 pub use client::{Attempt, Callback, CallbackClient};
 pub use egress::EgressPolicy;
+pub use limits::{HostConcurrency, HostLimits};
 pub use results::SHUTDOWN_RESULTS_GRACE;
 pub(crate) use results::store_results;
 pub use worker::{Worker, WorkerConfig, attempt};

@@ -7,9 +7,10 @@
 //! A housekeeping task promotes circuit-breaker probes and prunes the log.
 
 use super::client::{Attempt, Callback, CallbackClient};
+use super::limits::HostLimits;
 use super::results::{resume_to_the_end, write_results};
 use crate::domain::{
-    AttemptOutcome, BreakerPolicy, CallbackUrl, Millis, RetrySchedule, Signal, SigningKeys,
+    AttemptOutcome, BreakerPolicy, CallbackUrl, Load, Millis, RetrySchedule, Signal, SigningKeys,
     next_step, storable_text,
 };
 use crate::error::error_chain;
@@ -31,7 +32,8 @@ pub struct WorkerConfig {
     pub node_id: String,
     /// Attempts in flight at once on this node, over all URLs.
     pub max_in_flight: usize,
-    /// Attempts in flight at once to one host (`host:port`), over all nodes.
+    /// The most attempts in flight at once to one host (`host:port`), over all nodes: the
+    /// ceiling of each host's adaptive limit ([`HostLimits`]).
     pub per_host_cap: usize,
     /// Most deliveries claimed by one query.
     pub claim_batch: usize,
@@ -57,6 +59,8 @@ pub struct Worker {
     config: WorkerConfig,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Each host's adaptive limit and attempts in flight on this node.
+    limits: Arc<HostLimits>,
 }
 
 impl Worker {
@@ -67,6 +71,7 @@ impl Worker {
         config: WorkerConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
+        limits: Arc<HostLimits>,
     ) -> Self {
         Self {
             store,
@@ -75,6 +80,7 @@ impl Worker {
             config,
             wake,
             metrics,
+            limits,
         }
     }
 
@@ -108,10 +114,6 @@ impl Worker {
         // over a growing quiet period instead of each triggering a claim.
         let mut empty_claims: u32 = 0;
         let mut keys = KeyCache::default();
-        // Attempts in flight per host on this node. A host this node alone keeps at its cap is
-        // full whatever the other nodes do: the claim skips it without counting its leases.
-        let busy: Arc<BusyHosts> = Arc::default();
-        let mut full_hosts = Vec::new();
 
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
@@ -124,21 +126,20 @@ impl Worker {
                 continue;
             }
             let now = Millis::now();
-            full_hosts.clear();
-            full_hosts.extend(
-                busy.lock()
-                    .expect("not poisoned")
-                    .iter()
-                    .filter(|(_, n)| **n >= self.config.per_host_cap)
-                    .map(|(host, _)| host.clone()),
-            );
+            // Each host's room on this node: its adaptive limit less what is in flight. A host
+            // with none is full whatever the other nodes do: the claim skips it without
+            // counting its leases.
+            let rooms = self.limits.rooms();
             let request = ClaimRequest {
                 node: &self.config.node_id,
                 now,
                 lease_until: now.plus(lease),
                 limit: free as i64,
                 per_host_cap: self.config.per_host_cap as i64,
-                full_hosts: &full_hosts,
+                full_hosts: &rooms.full,
+                room_hosts: &rooms.hosts,
+                rooms: &rooms.rooms,
+                default_room: rooms.default,
             };
             let started = std::time::Instant::now();
             let claim = self.store.claim_due(request).await;
@@ -185,10 +186,19 @@ impl Worker {
                     .expect("keys were read for every workspace claimed");
                 let metrics = Arc::clone(&self.metrics);
                 metrics.attempt_started();
-                let slot = HostSlot::take(&busy, &delivery.host);
+                let slot = self.limits.start(&delivery.host);
                 in_flight.spawn(async move {
                     let result = attempt(&client, &delivery, &keys, &retry, &node).await;
-                    drop(slot);
+                    slot.finish(Load::of(
+                        result.attempt.outcome,
+                        result
+                            .attempt
+                            .status_code
+                            .and_then(|s| u16::try_from(s).ok()),
+                        Duration::from_millis(
+                            u64::try_from(result.attempt.duration_ms).unwrap_or(0),
+                        ),
+                    ));
                     metrics.attempt_finished(
                         result.attempt.outcome,
                         Duration::from_millis(
@@ -245,41 +255,6 @@ impl Worker {
         let _ = writer.await;
         let _ = housekeeping.await;
         tracing::info!("delivery worker stopped");
-    }
-}
-
-/// Attempts in flight per host on this node.
-type BusyHosts = std::sync::Mutex<std::collections::HashMap<String, usize>>;
-
-/// One attempt in flight to a host, counted in [`BusyHosts`] until dropped.
-struct HostSlot {
-    busy: Arc<BusyHosts>,
-    host: String,
-}
-
-impl HostSlot {
-    fn take(busy: &Arc<BusyHosts>, host: &str) -> Self {
-        *busy
-            .lock()
-            .expect("not poisoned")
-            .entry(host.to_owned())
-            .or_default() += 1;
-        Self {
-            busy: Arc::clone(busy),
-            host: host.to_owned(),
-        }
-    }
-}
-
-impl Drop for HostSlot {
-    fn drop(&mut self) {
-        let mut busy = self.busy.lock().expect("not poisoned");
-        if let Some(n) = busy.get_mut(&self.host) {
-            *n -= 1;
-            if *n == 0 {
-                busy.remove(&self.host);
-            }
-        }
     }
 }
 
@@ -460,31 +435,5 @@ async fn housekeeping(
             _ = tokio::time::sleep(config.idle_poll * 5) => {}
             _ = shutdown.cancelled() => break,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_slots_count_attempts_in_flight_until_dropped() {
-        let busy: Arc<BusyHosts> = Arc::default();
-        let count = |host: &str| busy.lock().unwrap().get(host).copied();
-        let a = HostSlot::take(&busy, "a.example:443");
-        let b = HostSlot::take(&busy, "a.example:443");
-        let c = HostSlot::take(&busy, "b.example:443");
-        assert_eq!(
-            (count("a.example:443"), count("b.example:443")),
-            (Some(2), Some(1))
-        );
-        drop(a);
-        drop(c);
-        assert_eq!(
-            (count("a.example:443"), count("b.example:443")),
-            (Some(1), None)
-        );
-        drop(b);
-        assert!(busy.lock().unwrap().is_empty());
     }
 }

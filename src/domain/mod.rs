@@ -4,6 +4,7 @@
 //! reqwest. Storage, delivery and the HTTP edge depend on the domain, never the reverse.
 
 pub mod breaker;
+pub mod concurrency;
 pub mod delivery;
 pub mod instance;
 pub mod process;
@@ -13,6 +14,7 @@ pub mod user;
 pub mod webhook;
 
 pub use breaker::{AfterFailure, BreakerPolicy, Change, Health};
+pub use concurrency::{ConcurrencyLimit, Load};
 pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus, Signal, storable_text};
 pub use instance::{InstanceData, InstanceId, InstanceStatus, UniqueId};
 pub use process::{ProcessName, ProcessTitle};

@@ -90,6 +90,8 @@ pub struct Outbound {
     pub breaker: BreakerPolicy,
     pub lease_margin: std::time::Duration,
     pub per_host_cap: usize,
+    /// The worker's adaptive limit per receiving host, as the API and metrics show it.
+    pub limits: Arc<crate::delivery::HostLimits>,
 }
 
 /// The outcome of a test callback.
@@ -145,6 +147,11 @@ impl Herald {
         }
     }
 
+    /// The operator's ceiling on any host's concurrency (`--max-per-host`).
+    pub fn per_host_ceiling(&self) -> usize {
+        self.outbound.per_host_cap
+    }
+
     /// This node's counters, which its worker shares.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -155,7 +162,9 @@ impl Herald {
     pub async fn metrics_text(&self, caller: &Caller) -> Result<String> {
         require_webhook_manager(caller)?;
         let queue = self.store.queue_stats(Millis::now()).await?;
-        Ok(self.metrics.render(&queue))
+        Ok(self
+            .metrics
+            .render(&queue, &self.outbound.limits.snapshot()))
     }
 
     /// Counts an event this node committed (its write began at `started`) and wakes the worker

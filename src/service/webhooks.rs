@@ -44,6 +44,9 @@ impl Herald {
             limit: 1,
             per_host_cap: out.per_host_cap as i64,
             full_hosts: &[],
+            room_hosts: &[],
+            rooms: &[],
+            default_room: 1,
         };
         let keys = self.store.signing_keys(caller.workspace_id, now).await?;
         let claimed = self
@@ -106,6 +109,24 @@ impl Herald {
     pub async fn destinations(&self, caller: &Caller) -> Result<Vec<DestinationRecord>> {
         require_webhook_manager(caller)?;
         Ok(self.store.destinations(caller.workspace_id).await?)
+    }
+
+    /// This node's adaptive concurrency for each host of the workspace's callback URLs that it
+    /// has called lately: the limit it allows now and the callbacks in flight.
+    pub async fn host_concurrency(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<crate::delivery::HostConcurrency>> {
+        require_webhook_manager(caller)?;
+        let settings = self.store.webhook_settings(caller.workspace_id).await?;
+        let mut hosts: Vec<String> = EventType::ALL
+            .iter()
+            .flat_map(|e| settings.event(*e).urls.iter().map(|u| u.host_key()))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let limits = &self.outbound.limits;
+        Ok(hosts.iter().filter_map(|h| limits.of(h)).collect())
     }
 
     /// Enables a URL that was disabled because its receiver answered 410 Gone. `url` is the URL

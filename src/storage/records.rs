@@ -218,10 +218,16 @@ pub struct ClaimRequest<'a> {
     pub lease_until: Millis,
     /// Most deliveries to return.
     pub limit: i64,
-    /// Most attempts in flight to one host (`host:port`) across all nodes.
+    /// Most leases of one host (`host:port`) across all nodes: the operator's ceiling.
     pub per_host_cap: i64,
-    /// Hosts at their cap on this node alone: the claim need not count their leases.
+    /// Hosts with no room on this node: the claim need not count their leases.
     pub full_hosts: &'a [String],
+    /// Hosts whose room this node limits (its adaptive limit less what is in flight), and the
+    /// most the claim takes for each (`room_hosts[i]` takes at most `rooms[i]`).
+    pub room_hosts: &'a [String],
+    pub rooms: &'a [i64],
+    /// The most the claim takes for any other host.
+    pub default_room: i64,
 }
 
 /// The state of the whole delivery queue (every workspace), for `/metrics`.

@@ -198,7 +198,7 @@ pub trait Queue: Send + Sync + 'static {
     /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
     /// come, nobody holds an unexpired lease on it, no earlier delivery for the same instance and
     /// URL is still pending (per-instance ordering), and its host has fewer than
-    /// `per_host_cap` attempts in flight.
+    /// `per_host_cap` leases; of a host, the claim takes no more than the request's room for it.
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>>;
 
     /// Writes the results of attempts, all in one transaction, and updates the health of their

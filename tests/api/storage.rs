@@ -53,6 +53,7 @@ conformance!(
     claims_keep_per_instance_order,
     claims_respect_the_per_host_cap,
     claims_skip_the_hosts_the_worker_says_are_full,
+    claims_take_no_more_of_a_host_than_this_nodes_room_for_it,
     results_are_recorded_and_the_log_filters,
     the_breaker_holds_and_releases_a_url,
     a_large_backlog_is_held_chunk_by_chunk_until_the_breaker_closes,
@@ -125,6 +126,9 @@ fn claim(now: Millis, limit: i64, cap: i64) -> ClaimRequest<'static> {
         limit,
         per_host_cap: cap,
         full_hosts: &[],
+        room_hosts: &[],
+        rooms: &[],
+        default_room: cap,
     }
 }
 
@@ -666,6 +670,43 @@ async fn claims_skip_the_hosts_the_worker_says_are_full(store: Arc<dyn Store>) {
     assert!(rest.iter().all(|c| c.host == "one.example:443"));
 }
 
+async fn claims_take_no_more_of_a_host_than_this_nodes_room_for_it(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(
+            ws,
+            &settings(
+                &[
+                    "https://one.example/",
+                    "https://two.example/",
+                    "https://three.example/",
+                ],
+                &[],
+                &[],
+            ),
+        )
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..5 {
+        create(&store, ws, &p).await;
+    }
+    let now = Millis::now();
+    let hosts = ["one.example:443".to_owned(), "two.example:443".to_owned()];
+    let request = ClaimRequest {
+        room_hosts: &hosts,
+        rooms: &[2, 4],
+        default_room: 1,
+        ..claim(now, 100, 3)
+    };
+    let got = store.claim_due(request).await.unwrap();
+    let count = |host: &str| got.iter().filter(|c| c.host == host).count();
+    // Each host's room on this node, and never more than the fleet-wide cap (3).
+    assert_eq!(count("one.example:443"), 2, "{got:?}");
+    assert_eq!(count("two.example:443"), 3, "{got:?}");
+    assert_eq!(count("three.example:443"), 1, "{got:?}");
+}
+
 async fn results_are_recorded_and_the_log_filters(store: Arc<dyn Store>) {
     let ws = setup(&store).await;
     store
@@ -1101,6 +1142,9 @@ async fn concurrent_claimers_never_overlap(store: Arc<dyn Store>) {
                     limit: 7,
                     per_host_cap: 1000,
                     full_hosts: &[],
+                    room_hosts: &[],
+                    rooms: &[],
+                    default_room: 1000,
                 };
                 let got = store.claim_due(request).await.unwrap();
                 if got.is_empty() {

@@ -28,6 +28,9 @@ async fn an_unknown_event_type_or_format_is_a_decode_error(db: TestDb) {
         limit: 10,
         per_host_cap: 8,
         full_hosts: &[],
+        room_hosts: &[],
+        rooms: &[],
+        default_room: 8,
     };
     let claimed = store.claim_due(claim()).await.unwrap();
     let ids: Vec<&str> = claimed.iter().map(|c| c.instance_id.as_str()).collect();

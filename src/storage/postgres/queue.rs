@@ -53,6 +53,9 @@ impl Queue for PostgresStore {
             .bind(request.limit)
             .bind(request.per_host_cap)
             .bind(request.full_hosts)
+            .bind(request.room_hosts)
+            .bind(request.rooms)
+            .bind(request.default_room)
             .persistent(!fresh);
         let result = if fresh {
             query.fetch_all(&self.claims_fresh).await
@@ -237,7 +240,9 @@ const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
                      AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
                    LIMIT 1) IS NULL
             ORDER BY d.next_attempt_at, d.id
-            LIMIT GREATEST($5 - b.n, 0)
+            LIMIT LEAST(GREATEST($5 - b.n, 0),
+                        COALESCE((SELECT r.room FROM unnest($7::text[], $8::bigint[]) AS r(host, room)
+                                  WHERE r.host = h.host LIMIT 1), $9))
             FOR UPDATE SKIP LOCKED
         ) picked
         WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])

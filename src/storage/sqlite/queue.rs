@@ -12,6 +12,13 @@ impl Queue for SqliteStore {
             limit: request.limit,
             per_host_cap: request.per_host_cap,
             full_hosts: request.full_hosts.to_vec(),
+            rooms: request
+                .room_hosts
+                .iter()
+                .cloned()
+                .zip(request.rooms.iter().copied())
+                .collect(),
+            default_room: request.default_room,
         };
         let _writing = self.write.acquire().await?;
         self.thread

@@ -104,6 +104,9 @@ pub(super) struct Claim {
     pub limit: i64,
     pub per_host_cap: i64,
     pub full_hosts: Vec<String>,
+    /// This node's room per host (see `ClaimRequest`), and for other hosts.
+    pub rooms: std::collections::HashMap<String, i64>,
+    pub default_room: i64,
 }
 
 /// The hosts a claim visits (see `storage::pending_hosts_cte`).
@@ -150,7 +153,10 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
              LIMIT ?3",
         )?;
         for host in hosts.iter().filter(|h| !c.full_hosts.contains(h)) {
-            let free = (c.per_host_cap - busy.get(host).copied().unwrap_or(0)).min(c.limit);
+            let room = c.rooms.get(host).copied().unwrap_or(c.default_room);
+            let free = (c.per_host_cap - busy.get(host).copied().unwrap_or(0))
+                .min(room)
+                .min(c.limit);
             if free <= 0 {
                 continue;
             }

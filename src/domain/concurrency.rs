@@ -1,0 +1,339 @@
+//! How many callbacks one receiving host gets at once: a limit that adapts to the receiver
+//! (decision 0009). It rises while the receiver answers successfully without slowing down, and
+//! falls when it times out, refuses connections, answers 429 or 503, or its answers take much
+//! longer than they did at their quickest. In the spirit of TCP's congestion control: it doubles
+//! every round trip until the first sign of overload (slow start), then grows by one per round
+//! trip and halves on overload, between a floor and the operator's ceiling (`--max-per-host`).
+//!
+//! Pure: the worker feeds it each finished attempt and asks it how many may be in flight.
+
+use super::AttemptOutcome;
+use std::time::Duration;
+
+/// The fewest callbacks a host is allowed at once, however it behaves.
+pub const FLOOR: usize = 1;
+
+/// Where a host's limit starts.
+pub const INITIAL: usize = 8;
+
+/// Latency counts as rising once the recent average is this many times the quickest answer
+/// seen lately, plus [`LATENCY_SLACK`] (so that sub-millisecond jitter on a fast receiver is
+/// not mistaken for a queue building up).
+const LATENCY_FACTOR: f64 = 2.0;
+const LATENCY_SLACK: Duration = Duration::from_millis(5);
+
+/// On a latency rise the limit shrinks by this factor; on an overload answer, by
+/// [`OVERLOAD_DECREASE`].
+const LATENCY_DECREASE: f64 = 0.9;
+const OVERLOAD_DECREASE: f64 = 0.5;
+
+/// The quickest answer is forgotten after this many samples, so a receiver that became slower
+/// for good sets a new baseline instead of being held down forever.
+const BASELINE_SAMPLES: u32 = 1_000;
+
+/// What one finished attempt says about the receiver's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Answered successfully in this long.
+    Served(Duration),
+    /// Timed out, refused or dropped the connection, or answered 429 or 503.
+    Overloaded,
+    /// Anything else (a 4xx, a 500, a redirect): says nothing about load.
+    Neutral,
+}
+
+impl Load {
+    /// Classifies an attempt by its outcome, status and duration.
+    pub fn of(outcome: AttemptOutcome, status: Option<u16>, took: Duration) -> Self {
+        match (outcome, status) {
+            (AttemptOutcome::Success, _) => Load::Served(took),
+            (_, Some(429 | 503)) => Load::Overloaded,
+            (
+                AttemptOutcome::Timeout
+                | AttemptOutcome::ConnectionRefused
+                | AttemptOutcome::ConnectionError,
+                _,
+            ) => Load::Overloaded,
+            _ => Load::Neutral,
+        }
+    }
+}
+
+/// The adaptive limit of one host.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimit {
+    limit: f64,
+    ceiling: usize,
+    /// Still doubling: no overload seen yet.
+    slow_start: bool,
+    /// The quickest answer since the baseline was last reset, and the samples since.
+    quickest: Option<Duration>,
+    samples: u32,
+    /// The recent average answer time (exponentially weighted).
+    average: Option<Duration>,
+    /// When (ms on the caller's clock) the limit last shrank: one decrease per round trip.
+    last_decrease: Option<i64>,
+}
+
+impl ConcurrencyLimit {
+    /// A new host's limit: [`INITIAL`], never above `ceiling` (itself at least [`FLOOR`]).
+    pub fn new(ceiling: usize) -> Self {
+        let ceiling = ceiling.max(FLOOR);
+        Self {
+            limit: INITIAL.min(ceiling) as f64,
+            ceiling,
+            slow_start: true,
+            quickest: None,
+            samples: 0,
+            average: None,
+            last_decrease: None,
+        }
+    }
+
+    /// How many callbacks may be in flight to the host now.
+    pub fn current(&self) -> usize {
+        (self.limit.floor() as usize).clamp(FLOOR, self.ceiling)
+    }
+
+    /// Learns from one finished attempt, made while `in_flight` attempts (itself included) were
+    /// in flight to the host, ending at `now_ms`. The limit grows only while it is used: a host
+    /// that gets a few callbacks a second keeps its limit where it is.
+    pub fn observe(&mut self, load: Load, in_flight: usize, now_ms: i64) {
+        match load {
+            Load::Neutral => {}
+            Load::Overloaded => self.decrease(OVERLOAD_DECREASE, now_ms),
+            Load::Served(took) => {
+                self.samples += 1;
+                if self.samples >= BASELINE_SAMPLES {
+                    self.samples = 0;
+                    self.quickest = self.average;
+                }
+                let quickest = *self
+                    .quickest
+                    .insert(self.quickest.map_or(took, |q| q.min(took)));
+                let average = match self.average {
+                    None => took,
+                    Some(a) => a.mul_f64(0.9) + took.mul_f64(0.1),
+                };
+                self.average = Some(average);
+                if average > quickest.mul_f64(LATENCY_FACTOR) + LATENCY_SLACK {
+                    self.decrease(LATENCY_DECREASE, now_ms);
+                } else if in_flight * 2 >= self.current() {
+                    self.limit += if self.slow_start {
+                        1.0
+                    } else {
+                        1.0 / self.limit
+                    };
+                    self.limit = self.limit.min(self.ceiling as f64);
+                }
+            }
+        }
+    }
+
+    /// Shrinks the limit by `factor`, at most once per round trip (the attempts in flight when
+    /// a receiver falls over all end at about the same time: that is one signal, not many).
+    fn decrease(&mut self, factor: f64, now_ms: i64) {
+        let round_trip = self
+            .average
+            .map_or(0, |a| i64::try_from(a.as_millis()).unwrap_or(i64::MAX))
+            .max(10);
+        if self
+            .last_decrease
+            .is_some_and(|at| now_ms.saturating_sub(at) < round_trip)
+        {
+            return;
+        }
+        self.slow_start = false;
+        self.last_decrease = Some(now_ms);
+        self.limit = (self.limit * factor).max(FLOOR as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn served(ms: u64) -> Load {
+        Load::Served(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_fast_busy_receiver_gets_up_to_the_ceiling_and_no_further() {
+        let mut limit = ConcurrencyLimit::new(64);
+        assert_eq!(limit.current(), INITIAL);
+        for i in 0..1_000 {
+            let busy = limit.current();
+            limit.observe(served(1), busy, i);
+        }
+        assert_eq!(limit.current(), 64);
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_trip_then_growth_is_linear() {
+        let mut limit = ConcurrencyLimit::new(1_000);
+        // One round trip: as many successes as the limit.
+        let round = |limit: &mut ConcurrencyLimit, t: i64| {
+            let n = limit.current();
+            for _ in 0..n {
+                limit.observe(served(20), n, t);
+            }
+        };
+        round(&mut limit, 0);
+        assert_eq!(limit.current(), 16);
+        round(&mut limit, 20);
+        assert_eq!(limit.current(), 32);
+        limit.observe(Load::Overloaded, 32, 40);
+        assert_eq!(limit.current(), 16);
+        round(&mut limit, 100);
+        round(&mut limit, 120);
+        assert_eq!(
+            limit.current(),
+            17,
+            "about one more per round trip after slow start"
+        );
+    }
+
+    #[test]
+    fn an_unused_limit_does_not_grow() {
+        let mut limit = ConcurrencyLimit::new(64);
+        for i in 0..1_000 {
+            limit.observe(served(1), 1, i);
+        }
+        assert_eq!(limit.current(), INITIAL);
+    }
+
+    #[test]
+    fn overload_halves_once_per_round_trip() {
+        let mut limit = ConcurrencyLimit::new(256);
+        for i in 0..200 {
+            let busy = limit.current();
+            limit.observe(served(50), busy, i);
+        }
+        let before = limit.current();
+        // Every attempt in flight times out at once: one halving.
+        for _ in 0..before {
+            limit.observe(Load::Overloaded, before, 10_000);
+        }
+        assert_eq!(limit.current(), before / 2);
+        // A round trip later, the next overload halves again.
+        limit.observe(Load::Overloaded, before, 10_100);
+        assert_eq!(limit.current(), before / 4);
+    }
+
+    #[test]
+    fn rising_latency_backs_off() {
+        let mut limit = ConcurrencyLimit::new(256);
+        let mut t = 0;
+        for _ in 0..500 {
+            let busy = limit.current();
+            limit.observe(served(50), busy, t);
+            t += 1;
+        }
+        let high = limit.current();
+        // The receiver starts queueing: answers take 150 ms.
+        for _ in 0..200 {
+            let busy = limit.current();
+            limit.observe(served(150), busy, t);
+            t += 20;
+        }
+        assert!(
+            limit.current() < high / 2,
+            "{} against {high}",
+            limit.current()
+        );
+    }
+
+    #[test]
+    fn a_receiver_that_became_slower_for_good_gets_a_new_baseline() {
+        let mut limit = ConcurrencyLimit::new(64);
+        let mut t = 0;
+        for _ in 0..100 {
+            limit.observe(served(1), 8, t);
+            t += 1;
+        }
+        for _ in 0..(3 * BASELINE_SAMPLES) {
+            let busy = limit.current();
+            limit.observe(served(40), busy, t);
+            t += 1;
+        }
+        assert!(limit.current() > INITIAL, "{}", limit.current());
+    }
+
+    #[test]
+    fn load_is_classified_by_outcome_and_status() {
+        let took = Duration::from_millis(3);
+        assert_eq!(
+            Load::of(AttemptOutcome::Success, Some(200), took),
+            Load::Served(took)
+        );
+        for status in [429, 503] {
+            assert_eq!(
+                Load::of(AttemptOutcome::HttpStatus, Some(status), took),
+                Load::Overloaded
+            );
+        }
+        assert_eq!(
+            Load::of(AttemptOutcome::Timeout, None, took),
+            Load::Overloaded
+        );
+        assert_eq!(
+            Load::of(AttemptOutcome::ConnectionRefused, None, took),
+            Load::Overloaded
+        );
+        assert_eq!(
+            Load::of(AttemptOutcome::HttpStatus, Some(500), took),
+            Load::Neutral
+        );
+        assert_eq!(
+            Load::of(AttemptOutcome::HttpStatus, Some(404), took),
+            Load::Neutral
+        );
+    }
+
+    fn load() -> impl Strategy<Value = Load> {
+        prop_oneof![
+            (0u64..20_000).prop_map(|ms| Load::Served(Duration::from_millis(ms))),
+            Just(Load::Overloaded),
+            Just(Load::Neutral),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the receiver does, the limit stays between the floor and the ceiling.
+        #[test]
+        fn the_limit_stays_between_floor_and_ceiling(
+            ceiling in 0usize..300,
+            samples in prop::collection::vec((load(), 0usize..400, 0i64..100), 0..400),
+        ) {
+            let mut limit = ConcurrencyLimit::new(ceiling);
+            let mut now = 0;
+            for (load, busy, step) in samples {
+                now += step;
+                limit.observe(load, busy, now);
+                prop_assert!(limit.current() >= FLOOR);
+                prop_assert!(limit.current() <= ceiling.max(FLOOR));
+            }
+        }
+
+        /// An overload answer never raises the limit, and a neutral one never changes it.
+        #[test]
+        fn overload_never_raises_and_neutral_never_moves(
+            samples in prop::collection::vec((load(), 0usize..400, 0i64..100), 0..200),
+            busy in 0usize..400,
+        ) {
+            let mut limit = ConcurrencyLimit::new(256);
+            let mut now = 0;
+            for (load, b, step) in samples {
+                now += step;
+                limit.observe(load, b, now);
+            }
+            let before = limit.current();
+            let mut neutral = limit.clone();
+            neutral.observe(Load::Neutral, busy, now + 1);
+            prop_assert_eq!(neutral.current(), before);
+            limit.observe(Load::Overloaded, busy, now + 1);
+            prop_assert!(limit.current() <= before);
+        }
+    }
+}
