@@ -292,6 +292,29 @@ struct ReceiverState {
     behaviours: Mutex<HashMap<String, Behaviour>>,
     counts: Mutex<HashMap<String, usize>>,
     arrived: Notify,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one request as being answered until dropped.
+struct Answering(Arc<ReceiverState>);
+
+impl Answering {
+    fn new(state: &Arc<ReceiverState>) -> Self {
+        use std::sync::atomic::Ordering;
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A real HTTP server on 127.0.0.1 that records every request. Paths answer 200 unless told
@@ -331,6 +354,11 @@ impl Receiver {
             .insert(path.to_owned(), behaviour);
     }
 
+    /// The most requests this receiver was answering at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.state.requests.lock().unwrap().clone()
     }
@@ -366,6 +394,7 @@ impl Receiver {
 }
 
 async fn record(state: Arc<ReceiverState>, request: Request) -> axum::response::Response {
+    let _answering = Answering::new(&state);
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await

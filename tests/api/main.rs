@@ -3,6 +3,7 @@
 
 mod browser;
 mod cli;
+mod concurrency;
 #[macro_use]
 mod db;
 mod delivery;

@@ -1,0 +1,111 @@
+//! Each receiving host's adaptive concurrency, driven through the API with a real receiver: a
+//! receiver that keeps up is given more than the initial 8 at once, never more than the
+//! operator's ceiling; one that answers 503 is given fewer; the limit is shown in
+//! `GET /api/v1/webhooks/health` and `/metrics`.
+
+use crate::helpers::{Behaviour, Receiver, TestApp, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Creates `n` instances of process `p`, 32 requests at a time, so a backlog builds up.
+async fn burst(app: &TestApp, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        let creates = chunk
+            .iter()
+            .map(|i| app.post("/api/v1/processes/p/instances", json!({"data": {"i": i}})));
+        for (status, body) in futures_util::future::join_all(creates).await {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+}
+
+/// This node's entry for the receiver's host in the health listing.
+async fn host_entry(app: &TestApp, receiver: &Receiver) -> Option<Value> {
+    let (status, body) = app.get("/api/v1/webhooks/health").await;
+    assert_eq!(status, 200, "{body}");
+    let host = receiver.addr.to_string();
+    body["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host.as_str())
+        .cloned()
+}
+
+async fn a_receiver_that_keeps_up_gets_more_at_once(app: TestApp) {
+    let receiver = Receiver::start().await;
+    receiver.behave("/busy", Behaviour::Delay(20));
+    app.configure(&[&receiver.url("/busy")], &[], &[]).await;
+    app.process("p").await;
+    burst(&app, 400).await;
+    receiver.wait_for(Some("/busy"), 400).await;
+    let peak = receiver.peak_in_flight();
+    assert!(
+        peak > 8,
+        "a receiver answering in 20 ms got only {peak} at once"
+    );
+    let entry = host_entry(&app, &receiver)
+        .await
+        .expect("the host is shown");
+    let limit = entry["concurrencyLimit"].as_u64().unwrap();
+    assert!(limit > 8, "{entry}");
+    assert_eq!(entry["ceiling"], 256, "{entry}");
+    let (_, _, text) = app
+        .call_full(Method::GET, "/metrics", Some(&app.token), None, &[])
+        .await;
+    let text = text.as_str().expect("plain text");
+    assert!(
+        text.contains(&format!(
+            "herald_host_concurrency_limit{{host=\"{}\"}} {limit}",
+            receiver.addr
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_up_gets_more_at_once_sqlite() {
+    a_receiver_that_keeps_up_gets_more_at_once(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_up_gets_more_at_once_postgres() {
+    if let Some(app) = TestApp::spawn_postgres(|_| {}).await {
+        a_receiver_that_keeps_up_gets_more_at_once(app).await;
+    }
+}
+
+#[tokio::test]
+async fn no_host_gets_more_than_the_ceiling() {
+    let app = TestApp::spawn_with(|c| c.max_per_host = 3).await;
+    let receiver = Receiver::start().await;
+    receiver.behave("/busy", Behaviour::Delay(20));
+    app.configure(&[&receiver.url("/busy")], &[], &[]).await;
+    app.process("p").await;
+    burst(&app, 150).await;
+    receiver.wait_for(Some("/busy"), 150).await;
+    assert_eq!(receiver.peak_in_flight(), 3);
+    let entry = host_entry(&app, &receiver)
+        .await
+        .expect("the host is shown");
+    assert_eq!(entry["concurrencyLimit"], 3, "{entry}");
+    assert_eq!(entry["ceiling"], 3, "{entry}");
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_503_gets_fewer_at_once() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.behave("/overloaded", Behaviour::Status(503));
+    app.configure(&[&receiver.url("/overloaded")], &[], &[])
+        .await;
+    app.process("p").await;
+    burst(&app, 40).await;
+    let limit = eventually("the host's limit to fall below 8", || async {
+        let entry = host_entry(&app, &receiver).await?;
+        let limit = entry["concurrencyLimit"].as_u64()?;
+        (limit < 8).then_some(limit)
+    })
+    .await;
+    assert!(limit >= 1);
+}
