@@ -101,7 +101,15 @@ impl ConcurrencyLimit {
     pub fn observe(&mut self, load: Load, in_flight: usize, now_ms: i64) {
         match load {
             Load::Neutral => {}
-            Load::Overloaded => self.decrease(OVERLOAD_DECREASE, now_ms),
+            Load::Overloaded => {
+                if !self.decrease(OVERLOAD_DECREASE, now_ms) {
+                    // Already halved this round trip: no more in flight than there were, less
+                    // this one. Otherwise answers that fail at once (a 503 is quick) would free
+                    // slots for more of them until the next halving (decision 0009).
+                    let below = in_flight.saturating_sub(1).max(FLOOR) as f64;
+                    self.limit = self.limit.min(below);
+                }
+            }
             Load::Served(took) => {
                 self.samples += 1;
                 if self.samples >= BASELINE_SAMPLES {
@@ -131,8 +139,9 @@ impl ConcurrencyLimit {
     }
 
     /// Shrinks the limit by `factor`, at most once per round trip (the attempts in flight when
-    /// a receiver falls over all end at about the same time: that is one signal, not many).
-    fn decrease(&mut self, factor: f64, now_ms: i64) {
+    /// a receiver falls over all end at about the same time: that is one signal, not many);
+    /// whether it did.
+    fn decrease(&mut self, factor: f64, now_ms: i64) -> bool {
         let round_trip = self
             .average
             .map_or(0, |a| i64::try_from(a.as_millis()).unwrap_or(i64::MAX))
@@ -141,11 +150,12 @@ impl ConcurrencyLimit {
             .last_decrease
             .is_some_and(|at| now_ms.saturating_sub(at) < round_trip)
         {
-            return;
+            return false;
         }
         self.slow_start = false;
         self.last_decrease = Some(now_ms);
         self.limit = (self.limit * factor).max(FLOOR as f64);
+        true
     }
 }
 
@@ -219,6 +229,23 @@ mod tests {
         // A round trip later, the next overload halves again.
         limit.observe(Load::Overloaded, before, 10_100);
         assert_eq!(limit.current(), before / 4);
+    }
+
+    #[test]
+    fn quick_failures_within_a_round_trip_free_no_slots_for_more() {
+        let mut limit = ConcurrencyLimit::new(256);
+        for i in 0..200 {
+            let busy = limit.current();
+            limit.observe(served(50), busy, i);
+        }
+        limit.observe(Load::Overloaded, 100, 1_000);
+        assert_eq!(limit.current(), 104);
+        // More 503s come back within the round trip, in flight falling with each: the limit
+        // follows what is in flight down instead of letting each be replaced.
+        for in_flight in (21..=100).rev() {
+            limit.observe(Load::Overloaded, in_flight, 1_001);
+        }
+        assert_eq!(limit.current(), 20);
     }
 
     #[test]

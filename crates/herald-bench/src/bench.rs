@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod burst;
+mod capacity;
 
 pub use burst::BurstFigures;
+pub use capacity::CapacityFigures;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const CONCURRENCY: usize = 32;
@@ -31,7 +33,7 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–8); empty runs all.
+    /// Scenarios to run (1–10); empty runs all.
     pub only: Vec<u8>,
     /// The `herald` binary to measure.
     pub herald: PathBuf,
@@ -64,6 +66,9 @@ pub struct Figures {
     /// Scenario 8's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<BurstFigures>,
+    /// Scenarios 9 and 10's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityFigures>,
 }
 
 /// Mean durations of the node's stages (ms) and the mean claim size, read from its metrics.
@@ -993,6 +998,15 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
     if want(8) {
         let length = Duration::from_secs(if q { 2 } else { 20 });
         all.push(burst::burst(&bench, length).await?);
+    }
+    let rate = if q { 500.0 } else { 5_000.0 };
+    if want(9) {
+        let length = Duration::from_secs(if q { 2 } else { 12 });
+        all.push(capacity::capacity(&bench, false, rate, length).await?);
+    }
+    if want(10) {
+        let length = Duration::from_secs(if q { 2 } else { 14 });
+        all.push(capacity::capacity(&bench, true, rate, length).await?);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");

@@ -19,8 +19,8 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
     assert!(table.contains("bare-client ceiling"), "{table}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 8, "{doc}");
-    for s in scenarios {
+    assert_eq!(scenarios.len(), 10, "{doc}");
+    for s in &scenarios[..8] {
         assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
         assert!(s["callbacks_per_sec"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["peak_rss_mib"].as_f64().unwrap() > 0.0, "{s}");
@@ -43,5 +43,18 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
     assert!(
         burst["bare_same_connections_per_sec"].as_f64().unwrap() > 0.0,
         "{burst}"
+    );
+    // The capacity scenarios reach their receiver and, in scenario 10, measure after the drop.
+    for s in &scenarios[8..] {
+        assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
+        assert_eq!(s["capacity"]["capacity"], 200, "{s}");
+    }
+    assert!(
+        scenarios[9]["capacity"]["after_drop_requests"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        scenarios[9]
     );
 }
