@@ -26,7 +26,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The most a request body may hold: axum's default limit, which Herald keeps.
+const BODY_LIMIT: &str = "2 MiB";
+
 fn json_rejection(rejection: JsonRejection) -> HttpError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return HttpError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!(
+                "the request body is larger than {BODY_LIMIT}, the most Herald accepts"
+            ),
+        };
+    }
     let (status, code) = match &rejection {
         JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),

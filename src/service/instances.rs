@@ -50,11 +50,18 @@ impl Herald {
         Ok(created)
     }
 
+    /// An instance. One in the recycle bin exists only for administrators, whose bin it is (as
+    /// in the original): to anyone else it is not found.
     pub async fn instance(&self, caller: &Caller, id: &InstanceId) -> Result<InstanceRecord> {
-        self.store
+        let record = self
+            .store
             .instance(caller.workspace_id, id)
             .await?
-            .ok_or_else(|| instance_not_found(id))
+            .ok_or_else(|| instance_not_found(id))?;
+        if record.deleted_at.is_some() && caller.role != Role::Administrator {
+            return Err(instance_not_found(id));
+        }
+        Ok(record)
     }
 
     pub async fn instances(

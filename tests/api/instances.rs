@@ -254,3 +254,51 @@ async fn concurrent_creates_get_unique_gap_free_numbers() {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=40).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_with_herald_error_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    app.process("big").await;
+    let data = "x".repeat(3 * 1024 * 1024);
+    let (status, err) = app
+        .post(
+            "/api/v1/processes/big/instances",
+            json!({"data": {"text": data}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["code"], "body_too_large", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("2 MiB"), "{err}");
+    let (status, list) = app.get("/api/v1/processes/big/instances").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[tokio::test]
+async fn only_administrators_read_an_instance_in_the_recycle_bin() {
+    let app = TestApp::spawn().await;
+    app.process("leave-request").await;
+    let id = app.instance("leave-request", json!({"days": 2})).await;
+    let user = app.user_token("reader@example.com", "user").await;
+    let developer = app.user_token("dev@example.com", "developer").await;
+    let path = format!("/api/v1/instances/{id}");
+    for token in [&user, &developer] {
+        let (status, body) = app.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "before the delete: {body}");
+    }
+    let (status, _) = app.delete(&path).await;
+    assert!(status.is_success(), "{status}");
+    for token in [&user, &developer] {
+        let (status, body) = app.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["code"], "not_found", "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+    }
+    let (status, body) = app.get(&path).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the administrator still reads it: {body}"
+    );
+    assert!(body["deletedAt"].is_string(), "{body}");
+}

@@ -41,7 +41,10 @@ async fn counters_follow(app: TestApp) {
     let rx = Receiver::start().await;
     rx.behave("/gone", Behaviour::Status(410));
     let (ok, gone) = (rx.url("/ok"), rx.url("/gone"));
-    app.configure(&[&ok, &gone], &[&ok], &[&ok]).await;
+    // The 410 receiver only for `deleted`: one event calls it. (For `created` too, whether the
+    // second instance's callback reached it or was failed unsent, the URL being disabled by
+    // then, depended on which came first.)
+    app.configure(&[&ok], &[&ok], &[&ok, &gone]).await;
     app.process("expense").await;
 
     let first = app.instance("expense", json!({"amount": 1})).await;
@@ -56,13 +59,13 @@ async fn counters_follow(app: TestApp) {
     let (status, _) = app.delete(&format!("/api/v1/instances/{first}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
-    // Four callbacks answered 200, two answered 410 (which ends a delivery without retries).
+    // Four callbacks answered 200, one answered 410 (which ends a delivery without retries).
     rx.wait_for(Some("/ok"), 4).await;
-    rx.wait_for(Some("/gone"), 2).await;
+    rx.wait_for(Some("/gone"), 1).await;
     let text = eventually("every result counted and stored", || async {
         let text = scrape(&app).await;
         (sample(&text, "herald_deliveries_succeeded_total") == Some(4.0)
-            && sample(&text, "herald_deliveries_failed_total") == Some(2.0)
+            && sample(&text, "herald_deliveries_failed_total") == Some(1.0)
             && sample(&text, "herald_deliveries_pending") == Some(0.0))
         .then_some(text)
     })
@@ -74,16 +77,16 @@ async fn counters_follow(app: TestApp) {
         ("herald_callback_attempts_total{outcome=\"success\"}", 4.0),
         (
             "herald_callback_attempts_total{outcome=\"http_status\"}",
-            2.0,
+            1.0,
         ),
         ("herald_callback_attempts_total{outcome=\"timeout\"}", 0.0),
-        ("herald_callback_attempt_duration_seconds_count", 6.0),
+        ("herald_callback_attempt_duration_seconds_count", 5.0),
         (
             "herald_callback_attempt_duration_seconds_bucket{le=\"+Inf\"}",
-            6.0,
+            5.0,
         ),
         ("herald_delivery_retries_scheduled_total", 0.0),
-        ("herald_claimed_deliveries_total", 6.0),
+        ("herald_claimed_deliveries_total", 5.0),
         ("herald_callbacks_in_flight", 0.0),
         ("herald_deliveries_due", 0.0),
         ("herald_queue_lag_seconds", 0.0),

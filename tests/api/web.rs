@@ -280,3 +280,61 @@ async fn a_url_disabled_by_a_410_is_shown_and_enabled_on_the_developer_page() {
     let (_, h) = app.get("/api/v1/webhooks/health").await;
     assert_eq!(h["items"][0]["state"], "healthy");
 }
+
+#[tokio::test]
+async fn every_ui_response_carries_the_security_headers() {
+    let app = TestApp::spawn().await;
+    let (_, cookie) = login(&app, false).await;
+    // The login form, a page with the signing secret, a redirect, an error page and an asset.
+    for (path, signed_in) in [
+        ("/login", false),
+        ("/ui/admin/developer", true),
+        ("/", true),
+        ("/ui/processes/no-such-process", true),
+        ("/assets/app.css", false),
+    ] {
+        let mut request = client().get(format!("{}{path}", app.base));
+        if signed_in {
+            request = request.header("cookie", &cookie);
+        }
+        let response = request.send().await.unwrap();
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("{path}: no {name} header ({})", response.status()))
+        };
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        let cache = header("cache-control");
+        if path.starts_with("/assets/") {
+            assert_eq!(cache, "max-age=300", "{path}");
+        } else {
+            assert_eq!(cache, "no-store", "{path}");
+        }
+    }
+    // No page relies on inline style or script, which the policy forbids.
+    let page = client()
+        .get(format!("{}/ui/admin/developer", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("style=\""), "inline style in the page");
+    assert!(!page.contains("<script>"), "inline script in the page");
+}
