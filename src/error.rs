@@ -25,6 +25,12 @@ pub enum Error {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
+    /// Too much of this is going on at once; the caller may retry after `retry_after`.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

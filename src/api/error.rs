@@ -17,6 +17,7 @@ impl Error {
             Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -36,12 +37,28 @@ impl IntoResponse for Error {
             other => json!({"code": code, "message": other.to_string()}),
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(value) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if matches!(self, Error::Unauthenticated) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl Error {
+    /// The `Retry-After` header of a `Busy` error: whole seconds, at least one.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            Error::Busy { retry_after, .. } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Some(HeaderValue::from(secs))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -113,9 +113,7 @@ impl Herald {
             .map_or(DUMMY.as_str(), |r| r.password_hash.as_str())
             .to_owned();
         let matches = match candidate {
-            Some(p) => tokio::task::spawn_blocking(move || p.verify(&hash))
-                .await
-                .unwrap_or(false),
+            Some(p) => check_password(p, hash).await?,
             None => false,
         };
         let record = record.filter(|r| matches && r.active).ok_or_else(wrong)?;
@@ -162,4 +160,50 @@ impl Herald {
         require_administrator(caller, "list users")?;
         Ok(self.store.users(caller.workspace_id).await?)
     }
+}
+
+/// Password checks running at once. Each argon2 check takes about 19 MiB and a core for its
+/// time; unbounded, 200 concurrent sign-ins with unknown emails took the process to 2 GiB
+/// (issue 19). As many as the machine has cores.
+static CHECKS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+    });
+
+/// Sign-ins waiting for a check; beyond [`MAX_WAITING_CHECKS`] they are refused at once.
+static WAITING_CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_WAITING_CHECKS: usize = 16;
+
+/// Counts one sign-in waiting for a check until dropped (also when its request is abandoned).
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING_CHECKS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether `candidate` matches `hash`, checked on a blocking thread, at most [`CHECKS`] at
+/// once; `Busy` when too many sign-ins wait already.
+async fn check_password(candidate: Password, hash: String) -> Result<bool> {
+    let waiting = Waiting;
+    if WAITING_CHECKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_WAITING_CHECKS {
+        return Err(Error::Busy {
+            message: "too many sign-ins at once; try again in a moment".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    }
+    let permit = std::sync::Arc::clone(&CHECKS)
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Internal(anyhow::Error::new(e)))?;
+    drop(waiting);
+    // The permit travels with the check: an abandoned request's check still counts until done.
+    Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        candidate.verify(&hash)
+    })
+    .await
+    .unwrap_or(false))
 }

@@ -195,5 +195,8 @@ fn error_page(session: Option<&SessionRecord>, error: Error) -> Response {
         minijinja::context! { heading, message, me, csrf, nav => "" },
     );
     *response.status_mut() = status;
+    if let Some(value) = error.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     response
 }

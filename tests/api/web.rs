@@ -338,3 +338,72 @@ async fn every_ui_response_carries_the_security_headers() {
     assert!(!page.contains("style=\""), "inline style in the page");
     assert!(!page.contains("<script>"), "inline script in the page");
 }
+
+#[tokio::test]
+async fn an_over_long_login_email_gets_the_normal_answer() {
+    let app = TestApp::spawn().await;
+    let email = format!("{}@example.com", "x".repeat(1_900_000));
+    let response = client()
+        .post(format!("{}/login", app.base))
+        .form(&[("email", email.as_str()), ("password", "wrong password!")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Wrong email or password."), "{page:.300}");
+    assert!(page.len() < 100_000, "the email is not echoed back");
+}
+
+/// The peak resident memory of a process, from `/proc/<pid>/status`.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn concurrent_sign_ins_are_bounded_and_the_rest_told_to_retry() {
+    // Each password check takes about 19 MiB; 200 at once used to take the process to 2 GiB.
+    herald::startup::install_tls_provider();
+    let db = crate::db::TestDb::sqlite();
+    let (node, base) = crate::helpers::spawn_herald(db.url(), &[]).await;
+    let http = client();
+    let logins = (0..200).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let response = http
+                .post(format!("{base}/login"))
+                .form(&[
+                    ("email", format!("nobody-{i}@example.com")),
+                    ("password", "not the password".to_owned()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.headers().get("retry-after").cloned(),
+            )
+        }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _)| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{answers:?}"
+    );
+    assert!(!refused.is_empty(), "none was told to retry: {answers:?}");
+    assert!(refused.iter().all(|(_, r)| r.is_some()), "{refused:?}");
+    let peak = peak_rss_mib(node.id().unwrap());
+    assert!(peak < 400.0, "peak RSS {peak:.0} MiB");
+}

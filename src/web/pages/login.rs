@@ -3,13 +3,22 @@
 use super::*;
 
 /// Failed logins per email: each failure doubles the wait before the next answer (up to 8 s), so
-/// guessing is slow. Kept in memory: losing it on restart only forgets some slowness.
+/// guessing is slow. Kept in memory: losing it on restart only forgets some slowness. Keyed by
+/// the normalised email, never over [`MAX_EMAIL_LEN`] (longer ones are refused before anything
+/// is kept), and never more than [`MAX_FAILURE_ENTRIES`] of them: a few MiB at most, however
+/// many emails are tried.
 pub(super) static FAILURES: Mutex<Option<HashMap<String, (u32, Instant)>>> = Mutex::new(None);
+
+/// The longest email address (RFC 5321's limit on a path).
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_FAILURE_ENTRIES: usize = 10_000;
+/// A failure older than this no longer slows anything.
+const FAILURE_MEMORY: Duration = Duration::from_secs(900);
 
 pub(super) fn failure_delay(email: &str) -> Duration {
     let guard = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
     match guard.as_ref().and_then(|m| m.get(email)) {
-        Some((n, at)) if at.elapsed() < Duration::from_secs(900) => {
+        Some((n, at)) if at.elapsed() < FAILURE_MEMORY => {
             Duration::from_millis(250u64.saturating_mul(1 << (*n).min(5)))
                 .min(Duration::from_secs(8))
         }
@@ -19,17 +28,41 @@ pub(super) fn failure_delay(email: &str) -> Duration {
 
 pub(super) fn note_failure(email: &str, failed: bool) {
     let mut guard = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
-    if failed {
-        let entry = map.entry(email.to_owned()).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-    } else {
+    remember(guard.get_or_insert_with(HashMap::new), email, failed);
+}
+
+/// Counts a failure of `email` in `map` (or forgets its failures after a success), keeping
+/// the map within its bounds.
+fn remember(map: &mut HashMap<String, (u32, Instant)>, email: &str, failed: bool) {
+    if !failed {
         map.remove(email);
+        return;
     }
-    if map.len() > 10_000 {
-        map.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(900));
+    if email.len() > MAX_EMAIL_LEN {
+        return;
     }
+    if !map.contains_key(email) && map.len() >= MAX_FAILURE_ENTRIES {
+        map.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+        // Still full of recent failures: forget the oldest one.
+        if map.len() >= MAX_FAILURE_ENTRIES
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    let entry = map.entry(email.to_owned()).or_insert((0, Instant::now()));
+    entry.0 = entry.0.saturating_add(1);
+    entry.1 = Instant::now();
+}
+
+/// The login page again, with `error`, answering `status`.
+fn login_again(email: &str, error: &str, status: StatusCode) -> Response {
+    let mut response = render("login.html", context! { email => email, error => error });
+    *response.status_mut() = status;
+    response
 }
 
 pub(super) async fn login_form(State(herald): State<Herald>, headers: HeaderMap) -> Response {
@@ -47,6 +80,10 @@ pub(super) async fn login(
     Form(form): Form<Fields>,
 ) -> Response {
     let email = field(&form, "email").trim().to_lowercase();
+    if email.len() > MAX_EMAIL_LEN {
+        // No account has such an email: refused before anything is kept or checked.
+        return login_again("", "Wrong email or password.", StatusCode::UNAUTHORIZED);
+    }
     tokio::time::sleep(failure_delay(&email)).await;
     match herald.login(&email, field(&form, "password")).await {
         Ok((token, _)) => {
@@ -68,11 +105,17 @@ pub(super) async fn login(
         }
         Err(Error::Unauthenticated) => {
             note_failure(&email, true);
-            let mut response = render(
-                "login.html",
-                context! { email => email, error => "Wrong email or password." },
+            login_again(&email, "Wrong email or password.", StatusCode::UNAUTHORIZED)
+        }
+        Err(busy @ Error::Busy { .. }) => {
+            let mut response = login_again(
+                &email,
+                "Too many sign-ins at once; try again in a moment.",
+                StatusCode::TOO_MANY_REQUESTS,
             );
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            if let Some(value) = busy.retry_after() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
             response
         }
         Err(other) => error_page(None, other),
@@ -124,5 +167,18 @@ mod tests {
         assert!(failure_delay(email) <= Duration::from_secs(8));
         note_failure(email, false);
         assert_eq!(failure_delay(email), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_failure_memory_stays_bounded() {
+        let mut map = HashMap::new();
+        remember(&mut map, &"x".repeat(MAX_EMAIL_LEN + 1), true);
+        assert!(map.is_empty(), "an over-long email is not kept");
+        for i in 0..(MAX_FAILURE_ENTRIES + 50) {
+            remember(&mut map, &format!("guess-{i}@example.com"), true);
+        }
+        assert!(map.len() <= MAX_FAILURE_ENTRIES, "{}", map.len());
+        assert!(map.keys().all(|k| k.len() <= MAX_EMAIL_LEN));
+        assert!(map.contains_key(&format!("guess-{}@example.com", MAX_FAILURE_ENTRIES + 49)));
     }
 }
