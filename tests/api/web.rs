@@ -14,11 +14,44 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The login form's anti-forgery cookie (`name=value`) and token, as a browser gets them.
+async fn login_form(base: &str) -> (String, String) {
+    let response = client().get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = response.text().await.unwrap();
+    let token = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form carries a token")
+        .to_owned();
+    (cookie, token)
+}
+
+/// Posts the login form as a browser that loaded it does.
+fn post_login(
+    base: &str,
+    form: &(String, String),
+    email: &str,
+    password: &str,
+) -> reqwest::RequestBuilder {
+    client()
+        .post(format!("{base}/login"))
+        .header("cookie", &form.0)
+        .form(&[("email", email), ("password", password), ("csrf", &form.1)])
+}
+
 /// The session cookie (`name=value`) of a successful form login.
 async fn session_cookie(app: &TestApp, email: &str) -> String {
-    let response = client()
-        .post(format!("{}/login", app.base))
-        .form(&[("email", email), ("password", PASSWORD)])
+    let form = login_form(&app.base).await;
+    let response = post_login(&app.base, &form, email, PASSWORD)
         .send()
         .await
         .unwrap();
@@ -57,9 +90,8 @@ async fn login(app: &TestApp, https: bool) -> (String, String) {
         json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
     )
     .await;
-    let mut request = client()
-        .post(format!("{}/login", app.base))
-        .form(&[("email", "dev@example.com"), ("password", PASSWORD)]);
+    let form = login_form(&app.base).await;
+    let mut request = post_login(&app.base, &form, "dev@example.com", PASSWORD);
     if https {
         request = request.header("x-forwarded-proto", "https");
     }
@@ -172,11 +204,10 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
 async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     let app = TestApp::spawn().await;
     login(&app, false).await;
+    let form = login_form(&app.base).await;
     let mut bodies = Vec::new();
     for email in ["dev@example.com", "nobody@example.com"] {
-        let r = client()
-            .post(format!("{}/login", app.base))
-            .form(&[("email", email), ("password", "not the password")])
+        let r = post_login(&app.base, &form, email, "not the password")
             .send()
             .await
             .unwrap();
@@ -343,9 +374,8 @@ async fn every_ui_response_carries_the_security_headers() {
 async fn an_over_long_login_email_gets_the_normal_answer() {
     let app = TestApp::spawn().await;
     let email = format!("{}@example.com", "x".repeat(1_900_000));
-    let response = client()
-        .post(format!("{}/login", app.base))
-        .form(&[("email", email.as_str()), ("password", "wrong password!")])
+    let form = login_form(&app.base).await;
+    let response = post_login(&app.base, &form, &email, "wrong password!")
         .send()
         .await
         .unwrap();
@@ -372,16 +402,12 @@ async fn concurrent_sign_ins_are_bounded_and_the_rest_told_to_retry() {
     herald::startup::install_tls_provider();
     let db = crate::db::TestDb::sqlite();
     let (node, base) = crate::helpers::spawn_herald(db.url(), &[]).await;
-    let http = client();
+    let form = login_form(&base).await;
     let logins = (0..200).map(|i| {
-        let (http, base) = (http.clone(), base.clone());
+        let (base, form) = (base.clone(), form.clone());
         async move {
-            let response = http
-                .post(format!("{base}/login"))
-                .form(&[
-                    ("email", format!("nobody-{i}@example.com")),
-                    ("password", "not the password".to_owned()),
-                ])
+            let email = format!("nobody-{i}@example.com");
+            let response = post_login(&base, &form, &email, "not the password")
                 .send()
                 .await
                 .unwrap();
@@ -406,4 +432,59 @@ async fn concurrent_sign_ins_are_bounded_and_the_rest_told_to_retry() {
     assert!(refused.iter().all(|(_, r)| r.is_some()), "{refused:?}");
     let peak = peak_rss_mib(node.id().unwrap());
     assert!(peak < 400.0, "peak RSS {peak:.0} MiB");
+}
+
+#[tokio::test]
+async fn the_login_form_needs_its_token_so_no_other_site_can_sign_a_victim_in() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/users",
+        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+    )
+    .await;
+    let form = login_form(&app.base).await;
+    // A cross-site form post: the right credentials, but no token and no cookie, or a token
+    // of the attacker's own that the victim's browser does not hold.
+    let forged = [
+        client()
+            .post(format!("{}/login", app.base))
+            .form(&[("email", "dev@example.com"), ("password", PASSWORD)]),
+        client().post(format!("{}/login", app.base)).form(&[
+            ("email", "dev@example.com"),
+            ("password", PASSWORD),
+            ("csrf", &form.1),
+        ]),
+        client()
+            .post(format!("{}/login", app.base))
+            .header("cookie", &form.0)
+            .form(&[
+                ("email", "dev@example.com"),
+                ("password", PASSWORD),
+                ("csrf", "0123456789abcdef0123456789abcdef"),
+            ]),
+    ];
+    for request in forged {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(
+            response
+                .headers()
+                .get("set-cookie")
+                .is_some_and(|c| c.to_str().unwrap().starts_with("herald_login="))
+        );
+        let page = response.text().await.unwrap();
+        assert!(page.contains("did not come from Herald"), "{page:.400}");
+    }
+    // The form as the browser loaded it signs in.
+    let response = post_login(&app.base, &form, "dev@example.com", PASSWORD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("herald_session=")
+    );
 }

@@ -58,10 +58,41 @@ fn remember(map: &mut HashMap<String, (u32, Instant)>, email: &str, failed: bool
     entry.1 = Instant::now();
 }
 
-/// The login page again, with `error`, answering `status`.
-fn login_again(email: &str, error: &str, status: StatusCode) -> Response {
-    let mut response = render("login.html", context! { email => email, error => error });
+/// The cookie holding the login form's anti-forgery token, which the form sends back (double
+/// submit): a page on another site can neither read the cookie nor, `SameSite=Strict`, make the
+/// browser send it, so it cannot sign a victim in to the attacker's account.
+const LOGIN_COOKIE: &str = "herald_login";
+
+/// The login form's token: the one the browser holds already, or a new one.
+fn login_token(headers: &HeaderMap) -> String {
+    cookie(headers, LOGIN_COOKIE)
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
+
+/// Whether the form came with the token its browser holds.
+fn login_token_matches(headers: &HeaderMap, form: &Fields) -> bool {
+    let sent = field(form, "csrf");
+    cookie(headers, LOGIN_COOKIE).is_some_and(|held| {
+        !sent.is_empty()
+            && sent.len() == held.len()
+            && constant_eq(sent.as_bytes(), held.as_bytes())
+    })
+}
+
+/// The login page with `error`, answering `status`, its form carrying `token` (also set as the
+/// cookie, for an hour).
+fn login_page(email: &str, error: &str, status: StatusCode, token: &str) -> Response {
+    let mut response = render(
+        "login.html",
+        context! { email => email, error => error, csrf => token },
+    );
     *response.status_mut() = status;
+    let cookie =
+        format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
@@ -71,7 +102,7 @@ pub(super) async fn login_form(State(herald): State<Herald>, headers: HeaderMap)
     {
         return see_other("/ui/processes");
     }
-    render("login.html", context! { email => "", error => "" })
+    login_page("", "", StatusCode::OK, &login_token(&headers))
 }
 
 pub(super) async fn login(
@@ -79,10 +110,24 @@ pub(super) async fn login(
     headers: HeaderMap,
     Form(form): Form<Fields>,
 ) -> Response {
+    let token = login_token(&headers);
+    if !login_token_matches(&headers, &form) {
+        return login_page(
+            "",
+            "This sign-in form has expired or did not come from Herald; please sign in again.",
+            StatusCode::FORBIDDEN,
+            &token,
+        );
+    }
     let email = field(&form, "email").trim().to_lowercase();
     if email.len() > MAX_EMAIL_LEN {
         // No account has such an email: refused before anything is kept or checked.
-        return login_again("", "Wrong email or password.", StatusCode::UNAUTHORIZED);
+        return login_page(
+            "",
+            "Wrong email or password.",
+            StatusCode::UNAUTHORIZED,
+            &token,
+        );
     }
     tokio::time::sleep(failure_delay(&email)).await;
     match herald.login(&email, field(&form, "password")).await {
@@ -105,13 +150,19 @@ pub(super) async fn login(
         }
         Err(Error::Unauthenticated) => {
             note_failure(&email, true);
-            login_again(&email, "Wrong email or password.", StatusCode::UNAUTHORIZED)
+            login_page(
+                &email,
+                "Wrong email or password.",
+                StatusCode::UNAUTHORIZED,
+                &token,
+            )
         }
         Err(busy @ Error::Busy { .. }) => {
-            let mut response = login_again(
+            let mut response = login_page(
                 &email,
                 "Too many sign-ins at once; try again in a moment.",
                 StatusCode::TOO_MANY_REQUESTS,
+                &token,
             );
             if let Some(value) = busy.retry_after() {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -1,7 +1,7 @@
 //! The pages. Each handler takes the session (so it cannot run signed out), calls `Herald`, and
 //! renders a template; forms are checked against the session's CSRF token first.
 
-use super::{Me, SESSION_COOKIE, UiSession, error_page, render, session_cookie};
+use super::{Me, SESSION_COOKIE, UiSession, cookie, error_page, render, session_cookie};
 use crate::domain::{
     CallbackFormat, DeliveryId, DeliveryStatus, DisplayName, Email, EventType, InstanceData,
     InstanceId, InstanceStatus, Password, ProcessName, ProcessTitle, Role, UrlProblem,
