@@ -94,8 +94,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("checking the database schema")?;
     }
-    let bootstrapped = bootstrap(store.as_ref(), &config).await?;
-
     let wake = Arc::new(Notify::new());
     store
         .subscribe(Arc::clone(&wake))
@@ -112,6 +110,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Only once the port is ours: a start that fails before serving must not create the first
+    // administrator, whose password is shown only when it is created.
+    let bootstrapped = bootstrap(store.as_ref(), &config).await?;
     let node_id = format!(
         "{}:{}",
         gethostname::gethostname().to_string_lossy(),

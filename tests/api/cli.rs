@@ -240,3 +240,30 @@ mod reqwest {
         })
     }
 }
+
+/// A first start that cannot take its port stops before creating the first administrator, so
+/// the start that does serve is the one that shows the credentials.
+#[tokio::test]
+async fn a_first_start_that_cannot_listen_creates_no_administrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = herald::Config::with_database(url.clone());
+    config.listen = taken.local_addr().unwrap();
+    let error = herald::start(config)
+        .await
+        .err()
+        .expect("the port is taken");
+    assert!(format!("{error:#}").contains("listening on"), "{error:#}");
+    drop(taken);
+    let mut config = herald::Config::with_database(url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let running = herald::start(config).await.unwrap();
+    let shown = running
+        .bootstrapped
+        .as_ref()
+        .expect("the start that creates the administrator shows the credentials");
+    assert_eq!(shown.email, "admin@herald.local");
+    running.shutdown();
+    running.wait().await.unwrap();
+}
