@@ -61,6 +61,17 @@ pub enum UserChange {
     PasswordHash(String),
 }
 
+impl UserChange {
+    /// Whether the change signs the user out everywhere: a deactivation (so that reactivating
+    /// brings no old session back) and a new password (whoever knew the old one is out).
+    pub fn ends_sessions(&self) -> bool {
+        matches!(
+            self,
+            UserChange::Active(false) | UserChange::PasswordHash(_)
+        )
+    }
+}
+
 /// A user as listings show it (never the password hash).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

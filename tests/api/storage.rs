@@ -8,7 +8,8 @@ use herald::domain::{
 };
 use herald::storage::{
     AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
-    HOLD_CHUNK, InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished, WorkspaceId, Written,
+    HOLD_CHUNK, InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished, UserChange,
+    WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ conformance!(
     claims_keep_per_instance_order,
     claims_respect_the_per_host_cap,
     claims_skip_the_hosts_the_worker_says_are_full,
+    a_new_password_or_a_deactivation_ends_the_users_sessions,
     claims_take_no_more_of_a_host_than_this_nodes_room_for_it,
     results_are_recorded_and_the_log_filters,
     the_breaker_holds_and_releases_a_url,
@@ -641,6 +643,67 @@ async fn claims_respect_the_per_host_cap(store: Arc<dyn Store>) {
         .unwrap();
     let third = store.claim_due(claim(now, 100, 3)).await.unwrap();
     assert_eq!(third.len(), 1, "one slot freed on one host");
+}
+
+async fn a_new_password_or_a_deactivation_ends_the_users_sessions(store: Arc<dyn Store>) {
+    let ws = setup(&store).await;
+    let email = Email::parse("someone@example.com").unwrap();
+    let user = store
+        .create_user(
+            ws,
+            &NewUser {
+                email: email.clone(),
+                display_name: "Someone".into(),
+                role: Role::Developer,
+                password_hash: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let now = Millis::now();
+    let sign_in = || async {
+        let token = herald::domain::ApiToken::generate().hash();
+        store
+            .create_session(
+                &token,
+                user,
+                "csrf",
+                now,
+                now.plus(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+        token
+    };
+    let alive = |token| {
+        let store = Arc::clone(&store);
+        async move { store.session(&token, now).await.unwrap().is_some() }
+    };
+    let session = sign_in().await;
+    store
+        .change_user(ws, &email, &UserChange::Role(Role::User))
+        .await
+        .unwrap();
+    assert!(
+        alive(session.clone()).await,
+        "a role change keeps the session"
+    );
+    store
+        .change_user(ws, &email, &UserChange::PasswordHash("y".into()))
+        .await
+        .unwrap();
+    assert!(!alive(session).await, "a new password ends it");
+    let session = sign_in().await;
+    for active in [false, true] {
+        store
+            .change_user(ws, &email, &UserChange::Active(active))
+            .await
+            .unwrap();
+    }
+    assert!(
+        !alive(session).await,
+        "reactivating does not bring back a session the deactivation ended"
+    );
 }
 
 async fn claims_skip_the_hosts_the_worker_says_are_full(store: Arc<dyn Store>) {

@@ -488,3 +488,64 @@ async fn the_login_form_needs_its_token_so_no_other_site_can_sign_a_victim_in() 
             .starts_with("herald_session=")
     );
 }
+
+/// A password reset and a deactivation sign the user out everywhere; reactivating brings no old
+/// session back.
+#[tokio::test]
+async fn a_reset_or_deactivation_ends_the_users_sessions() {
+    let app = TestApp::spawn().await;
+    for (email, role) in [
+        ("boss@example.com", "administrator"),
+        ("one@example.com", "developer"),
+        ("two@example.com", "developer"),
+    ] {
+        app.post(
+            "/api/v1/users",
+            json!({"email": email, "role": role, "password": PASSWORD}),
+        )
+        .await;
+    }
+    let boss = session_cookie(&app, "boss@example.com").await;
+    let csrf = csrf_token(&app, &boss, "/ui/admin/users").await;
+    let change = |email: &'static str, action: &'static str| {
+        let (boss, csrf, base) = (boss.clone(), csrf.clone(), app.base.clone());
+        async move {
+            let r = client()
+                .post(format!("{base}/ui/admin/users/change"))
+                .header("cookie", &boss)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("email", email),
+                    ("action", action),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_redirection() || r.status().is_success());
+        }
+    };
+    let signed_in = |cookie: String| {
+        let base = app.base.clone();
+        async move {
+            let r = client()
+                .get(format!("{base}/ui/processes"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            r.status() == StatusCode::OK
+        }
+    };
+    let one = session_cookie(&app, "one@example.com").await;
+    let two = session_cookie(&app, "two@example.com").await;
+    assert!(signed_in(one.clone()).await && signed_in(two.clone()).await);
+    change("one@example.com", "reset-password").await;
+    assert!(!signed_in(one).await, "the reset ends the session");
+    change("two@example.com", "deactivate").await;
+    change("two@example.com", "activate").await;
+    assert!(
+        !signed_in(two).await,
+        "reactivating brings back no session the deactivation ended"
+    );
+    assert!(signed_in(boss).await, "other users stay signed in");
+}

@@ -140,11 +140,23 @@ macro_rules! accounts {
                     )
                     .bind(hash.clone()),
                 };
+                let mut tx = self.begin_write().await?;
                 let done = query
                     .bind(workspace.0)
                     .bind(email.as_str())
-                    .execute(self.writes())
+                    .execute(&mut *tx)
                     .await?;
+                if change.ends_sessions() {
+                    sqlx::query(
+                        "DELETE FROM sessions WHERE user_id =
+                            (SELECT id FROM users WHERE workspace_id = $1 AND email = $2)",
+                    )
+                    .bind(workspace.0)
+                    .bind(email.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
             }
 
