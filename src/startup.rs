@@ -75,6 +75,11 @@ pub async fn bootstrap(
         .bootstrap(DEFAULT_WORKSPACE, &admin, &token.hash())
         .await
         .context("creating the first workspace")?;
+    if !created && config.admin_token.is_some() {
+        tracing::warn!(
+            "HERALD_ADMIN_TOKEN is set, but this database has its administrator already: the token was ignored (it works only on the first start; `herald users add` makes new tokens)"
+        );
+    }
     Ok(created.then(|| Bootstrapped {
         email: config.admin_email.as_str().to_owned(),
         password,

@@ -267,3 +267,42 @@ async fn a_first_start_that_cannot_listen_creates_no_administrator() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// `HERALD_ADMIN_TOKEN` counts only on the first start; on a later one Herald says it was
+/// ignored instead of leaving the operator to wonder why the token does not work.
+#[test]
+fn an_admin_token_on_a_later_start_is_reported_as_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let (mut child, _) = serve(&db, &[]);
+    terminate(&mut child);
+    read_stdout(&mut child);
+    let log = dir.path().join("stderr.log");
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+        .env("HERALD_ADMIN_TOKEN", "a-token-set-too-late-0123456789")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        // Read until it serves, and keep its stdout open until it has stopped.
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.starts_with("Herald is listening on"));
+        assert!(listening, "the second start serves");
+        terminate(&mut child);
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("HERALD_ADMIN_TOKEN is set") && text.contains("ignored"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("a-token-set-too-late"),
+        "the token itself is never logged: {text}"
+    );
+}
