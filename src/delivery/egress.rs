@@ -90,24 +90,41 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
     !private
 }
 
+/// The IPv4 address in two segments of an IPv6 address.
+fn v4_of(high: u16, low: u16) -> Ipv4Addr {
+    Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+}
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let seg = ip.segments();
-    // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d)
-    // addresses reach the embedded IPv4 address: judge that one.
-    let embedded = Ipv4Addr::new(
-        (seg[6] >> 8) as u8,
-        seg[6] as u8,
-        (seg[7] >> 8) as u8,
-        seg[7] as u8,
-    );
-    if seg[..5] == [0, 0, 0, 0, 0] && (seg[5] == 0xffff || seg[5] == 0) {
-        if seg[5] == 0 && seg[6] == 0 && seg[7] <= 1 {
+    // The forms that carry an IPv4 address reach it (through a translator or a tunnel): judge
+    // the embedded address as if it were the one called.
+    let last = v4_of(seg[6], seg[7]);
+    // IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d, SIIT ::ffff:0:a.b.c.d (RFC 6145).
+    if seg[..4] == [0, 0, 0, 0]
+        && ((seg[4] == 0 && (seg[5] == 0xffff || seg[5] == 0)) || (seg[4] == 0xffff && seg[5] == 0))
+    {
+        if seg[4] == 0 && seg[5] == 0 && seg[6] == 0 && seg[7] <= 1 {
             return false; // :: and ::1
         }
-        return is_public_v4(embedded);
+        return is_public_v4(last);
     }
+    // NAT64's well-known prefix 64:ff9b::/96 (RFC 6052).
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-        return is_public_v4(embedded);
+        return is_public_v4(last);
+    }
+    // Local-use NAT64 64:ff9b:1::/48 (RFC 8215) is never globally reachable, whatever it embeds.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return false;
+    }
+    // 6to4 2002:a.b.c.d::/48 (RFC 3056).
+    if seg[0] == 0x2002 {
+        return is_public_v4(v4_of(seg[1], seg[2]));
+    }
+    // Teredo 2001:0::/32 (RFC 4380): the server's address, and the client's with its bits
+    // inverted.
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        return is_public_v4(v4_of(seg[2], seg[3])) && is_public_v4(v4_of(!seg[6], !seg[7]));
     }
     let private = (seg[0] & 0xfe00) == 0xfc00     // unique local fc00::/7
         || (seg[0] & 0xffc0) == 0xfe80            // link-local fe80::/10
@@ -222,6 +239,16 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            // IPv6 forms that carry a private IPv4 address.
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1::808:808",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:7f00:1::",
+            "2001:0:808:808::80ff:fffe",
         ] {
             assert!(!public(ip), "{ip} should be refused");
         }
@@ -237,6 +264,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "::ffff:0:808:808",
+            "2002:808:808::1",
+            "2001:0:808:808::f7f7:f7f7",
         ] {
             assert!(public(ip), "{ip} should be allowed");
         }
@@ -268,6 +298,10 @@ mod tests {
             "http://0177.0.0.1/",
             "http://0x7f.1/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2001:0:7f00:1::]/",
             "http://[::1]:8080/",
             "http://localhost:9000/",
             "http://api.localhost/",

@@ -260,6 +260,11 @@ async fn private_targets_are_refused_by_default() {
         format!("http://0177.0.0.1:{port}/d"),
         format!("http://localhost:{port}/e"),
         "http://169.254.169.254/latest/meta-data".to_owned(),
+        // IPv6 forms that carry 127.0.0.1: SIIT, local-use NAT64, 6to4, Teredo's server.
+        format!("http://[::ffff:0:7f00:1]:{port}/f"),
+        format!("http://[64:ff9b:1::7f00:1]:{port}/g"),
+        format!("http://[2002:7f00:1::]:{port}/h"),
+        format!("http://[2001:0:7f00:1::]:{port}/i"),
     ];
     let body = json!({"created": {"enabled": true, "urls": literals}, "updated": {"enabled": false, "urls": []}, "deleted": {"enabled": false, "urls": []}});
     let (status, err) = app.put("/api/v1/webhooks", body).await;
