@@ -64,6 +64,22 @@ async fn session_cookie(app: &TestApp, email: &str) -> String {
         .to_owned()
 }
 
+/// An administrator's change to a user on the Users page (`action` as its buttons send it).
+async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &str, action: &str) {
+    let r = client()
+        .post(format!("{}/ui/admin/users/change", app.base))
+        .header("cookie", admin)
+        .form(&[("csrf", csrf), ("email", email), ("action", action)])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_redirection() || r.status().is_success(),
+        "{action} for {email}: {}",
+        r.status()
+    );
+}
+
 /// The anti-forgery token embedded in the page at `path`.
 async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> String {
     let page = client()
@@ -240,25 +256,9 @@ async fn role_changes_and_deactivation_apply_to_api_tokens_at_once() {
     };
     assert_eq!(call(developer.clone()).await, StatusCode::OK);
 
-    let cookie = session_cookie(&app, "boss@example.com").await;
-    let csrf = csrf_token(&app, &cookie, "/ui/admin/users").await;
-    let change = |action: &'static str| {
-        let (cookie, csrf, base) = (cookie.clone(), csrf.clone(), app.base.clone());
-        async move {
-            let r = client()
-                .post(format!("{base}/ui/admin/users/change"))
-                .header("cookie", &cookie)
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("email", "dev@example.com"),
-                    ("action", action),
-                ])
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_redirection() || r.status().is_success());
-        }
-    };
+    let boss = session_cookie(&app, "boss@example.com").await;
+    let csrf = csrf_token(&app, &boss, "/ui/admin/users").await;
+    let change = |action| change_user(&app, &boss, &csrf, "dev@example.com", action);
     change("role:user").await;
     assert_eq!(call(developer.clone()).await, StatusCode::FORBIDDEN);
     change("role:developer").await;
@@ -507,23 +507,7 @@ async fn a_reset_or_deactivation_ends_the_users_sessions() {
     }
     let boss = session_cookie(&app, "boss@example.com").await;
     let csrf = csrf_token(&app, &boss, "/ui/admin/users").await;
-    let change = |email: &'static str, action: &'static str| {
-        let (boss, csrf, base) = (boss.clone(), csrf.clone(), app.base.clone());
-        async move {
-            let r = client()
-                .post(format!("{base}/ui/admin/users/change"))
-                .header("cookie", &boss)
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("email", email),
-                    ("action", action),
-                ])
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_redirection() || r.status().is_success());
-        }
-    };
+    let change = |email, action| change_user(&app, &boss, &csrf, email, action);
     let signed_in = |cookie: String| {
         let base = app.base.clone();
         async move {

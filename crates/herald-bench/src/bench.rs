@@ -240,6 +240,51 @@ async fn start_herald(
     Ok(Node { node, db })
 }
 
+/// The CPU a node (and PostgreSQL's server) used from [`CpuMeter::start`] on. The whole is read
+/// before the threads at the start and after them at the end, so the split by thread never
+/// comes out above the whole.
+struct CpuMeter {
+    pid: String,
+    whole: f64,
+    database: f64,
+    threads: BTreeMap<String, f64>,
+}
+
+impl CpuMeter {
+    fn start(pid: u32) -> Self {
+        let pid = pid.to_string();
+        let (whole, database) = (cpu_secs(&pid), postgres_cpu_secs());
+        let threads = thread_cpu_secs(&pid);
+        Self {
+            pid,
+            whole,
+            database,
+            threads,
+        }
+    }
+
+    /// Writes the CPU per event of `events` into `figures` (the server's with `database`).
+    fn charge(&self, figures: &mut Figures, events: usize, database: bool) {
+        if events == 0 {
+            return;
+        }
+        let per_event = |secs: f64| 1e6 * secs / events as f64;
+        let threads = thread_cpu_secs(&self.pid);
+        figures.herald_cpu_us_per_event = per_event(cpu_secs(&self.pid) - self.whole);
+        figures.herald_threads_cpu_us_per_event = threads
+            .into_iter()
+            .map(|(name, secs)| {
+                let before = self.threads.get(&name).copied().unwrap_or(0.0);
+                (name, per_event(secs - before))
+            })
+            .filter(|(_, us)| *us >= 0.5)
+            .collect();
+        if database {
+            figures.database_cpu_us_per_event = per_event(postgres_cpu_secs() - self.database);
+        }
+    }
+}
+
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_secs(pid: &str) -> f64 {
     stat_cpu_secs(&format!("/proc/{pid}/stat"))
@@ -624,11 +669,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         .collect();
     api.configure(&list).await?;
     arrivals.down.store(backlog, Ordering::Relaxed);
-    let herald_pid = node.node.pid.to_string();
-    // The whole before the threads here, the threads before the whole at the end: the split
-    // by thread never comes out above the whole.
-    let cpu_before = (cpu_secs(&herald_pid), postgres_cpu_secs());
-    let threads_before = thread_cpu_secs(&herald_pid);
+    let cpu = CpuMeter::start(node.node.pid);
     let start = now_micros();
     let (commits, api_rate) = drive(&api, events, rate).await?;
     let fast: Vec<&&str> = urls.iter().filter(|u| **u != "/hang").collect();
@@ -648,22 +689,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
             arrivals.count.load(Ordering::Relaxed)
         );
     }
-    if events > 0 {
-        let per_event = |secs: f64| 1e6 * secs / events as f64;
-        let threads_after = thread_cpu_secs(&herald_pid);
-        figures.herald_cpu_us_per_event = per_event(cpu_secs(&herald_pid) - cpu_before.0);
-        figures.herald_threads_cpu_us_per_event = threads_after
-            .into_iter()
-            .map(|(name, secs)| {
-                let before = threads_before.get(&name).copied().unwrap_or(0.0);
-                (name, per_event(secs - before))
-            })
-            .filter(|(_, us)| *us >= 0.5)
-            .collect();
-        if pg_admin.is_some() {
-            figures.database_cpu_us_per_event = per_event(postgres_cpu_secs() - cpu_before.1);
-        }
-    }
+    cpu.charge(&mut figures, events, pg_admin.is_some());
     // A backlog drains from the first callback that got through after the receiver came back
     // (the circuit breaker's probe); other scenarios count from the first API call.
     let since = if backlog {

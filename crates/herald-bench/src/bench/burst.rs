@@ -40,9 +40,7 @@ pub async fn burst(bench: &Bench<'_>, length: Duration) -> anyhow::Result<Figure
     });
     api.configure(&[format!("{}/one", bench.receiver.0)])
         .await?;
-    let herald_pid = node.node.pid.to_string();
-    let cpu_before = (super::cpu_secs(&herald_pid), super::postgres_cpu_secs());
-    let threads_before = super::thread_cpu_secs(&herald_pid);
+    let cpu = super::CpuMeter::start(node.node.pid);
 
     // The in-flight gauge, sampled while the burst runs and until it has drained.
     let sampling = Arc::new(AtomicBool::new(true));
@@ -78,23 +76,7 @@ pub async fn burst(bench: &Bench<'_>, length: Duration) -> anyhow::Result<Figure
     }
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
-    if events > 0 {
-        let per_event = |secs: f64| 1e6 * secs / events as f64;
-        let threads_after = super::thread_cpu_secs(&herald_pid);
-        figures.herald_cpu_us_per_event = per_event(super::cpu_secs(&herald_pid) - cpu_before.0);
-        figures.herald_threads_cpu_us_per_event = threads_after
-            .into_iter()
-            .map(|(name, secs)| {
-                let before = threads_before.get(&name).copied().unwrap_or(0.0);
-                (name, per_event(secs - before))
-            })
-            .filter(|(_, us)| *us >= 0.5)
-            .collect();
-        if bench.pg_admin.is_some() {
-            figures.database_cpu_us_per_event =
-                per_event(super::postgres_cpu_secs() - cpu_before.1);
-        }
-    }
+    cpu.charge(&mut figures, events, bench.pg_admin.is_some());
     let (during, last) = {
         let list = arrivals.list.lock().unwrap_or_else(|p| p.into_inner());
         let during = list.iter().filter(|(.., at)| *at <= burst_end).count();
