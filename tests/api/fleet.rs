@@ -102,10 +102,28 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
         "no callback arrives more than twice"
     );
 
-    // Attempts recorded per node, and per delivery.
+    // Attempts recorded per node, and per delivery. A callback arrives before its result is
+    // stored (results are written in batches off the attempt's path): wait until every
+    // delivery has left the queue, then count.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
         .await
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} deliveries still pending after every callback arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let split: Vec<(String, i64)> =
         sqlx::query_as("SELECT node, COUNT(*) FROM delivery_attempts GROUP BY node ORDER BY node")
             .fetch_all(&mut conn)
