@@ -64,6 +64,19 @@ async fn session_cookie(app: &TestApp, email: &str) -> String {
         .to_owned()
 }
 
+/// The page at `path` as the holder of `cookie` sees it.
+async fn page(app: &TestApp, cookie: &str, path: &str) -> String {
+    client()
+        .get(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// An administrator's change to a user on the Users page (`action` as its buttons send it).
 async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &str, action: &str) {
     let r = client()
@@ -283,15 +296,7 @@ async fn a_url_disabled_by_a_410_is_shown_and_enabled_on_the_developer_page() {
     })
     .await;
     let (_, cookie) = login(&app, false).await;
-    let page = client()
-        .get(format!("{}/ui/admin/developer", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page(&app, &cookie, "/ui/admin/developer").await;
     assert!(page.contains("Disabled URLs"), "{page}");
     // The template escapes `/` too: look for the URL's host and port.
     assert!(page.contains(&rx.addr.to_string()), "{page}");
@@ -357,15 +362,7 @@ async fn every_ui_response_carries_the_security_headers() {
         }
     }
     // No page relies on inline style or script, which the policy forbids.
-    let page = client()
-        .get(format!("{}/ui/admin/developer", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page(&app, &cookie, "/ui/admin/developer").await;
     assert!(!page.contains("style=\""), "inline style in the page");
     assert!(!page.contains("<script>"), "inline script in the page");
 }

@@ -160,6 +160,14 @@ struct Arrivals {
     down: AtomicBool,
 }
 
+impl Arrivals {
+    /// Forgets every callback, for the next scenario.
+    fn reset(&self) {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -397,6 +405,13 @@ struct Api {
 }
 
 impl Api {
+    fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -646,17 +661,9 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         backlog,
         every_url,
     } = plan;
-    arrivals
-        .list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
-    arrivals.count.store(0, Ordering::Relaxed);
+    arrivals.reset();
     let mut node = start_herald(options, pg_admin, false).await?;
-    let api = Arc::new(Api {
-        http: reqwest::Client::new(),
-        base: node.node.base.clone(),
-    });
+    let api = Arc::new(Api::new(&node.node.base));
     let list: Vec<String> = urls
         .iter()
         .map(|p| {

@@ -27,17 +27,9 @@ pub struct BurstFigures {
 /// Runs the burst for `length` on a fresh node with default settings.
 pub async fn burst(bench: &Bench<'_>, length: Duration) -> anyhow::Result<Figures> {
     let arrivals = bench.arrivals;
-    arrivals
-        .list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
-    arrivals.count.store(0, Ordering::Relaxed);
+    arrivals.reset();
     let mut node = start_herald(bench.options, bench.pg_admin, true).await?;
-    let api = Arc::new(Api {
-        http: reqwest::Client::new(),
-        base: node.node.base.clone(),
-    });
+    let api = Arc::new(Api::new(&node.node.base));
     api.configure(&[format!("{}/one", bench.receiver.0)])
         .await?;
     let cpu = super::CpuMeter::start(node.node.pid);

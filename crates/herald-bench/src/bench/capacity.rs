@@ -103,10 +103,7 @@ pub async fn capacity(
     let service = Service::new(shed);
     let url = serve(&service).await?;
     let mut node = start_herald(bench.options, bench.pg_admin, true).await?;
-    let api = Arc::new(Api {
-        http: reqwest::Client::new(),
-        base: node.node.base.clone(),
-    });
+    let api = Arc::new(Api::new(&node.node.base));
     api.configure(&[url]).await?;
 
     // The receiver's busy workers, sampled every 50 ms; scenario 10 drops the capacity
