@@ -3,10 +3,10 @@
 use super::Paging;
 use super::extract::{ApiQuery, Auth};
 use crate::domain::webhook::redact;
-use crate::domain::{DeliveryId, DeliveryStatus, EventType, InstanceId, Millis};
+use crate::domain::{DeliveryId, DeliveryStatus, EventType, Millis};
 use crate::error::Result;
-use crate::service::Herald;
-use crate::storage::{AttemptRecord, DeliveryFilter, DeliveryRecord};
+use crate::service::{DeliverySearch, Herald, SearchText};
+use crate::storage::{AttemptRecord, DeliveryRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -39,18 +39,15 @@ async fn redeliver_matching(
     Auth(caller): Auth,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let (filter, _, _) = Filter {
-        status: body.status,
-        event_type: body.event_type,
-        instance_id: body.instance_id,
-        url: body.url,
-        since: body.since,
-        until: body.until,
-        limit: None,
-        cursor: None,
-    }
-    .parse()?;
-    let n = herald.redeliver_matching(&caller, &filter).await?;
+    let search = DeliverySearch::parse(SearchText {
+        status: body.status.as_deref(),
+        event_type: body.event_type.as_deref(),
+        instance_id: body.instance_id.as_deref(),
+        url: body.url.as_deref(),
+        since: body.since.as_deref(),
+        until: body.until.as_deref(),
+    })?;
+    let n = herald.redeliver_matching(&caller, &search).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))))
 }
 
@@ -149,42 +146,21 @@ struct Filter {
 }
 
 impl Filter {
-    fn parse(self) -> Result<(DeliveryFilter, Option<i64>, i64)> {
-        let filter = DeliveryFilter {
-            status: self
-                .status
-                .as_deref()
-                .map(DeliveryStatus::parse)
-                .transpose()?,
-            event_type: self
-                .event_type
-                .as_deref()
-                .map(EventType::parse)
-                .transpose()?,
-            instance_id: self
-                .instance_id
-                .as_deref()
-                .map(InstanceId::parse)
-                .transpose()?
-                .map(|i| i.as_str().to_owned()),
-            url: self.url.filter(|u| !u.is_empty()),
-            since: self
-                .since
-                .as_deref()
-                .map(Millis::parse_rfc3339)
-                .transpose()?,
-            until: self
-                .until
-                .as_deref()
-                .map(Millis::parse_rfc3339)
-                .transpose()?,
-        };
+    fn parse(&self) -> Result<(DeliverySearch, Option<i64>, i64)> {
+        let search = DeliverySearch::parse(SearchText {
+            status: self.status.as_deref(),
+            event_type: self.event_type.as_deref(),
+            instance_id: self.instance_id.as_deref(),
+            url: self.url.as_deref(),
+            since: self.since.as_deref(),
+            until: self.until.as_deref(),
+        })?;
         let (cursor, limit) = Paging {
-            limit: self.limit,
-            cursor: self.cursor,
+            limit: self.limit.clone(),
+            cursor: self.cursor.clone(),
         }
         .parse()?;
-        Ok((filter, cursor, limit))
+        Ok((search, cursor, limit))
     }
 }
 
@@ -193,8 +169,8 @@ async fn list(
     Auth(caller): Auth,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> Result<Json<Value>> {
-    let (filter, cursor, limit) = filter.parse()?;
-    let page = herald.deliveries(&caller, &filter, cursor, limit).await?;
+    let (search, cursor, limit) = filter.parse()?;
+    let page = herald.deliveries(&caller, &search, cursor, limit).await?;
     let items: Vec<DeliveryView> = page.items.into_iter().map(Into::into).collect();
     Ok(Json(super::page_json(items, page.next_cursor)))
 }

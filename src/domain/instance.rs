@@ -86,18 +86,28 @@ impl UniqueId {
     }
 }
 
-/// Instance data: always a JSON object, at most 256 KiB when serialised.
+/// Instance data: always a JSON object, at most 256 KiB when serialised and nested at most
+/// [`InstanceData::MAX_DEPTH`] levels, so whatever is accepted can be read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceData(Map<String, Value>);
 
 impl InstanceData {
     /// Largest serialised size accepted.
     pub const MAX_BYTES: usize = 256 * 1024;
+    /// Deepest nesting accepted, the object itself counting as one level; far below the
+    /// JSON parser's own limit of 128, which stored data must never reach.
+    pub const MAX_DEPTH: usize = 64;
 
     pub fn parse(value: Value) -> Result<Self, Invalid> {
         match value {
             Value::Object(map) => {
                 let data = Self(map);
+                if depth(data.as_map()) > Self::MAX_DEPTH {
+                    return Err(Invalid::new(format!(
+                        "`data` is nested deeper than {} levels",
+                        Self::MAX_DEPTH
+                    )));
+                }
                 if data.to_json().len() > Self::MAX_BYTES {
                     return Err(Invalid::new("`data` is larger than 256 KiB"));
                 }
@@ -110,11 +120,18 @@ impl InstanceData {
         }
     }
 
-    /// Parses data stored by Herald itself.
-    pub fn from_stored(text: &str) -> Self {
+    /// Parses data stored by Herald itself; what cannot be read back is an error, never an
+    /// empty object.
+    pub fn from_stored(text: &str) -> Result<Self, Invalid> {
         match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => Self(map),
-            _ => Self(Map::new()),
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(other) => Err(Invalid::new(format!(
+                "stored instance data is {}, not an object",
+                json_kind(&other)
+            ))),
+            Err(e) => Err(Invalid::new(format!(
+                "stored instance data cannot be read: {e}"
+            ))),
         }
     }
 
@@ -157,6 +174,18 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Levels of nesting of an object's values, the object counting as one.
+fn depth(map: &Map<String, Value>) -> usize {
+    fn of(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => depth(map),
+            Value::Array(items) => 1 + items.iter().map(of).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + map.values().map(of).max().unwrap_or(0)
+}
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -181,6 +210,7 @@ impl InstanceStatus {
         if text.is_empty() || text.chars().count() > 64 {
             return Err(Invalid::new("`status` must be 1 to 64 characters"));
         }
+        super::text::single_line("`status`", text)?;
         Ok(Self(text.to_owned()))
     }
 
@@ -196,6 +226,7 @@ impl InstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -248,5 +279,64 @@ mod tests {
             json!({"b": {"c": 4, "d": 3}, "e": 5, "f": [1]})
         );
         assert_eq!(base.merge_patch(&InstanceData::empty()).unwrap(), base);
+    }
+
+    fn nested(levels: usize) -> Value {
+        (1..levels).fold(json!({}), |inner, _| json!({ "a": inner }))
+    }
+
+    #[test]
+    fn data_nested_too_deep_is_refused_and_what_is_accepted_reads_back() {
+        let deepest = InstanceData::parse(nested(InstanceData::MAX_DEPTH)).unwrap();
+        assert_eq!(
+            InstanceData::from_stored(&deepest.to_json()).unwrap(),
+            deepest
+        );
+        let err = InstanceData::parse(nested(InstanceData::MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(err.0, "`data` is nested deeper than 64 levels");
+        let arrays = json!({ "a": (0..InstanceData::MAX_DEPTH).fold(json!(1), |v, _| json!([v])) });
+        assert!(
+            InstanceData::parse(arrays).is_err(),
+            "arrays count as levels"
+        );
+    }
+
+    #[test]
+    fn unreadable_stored_data_is_an_error_not_an_empty_object() {
+        let too_deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(InstanceData::from_stored(&format!("{{\"a\":{too_deep}}}")).is_err());
+        assert!(InstanceData::from_stored("[1]").is_err());
+        assert!(InstanceData::from_stored("{").is_err());
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(70, 256, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the parser accepts is stored as text and reads back equal, or it is
+        /// refused with a reason; it never panics.
+        #[test]
+        fn accepted_data_reads_back_equal(value in any_json()) {
+            let value = json!({ "field": value });
+            if let Ok(data) = InstanceData::parse(value) {
+                prop_assert_eq!(InstanceData::from_stored(&data.to_json()).unwrap(), data);
+            }
+        }
     }
 }

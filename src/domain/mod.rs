@@ -10,6 +10,7 @@ pub mod instance;
 pub mod process;
 pub mod retry;
 pub mod signing;
+pub mod text;
 pub mod user;
 pub mod webhook;
 

@@ -62,6 +62,7 @@ impl ProcessTitle {
         if text.is_empty() {
             return Err(Invalid::new("the process title is empty"));
         }
+        super::text::single_line("the process title", text)?;
         if text.chars().count() > Self::MAX_LEN {
             return Err(Invalid::new(format!(
                 "the process title is longer than {} characters",

@@ -53,6 +53,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         let text = text.trim().to_lowercase();
+        super::text::single_line("the email address", &text)?;
         let valid = text.len() <= 254
             && !text.chars().any(char::is_whitespace)
             && matches!(text.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
@@ -77,6 +78,7 @@ impl DisplayName {
         if text.is_empty() || text.chars().count() > 100 {
             return Err(Invalid::new("the display name must be 1 to 100 characters"));
         }
+        super::text::single_line("the display name", text)?;
         Ok(Self(text.to_owned()))
     }
 

@@ -122,6 +122,7 @@ impl CallbackUrl {
                 "the URL is longer than {MAX_URL_LEN} characters"
             )));
         }
+        super::text::single_line("the URL", text)?;
         let parsed = url::Url::parse(text).map_err(|e| match e {
             url::ParseError::RelativeUrlWithoutBase => Invalid::new(
                 "the URL is relative; write an absolute URL such as https://example.com/hook",
@@ -140,6 +141,10 @@ impl CallbackUrl {
         match parsed.host_str() {
             None | Some("") => return Err(Invalid::new("the URL has no host")),
             Some(_) => {}
+        }
+        if text.chars().any(char::is_whitespace) {
+            // The URL parser would quietly encode it; the stored text must be the URL itself.
+            return Err(Invalid::new("the URL contains a space; write it as %20"));
         }
         Ok(Self(text.to_owned()))
     }
@@ -476,5 +481,39 @@ mod tests {
         let many: Vec<String> = (0..21).map(|i| format!("https://a.example/{i}")).collect();
         let err = WebhookSettings::parse([(true, &many), (false, &[]), (false, &[])]).unwrap_err();
         assert!(err[0].message.contains("at most 20"));
+    }
+
+    #[test]
+    fn spaces_and_control_characters_are_refused_not_encoded() {
+        let space = CallbackUrl::parse("https://example.com/a b").unwrap_err();
+        assert_eq!(space.0, "the URL contains a space; write it as %20");
+        let nul = CallbackUrl::parse("https://example.com/\0").unwrap_err();
+        assert!(nul.0.contains("U+0000"), "{nul}");
+        assert!(CallbackUrl::parse("https://exam\tple.com/").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any text parses or is refused without panicking; an accepted URL parses again to
+        /// itself, and the callback's query carries the instance and process exactly.
+        #[test]
+        fn urls_and_queries_round_trip(
+            text in "\\PC{0,60}",
+            path in "[a-zA-Z0-9/%?&=#:@ .~+-]{0,40}",
+            id in proptest::prelude::any::<String>(),
+            name in proptest::prelude::any::<String>(),
+        ) {
+            let _ = CallbackUrl::parse(&text);
+            if let Ok(u) = CallbackUrl::parse(&format!("https://example.com/{path}")) {
+                proptest::prop_assert_eq!(&CallbackUrl::parse(u.as_str()).unwrap(), &u);
+                let request = u.kianda_request(&id, &name, EventType::Updated);
+                let pairs: Vec<(String, String)> = request.query_pairs().into_owned().collect();
+                let ours = [
+                    ("instanceID".to_owned(), id.clone()),
+                    ("processName".to_owned(), name.clone()),
+                    ("eventType".to_owned(), "updated".to_owned()),
+                ];
+                proptest::prop_assert_eq!(&pairs[pairs.len() - 3..], &ours[..]);
+            }
+        }
     }
 }

@@ -1,6 +1,98 @@
 //! The delivery log, its hourly outcomes, and redelivery.
 
 use super::*;
+use crate::domain::{DeliveryStatus, webhook::redact};
+use crate::storage::ExactUrls;
+
+/// The delivery log's filters as a person typed them (query string, form or JSON body); an
+/// empty field is no filter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SearchText<'a> {
+    pub status: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub instance_id: Option<&'a str>,
+    pub url: Option<&'a str>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
+/// The delivery log's filters, parsed. `url` is a piece of a URL as Herald shows it, without
+/// credentials or fragment, so a filter can never probe what the listing hides (issue 19,
+/// item 9).
+#[derive(Debug, Default, Clone)]
+pub struct DeliverySearch {
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<EventType>,
+    pub instance_id: Option<InstanceId>,
+    pub url: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+impl DeliverySearch {
+    pub fn parse(text: SearchText<'_>) -> Result<Self> {
+        if let Some(url) = given(text.url) {
+            crate::domain::text::single_line("the URL filter", url)?;
+        }
+        Ok(Self {
+            status: given(text.status).map(DeliveryStatus::parse).transpose()?,
+            event_type: given(text.event_type).map(EventType::parse).transpose()?,
+            instance_id: given(text.instance_id).map(InstanceId::parse).transpose()?,
+            url: given(text.url).map(str::to_owned),
+            since: given(text.since).map(Millis::parse_rfc3339).transpose()?,
+            until: given(text.until).map(Millis::parse_rfc3339).transpose()?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.event_type.is_none()
+            && self.instance_id.is_none()
+            && self.url.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+}
+
+/// A filter field that was given, not left empty.
+fn given(text: Option<&str>) -> Option<&str> {
+    text.filter(|t| !t.is_empty())
+}
+
+impl Herald {
+    /// The store's filter for a search, or `None` when no delivery can match it. The URL piece
+    /// is matched here, against each URL as shown, and handed to the store as exact URLs.
+    async fn log_filter(
+        &self,
+        caller: &Caller,
+        search: &DeliverySearch,
+    ) -> Result<Option<DeliveryFilter>> {
+        let urls = match &search.url {
+            None => None,
+            Some(piece) => {
+                let known = self.store.delivery_urls(caller.workspace_id).await?;
+                let urls = ExactUrls::new(
+                    known
+                        .iter()
+                        .filter(|url| redact(url).contains(piece.as_str()))
+                        .map(String::as_str),
+                );
+                if urls.is_empty() {
+                    return Ok(None);
+                }
+                Some(urls)
+            }
+        };
+        Ok(Some(DeliveryFilter {
+            status: search.status,
+            event_type: search.event_type,
+            instance_id: search.instance_id.as_ref().map(|i| i.as_str().to_owned()),
+            urls,
+            since: search.since,
+            until: search.until,
+        }))
+    }
+}
 
 impl Herald {
     /// Succeeded and failed attempts per hour over the last 24 hours, oldest first, 24 entries.
@@ -28,14 +120,20 @@ impl Herald {
     pub async fn deliveries(
         &self,
         caller: &Caller,
-        filter: &DeliveryFilter,
+        search: &DeliverySearch,
         cursor: Option<i64>,
         limit: i64,
     ) -> Result<Page<DeliveryRecord>> {
         require_webhook_manager(caller)?;
+        let Some(filter) = self.log_filter(caller, search).await? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        };
         Ok(self
             .store
-            .deliveries(caller.workspace_id, filter, cursor, limit)
+            .deliveries(caller.workspace_id, &filter, cursor, limit)
             .await?)
     }
 
@@ -69,23 +167,20 @@ impl Herald {
     pub async fn redeliver_matching(
         &self,
         caller: &Caller,
-        filter: &DeliveryFilter,
+        search: &DeliverySearch,
     ) -> Result<u64> {
         require_webhook_manager(caller)?;
-        let empty = filter.status.is_none()
-            && filter.event_type.is_none()
-            && filter.instance_id.is_none()
-            && filter.url.is_none()
-            && filter.since.is_none()
-            && filter.until.is_none();
-        if empty {
+        if search.is_empty() {
             return Err(Error::Invalid(
                 "give at least one of status, eventType, instanceId, url, since, until".into(),
             ));
         }
+        let Some(filter) = self.log_filter(caller, search).await? else {
+            return Ok(0);
+        };
         let n = self
             .store
-            .redeliver_matching(caller.workspace_id, filter, Millis::now())
+            .redeliver_matching(caller.workspace_id, &filter, Millis::now())
             .await?;
         tracing::info!(by = %caller.email, deliveries = n, "bulk redelivery");
         self.announce();

@@ -6,6 +6,8 @@ mod deliveries;
 mod instances;
 mod webhooks;
 
+pub use deliveries::{DeliverySearch, SearchText};
+
 use crate::delivery::CallbackClient;
 use crate::domain::TokenHash;
 use crate::domain::{

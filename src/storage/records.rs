@@ -146,10 +146,37 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<EventType>,
     pub instance_id: Option<String>,
-    /// Substring of the URL.
-    pub url: Option<String>,
+    /// The URLs, exactly as configured, that a delivery may have; the service picks them by
+    /// what people see of a URL, never by its credentials.
+    pub urls: Option<ExactUrls>,
     pub since: Option<Millis>,
     pub until: Option<Millis>,
+}
+
+/// A set of configured URLs as one text both dialects match with `replace`: each URL between
+/// spaces, which a parsed URL never contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactUrls(String);
+
+impl ExactUrls {
+    pub fn new<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut text = String::from(" ");
+        for url in urls {
+            debug_assert!(!url.contains(' '), "a stored URL holds no space");
+            text.push_str(url);
+            text.push(' ');
+        }
+        Self(text)
+    }
+
+    /// Whether the set is empty, so that no delivery can match.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 1
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One delivery as the log shows it.

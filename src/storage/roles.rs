@@ -264,6 +264,9 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// `false` if it was not disabled. Saving settings that list a URL enables it too.
     async fn enable_destination(&self, workspace: WorkspaceId, url: &str) -> Result<bool>;
 
+    /// Every URL, as configured, that a delivery of the workspace in the log was made to.
+    async fn delivery_urls(&self, workspace: WorkspaceId) -> Result<Vec<String>>;
+
     /// Makes every (non-test) delivery matching the filter pending and due now; returns how many.
     async fn redeliver_matching(
         &self,

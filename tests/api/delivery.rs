@@ -1,7 +1,7 @@
 //! Callbacks reaching real receivers: format, fan-out, timeouts, retries, egress, the log.
 
 use crate::helpers::{Behaviour, Receiver, TestApp, eventually};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
@@ -402,6 +402,36 @@ async fn credentials_in_a_url_travel_as_basic_auth_and_stay_out_of_the_log() {
     );
     let log = app.deliveries("").await;
     assert!(!log[0]["url"].as_str().unwrap().contains("s3cr"), "{log:?}");
+
+    // A developer cannot recover the credentials through the filter, piece by piece: it
+    // matches only the URL as shown (issue 19, item 9).
+    let developer = app.user_token("dev@example.com", "developer").await;
+    let matching = |piece: &str| {
+        let path = format!("/api/v1/deliveries?url={}", urlencode(piece));
+        let (app, developer) = (&app, &developer);
+        async move {
+            let (status, body) = app.call(Method::GET, &path, Some(developer), None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["items"].as_array().unwrap().len()
+        }
+    };
+    for secret in ["s3cr", "hook-user", "user:", "%40t@", "@"] {
+        assert_eq!(matching(secret).await, 0, "the filter {secret:?} matched");
+    }
+    assert_eq!(matching("/auth").await, 1);
+    assert_eq!(matching(&format!("http://{}/auth", rx.addr)).await, 1);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/deliveries/redeliver",
+            Some(&developer),
+            Some(json!({"url": "s3cr"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::ACCEPTED, json!({"redelivered": 0}))
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod fanout;
 mod faults;
 mod fleet;
 mod helpers;
+mod hostile;
 mod instances;
 mod lifecycle;
 mod metrics;

@@ -7,9 +7,9 @@ use herald::domain::{
     InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, Signal, WebhookSettings,
 };
 use herald::storage::{
-    AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter, HELD,
-    HOLD_CHUNK, InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished, UserChange,
-    WorkspaceId, Written,
+    AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter,
+    ExactUrls, HELD, HOLD_CHUNK, InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished,
+    UserChange, WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -825,10 +825,28 @@ async fn results_are_recorded_and_the_log_filters(store: Arc<dyn Store>) {
         ),
         (1, Some(500), Some("HTTP 500"))
     );
+    let mut urls = store.delivery_urls(ws).await.unwrap();
+    urls.sort();
+    assert_eq!(urls, ["https://a.example/", "https://b.example/"]);
+    let by_urls = |urls: &[&str]| DeliveryFilter {
+        urls: Some(ExactUrls::new(urls.iter().copied())),
+        ..Default::default()
+    };
+    let b_only = store
+        .deliveries(ws, &by_urls(&["https://b.example/"]), None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(b_only.len(), 2);
+    assert!(b_only.iter().all(|d| d.url == "https://b.example/"));
+    let partial = store
+        .deliveries(ws, &by_urls(&["https://b.example", "b.example/"]), None, 10)
+        .await
+        .unwrap();
+    assert!(partial.items.is_empty(), "URLs match exactly, not in part");
     let by_instance = DeliveryFilter {
         instance_id: Some("p-2".into()),
-        url: Some("b.example".into()),
-        ..Default::default()
+        ..by_urls(&["https://b.example/"])
     };
     let one = store
         .deliveries(ws, &by_instance, None, 10)

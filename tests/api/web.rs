@@ -382,6 +382,24 @@ async fn an_over_long_login_email_gets_the_normal_answer() {
     assert!(page.len() < 100_000, "the email is not echoed back");
 }
 
+/// A NUL in the login email is a wrong email like any other, on both backends (PostgreSQL
+/// cannot even look such a text up).
+async fn a_nul_in_the_login_email_gets_the_normal_answer(db: crate::db::TestDb) {
+    let app = TestApp::spawn_on(db, |_| {}).await;
+    let form = login_form(&app.base).await;
+    let response = post_login(&app.base, &form, "admin\0@example.com", "wrong password!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Wrong email or password."), "{page:.300}");
+}
+on_both_backends!(
+    #[tokio::test]
+    a_nul_in_the_login_email_gets_the_normal_answer
+);
+
 /// The peak resident memory of a process, from `/proc/<pid>/status`.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -529,4 +547,79 @@ async fn a_reset_or_deactivation_ends_the_users_sessions() {
         "reactivating brings back no session the deactivation ended"
     );
     assert!(signed_in(boss).await, "other users stay signed in");
+}
+
+#[tokio::test]
+async fn the_deliveries_page_filters_only_by_the_url_as_shown() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    app.configure(
+        &[&format!("http://hook-user:s3cret@{}/auth", rx.addr)],
+        &[],
+        &[],
+    )
+    .await;
+    app.process("p").await;
+    app.instance("p", json!({})).await;
+    let delivered = app
+        .delivery_when("", "delivered", |d| d["status"] == "succeeded")
+        .await;
+    let id = delivered["id"].as_str().unwrap().to_owned();
+    let (_, cookie) = login(&app, false).await;
+    let shown = |piece: &'static str| {
+        let (app, cookie, id) = (&app, &cookie, &id);
+        async move {
+            page(app, cookie, &format!("/ui/admin/deliveries?url={piece}"))
+                .await
+                .contains(id.as_str())
+        }
+    };
+    assert!(
+        shown("auth").await,
+        "a piece of the shown URL finds the delivery"
+    );
+    for secret in ["s3cret", "hook-user", "s3c"] {
+        assert!(
+            !shown(secret).await,
+            "the filter {secret:?} found a delivery by its password"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_field_nested_too_deep_is_refused_by_the_instance_form_not_stored_as_nothing() {
+    let app = TestApp::spawn().await;
+    app.process("p").await;
+    let (_, cookie) = login(&app, false).await;
+    let csrf = csrf_token(&app, &cookie, "/ui/processes/p").await;
+    let post = |value: String| {
+        let (app, cookie, csrf) = (&app, &cookie, &csrf);
+        async move {
+            client()
+                .post(format!("{}/ui/processes/p/instances", app.base))
+                .header("cookie", cookie)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("key", "kept"),
+                    ("value", "yes"),
+                    ("key", "deep"),
+                    ("value", value.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // 127 levels under the field: the record would be 128 deep, past what can be read back.
+    let answer = post("[".repeat(127) + &"]".repeat(127)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("nested deeper than 64 levels"), "{page}");
+    let (_, list) = app.get("/api/v1/processes/p/instances").await;
+    assert_eq!(list["items"], json!([]), "nothing was stored");
+
+    let answer = post("[".repeat(10) + &"]".repeat(10)).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (_, list) = app.get("/api/v1/processes/p/instances").await;
+    assert_eq!(list["items"][0]["data"]["kept"], "yes", "{list}");
 }

@@ -50,6 +50,13 @@ macro_rules! delivery_log {
                 Ok(n > 0)
             }
 
+            async fn delivery_urls(&self, workspace: WorkspaceId) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT DISTINCT url FROM deliveries WHERE workspace_id = $1")
+                    .bind(workspace.0)
+                    .fetch_all(self.reads())
+                    .await?)
+            }
+
             async fn redeliver_matching(
                 &self,
                 workspace: WorkspaceId,
@@ -62,7 +69,7 @@ macro_rules! delivery_log {
                        AND ($2 IS NULL OR status = $2)
                        AND ($3 IS NULL OR event_type = $3)
                        AND ($4 IS NULL OR instance_id = $4)
-                       AND ($5 IS NULL OR $5 = '' OR replace(url, $5, '') <> url)
+                       AND ($5 IS NULL OR replace($5, ' ' || url || ' ', '') <> $5)
                        AND ($6 IS NULL OR created_at >= $6)
                        AND ($7 IS NULL OR created_at < $7)
                        AND NOT test",
@@ -71,7 +78,7 @@ macro_rules! delivery_log {
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.event_type.map(|e| e.as_str()))
                 .bind(filter.instance_id.as_deref())
-                .bind(filter.url.as_deref())
+                .bind(filter.urls.as_ref().map(|u| u.as_str()))
                 .bind(filter.since.map(|t| t.0))
                 .bind(filter.until.map(|t| t.0))
                 .bind(now.0)
@@ -96,7 +103,7 @@ macro_rules! delivery_log {
                        AND ($2 IS NULL OR status = $2)
                        AND ($3 IS NULL OR event_type = $3)
                        AND ($4 IS NULL OR instance_id = $4)
-                       AND ($5 IS NULL OR $5 = '' OR replace(url, $5, '') <> url)
+                       AND ($5 IS NULL OR replace($5, ' ' || url || ' ', '') <> $5)
                        AND ($6 IS NULL OR created_at >= $6)
                        AND ($7 IS NULL OR created_at < $7)
                        AND ($8 IS NULL OR id < $8)
@@ -106,7 +113,7 @@ macro_rules! delivery_log {
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.event_type.map(|e| e.as_str()))
                 .bind(filter.instance_id.as_deref())
-                .bind(filter.url.as_deref())
+                .bind(filter.urls.as_ref().map(|u| u.as_str()))
                 .bind(filter.since.map(|t| t.0))
                 .bind(filter.until.map(|t| t.0))
                 .bind(cursor)

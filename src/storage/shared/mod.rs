@@ -269,7 +269,7 @@ impl InstanceRow {
             unique_id: self.unique_id,
             status: self.status,
             version: self.version,
-            data: InstanceData::from_stored(&self.data),
+            data: InstanceData::from_stored(&self.data).map_err(|e| unknown("instance data", e))?,
             created_at: Millis(self.created_at),
             created_by: self.created_by,
             modified_at: Millis(self.modified_at),

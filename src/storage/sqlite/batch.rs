@@ -182,7 +182,7 @@ fn instance_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
         unique_id: r.get("unique_id")?,
         status: r.get("status")?,
         version: r.get("version")?,
-        data: InstanceData::from_stored(&data),
+        data: InstanceData::from_stored(&data).map_err(decode_error)?,
         created_at: Millis(r.get("created_at")?),
         created_by: r.get("created_by")?,
         modified_at: Millis(r.get("modified_at")?),

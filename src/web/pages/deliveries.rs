@@ -20,23 +20,13 @@ pub(super) async fn deliveries(
         return r;
     }
     let result = async {
-        let filter = DeliveryFilter {
-            status: q
-                .status
-                .as_deref()
-                .filter(|v| !v.is_empty())
-                .map(DeliveryStatus::parse)
-                .transpose()?,
-            event_type: q
-                .event_type
-                .as_deref()
-                .filter(|v| !v.is_empty())
-                .map(EventType::parse)
-                .transpose()?,
-            url: q.url.clone().filter(|v| !v.is_empty()),
-            ..Default::default()
-        };
-        let page = herald.deliveries(&s.caller, &filter, q.cursor, 50).await?;
+        let search = DeliverySearch::parse(SearchText {
+            status: q.status.as_deref(),
+            event_type: q.event_type.as_deref(),
+            url: q.url.as_deref(),
+            ..SearchText::default()
+        })?;
+        let page = herald.deliveries(&s.caller, &search, q.cursor, 50).await?;
         let chart = herald.hourly_outcomes(&s.caller).await?;
         Ok::<_, Error>((page, chart))
     }

@@ -3,12 +3,12 @@
 
 use super::{Me, SESSION_COOKIE, UiSession, cookie, error_page, render, session_cookie};
 use crate::domain::{
-    CallbackFormat, DeliveryId, DeliveryStatus, DisplayName, Email, EventType, InstanceData,
-    InstanceId, InstanceStatus, Password, ProcessName, ProcessTitle, Role, UrlProblem,
+    CallbackFormat, DeliveryId, DisplayName, Email, EventType, InstanceData, InstanceId,
+    InstanceStatus, Password, ProcessName, ProcessTitle, Role, UrlProblem,
 };
 use crate::error::Error;
-use crate::service::{Herald, InstanceChange, NewUserRequest};
-use crate::storage::{DeliveryFilter, SessionRecord, UserChange};
+use crate::service::{DeliverySearch, Herald, InstanceChange, NewUserRequest, SearchText};
+use crate::storage::{SessionRecord, UserChange};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
