@@ -1,6 +1,6 @@
 //! The error type of Herald's operations. The HTTP edge (`api::error`) turns it into a response.
 
-use crate::domain::{Invalid, UrlProblem};
+use crate::domain::{Invalid, UrlProblems};
 use crate::storage::StorageError;
 
 /// What an operation can fail with. Every variant but `Internal` is the caller's to fix and is
@@ -11,8 +11,8 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// Some callback URLs are invalid; nothing was saved.
-    #[error("{} callback URL(s) are invalid; nothing was saved", .0.len())]
-    InvalidUrls(Vec<UrlProblem>),
+    #[error("{} problem(s) with the callback URLs; nothing was saved", .0.total)]
+    InvalidUrls(UrlProblems),
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the current state (duplicate name, wrong recycle-bin state).

@@ -32,7 +32,7 @@ impl IntoResponse for Error {
                 json!({"code": code, "message": "an internal error occurred; the server log has the details"})
             }
             Error::InvalidUrls(problems) => {
-                json!({"code": code, "message": self.to_string(), "errors": problems})
+                json!({"code": code, "message": self.to_string(), "errors": problems.shown, "errorCount": problems.total})
             }
             other => json!({"code": code, "message": other.to_string()}),
         };

@@ -22,7 +22,9 @@ pub use process::{ProcessName, ProcessTitle};
 pub use retry::{MAX_RETRY_AFTER, NextStep, RetrySchedule, next_step};
 pub use signing::{SigningKeys, SigningSecret};
 pub use user::{ApiToken, DisplayName, Email, Password, Role, TokenHash};
-pub use webhook::{CallbackFormat, CallbackUrl, EventType, UrlProblem, WebhookSettings};
+pub use webhook::{
+    CallbackFormat, CallbackUrl, EventType, UrlProblem, UrlProblems, WebhookSettings,
+};
 
 /// A rule broken by some input, phrased for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -103,6 +103,14 @@ pub const MAX_URL_LEN: usize = 2048;
 /// The most URLs one event may have.
 pub const MAX_URLS_PER_EVENT: usize = 20;
 
+/// Most non-blank lines read for one event: room for duplicates and typos around
+/// [`MAX_URLS_PER_EVENT`] URLs; a longer list is refused before any line is parsed, so a
+/// pasted 60,000-line list costs nothing (issue 19, item 8).
+pub const MAX_LINES_PER_EVENT: usize = 100;
+
+/// Most problems reported one by one; the rest are only counted.
+pub const MAX_PROBLEMS_SHOWN: usize = 100;
+
 /// An absolute `http`/`https` URL with a host, at most [`MAX_URL_LEN`] characters.
 ///
 /// The text is kept as the person typed it (trimmed), so the settings read back exactly;
@@ -260,13 +268,30 @@ pub struct UrlProblem {
     pub message: String,
 }
 
+/// What is wrong with submitted settings: the first [`MAX_PROBLEMS_SHOWN`] problems, and how
+/// many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlProblems {
+    pub shown: Vec<UrlProblem>,
+    pub total: usize,
+}
+
+impl UrlProblems {
+    fn push(&mut self, problem: UrlProblem) {
+        self.total += 1;
+        if self.shown.len() < MAX_PROBLEMS_SHOWN {
+            self.shown.push(problem);
+        }
+    }
+}
+
 impl WebhookSettings {
     /// Builds settings from raw submitted lists, collecting every problem at once.
     ///
     /// Blank entries are skipped (a trailing newline in a text box is no error), duplicates within
     /// one event are removed keeping the first, and more than [`MAX_URLS_PER_EVENT`] distinct URLs
     /// is a problem of its own.
-    pub fn parse(raw: [(bool, &[String]); 3]) -> Result<Self, Vec<UrlProblem>> {
+    pub fn parse(raw: [(bool, &[String]); 3]) -> Result<Self, UrlProblems> {
         Self::parse_with(raw, |_| Ok(()))
     }
 
@@ -275,18 +300,35 @@ impl WebhookSettings {
     pub fn parse_with(
         raw: [(bool, &[String]); 3],
         check: impl Fn(&CallbackUrl) -> Result<(), Invalid>,
-    ) -> Result<Self, Vec<UrlProblem>> {
-        let mut problems = Vec::new();
+    ) -> Result<Self, UrlProblems> {
+        let mut problems = UrlProblems {
+            shown: Vec::new(),
+            total: 0,
+        };
         let mut events: Vec<EventSettings> = Vec::with_capacity(3);
         for (event, (enabled, urls)) in EventType::ALL.into_iter().zip(raw) {
+            let lines = urls.iter().filter(|t| !t.trim().is_empty()).count();
+            if lines > MAX_LINES_PER_EVENT {
+                problems.push(UrlProblem {
+                    event_type: event,
+                    line: None,
+                    url: None,
+                    message: format!(
+                        "{lines} lines given; at most {MAX_LINES_PER_EVENT} lines ({MAX_URLS_PER_EVENT} distinct URLs) are read per event"
+                    ),
+                });
+                events.push(EventSettings::default());
+                continue;
+            }
             let mut parsed: Vec<CallbackUrl> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for (index, text) in urls.iter().enumerate() {
                 if text.trim().is_empty() {
                     continue;
                 }
                 match CallbackUrl::parse(text).and_then(|url| check(&url).map(|()| url)) {
                     Ok(url) => {
-                        if !parsed.contains(&url) {
+                        if seen.insert(url.clone()) {
                             parsed.push(url);
                         }
                     }
@@ -314,7 +356,7 @@ impl WebhookSettings {
                 urls: parsed,
             });
         }
-        if !problems.is_empty() {
+        if problems.total > 0 {
             return Err(problems);
         }
         let mut it = events.into_iter();
@@ -458,7 +500,8 @@ mod tests {
         ];
         let updated = vec!["ftp://x.example/".to_owned()];
         let err = WebhookSettings::parse([(true, &created), (false, &updated), (false, &[])])
-            .unwrap_err();
+            .unwrap_err()
+            .shown;
         assert_eq!(err.len(), 2);
         assert_eq!(
             (err[0].event_type, err[0].line),
@@ -471,6 +514,22 @@ mod tests {
     }
 
     #[test]
+    fn huge_lists_are_refused_whole_and_problems_are_capped() {
+        let huge: Vec<String> = (0..60_000)
+            .map(|i| format!("https://a.example/{i}"))
+            .collect();
+        let err = WebhookSettings::parse([(true, &huge), (false, &[]), (false, &[])]).unwrap_err();
+        assert_eq!(err.total, 1);
+        assert_eq!(
+            err.shown[0].message,
+            "60000 lines given; at most 100 lines (20 distinct URLs) are read per event"
+        );
+        let bad: Vec<String> = (0..100).map(|i| format!("nope {i}")).collect();
+        let err = WebhookSettings::parse([(true, &bad), (true, &bad), (false, &[])]).unwrap_err();
+        assert_eq!((err.shown.len(), err.total), (MAX_PROBLEMS_SHOWN, 200));
+    }
+
+    #[test]
     fn settings_dedupe_and_limit() {
         let dup = vec![
             "https://a.example/".to_owned(),
@@ -480,7 +539,7 @@ mod tests {
         assert_eq!(s.created.urls.len(), 1);
         let many: Vec<String> = (0..21).map(|i| format!("https://a.example/{i}")).collect();
         let err = WebhookSettings::parse([(true, &many), (false, &[]), (false, &[])]).unwrap_err();
-        assert!(err[0].message.contains("at most 20"));
+        assert!(err.shown[0].message.contains("at most 20"));
     }
 
     #[test]
@@ -493,6 +552,28 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any lists of lines parse or are refused with problems, never a panic; accepted
+        /// settings, written out and parsed again, are the same settings.
+        #[test]
+        fn settings_round_trip(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "https://[a-c]\\.example/[a-z]{0,3}",
+                    "\\PC{0,30}",
+                    proptest::strategy::Just(String::new()),
+                ],
+                0..30,
+            ),
+        ) {
+            let none: Vec<String> = Vec::new();
+            if let Ok(settings) = WebhookSettings::parse([(true, &lines), (false, &none), (true, &lines)]) {
+                let again: Vec<String> =
+                    settings.created.urls.iter().map(|u| u.as_str().to_owned()).collect();
+                let reread = WebhookSettings::parse([(true, &again), (false, &none), (true, &again)]).unwrap();
+                proptest::prop_assert_eq!(reread, settings);
+            }
+        }
+
         /// Any text parses or is refused without panicking; an accepted URL parses again to
         /// itself, and the callback's query carries the instance and process exactly.
         #[test]

@@ -179,3 +179,54 @@ async fn bad_bodies_get_json_errors_not_framework_text() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(err["code"], "not_found");
 }
+
+#[tokio::test]
+async fn a_huge_settings_list_is_refused_at_once_with_a_short_answer() {
+    let app = TestApp::spawn().await;
+    app.configure(&["https://kept.example/"], &[], &[]).await;
+    let put = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let response = reqwest::Client::new()
+                .put(format!("{}/api/v1/webhooks", app.base))
+                .bearer_auth(&app.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            let text = response.text().await.unwrap();
+            assert!(text.len() < 30_000, "{} bytes of errors", text.len());
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        }
+    };
+    let lines = |n: usize, make: fn(usize) -> String| (0..n).map(make).collect::<Vec<_>>();
+    let off = json!({"enabled": false, "urls": []});
+    let err = put(json!({
+        "created": {"enabled": true, "urls": lines(60_000, |i| format!("https://u{i}.example/"))},
+        "updated": off,
+        "deleted": off,
+    }))
+    .await;
+    assert_eq!(err["errorCount"], 1, "{err}");
+    assert_eq!(
+        err["errors"][0]["message"],
+        "60000 lines given; at most 100 lines (20 distinct URLs) are read per event"
+    );
+
+    let err = put(json!({
+        "created": {"enabled": true, "urls": lines(100_000, |i| format!("x{i}"))},
+        "updated": {"enabled": true, "urls": lines(100, |i| format!("bad {i}"))},
+        "deleted": {"enabled": true, "urls": lines(100, |i| format!("bad {i}"))},
+    }))
+    .await;
+    assert_eq!(err["errorCount"], 201, "{err}");
+    assert_eq!(err["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        err["message"],
+        "201 problem(s) with the callback URLs; nothing was saved"
+    );
+
+    let (_, saved) = app.get("/api/v1/webhooks").await;
+    assert_eq!(saved["created"]["urls"], json!(["https://kept.example/"]));
+}

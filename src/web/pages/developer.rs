@@ -160,7 +160,7 @@ pub(super) async fn save_webhooks(
                 &s,
                 DeveloperView {
                     typed: Some((typed, format_text)),
-                    problems,
+                    problems: problems.shown,
                     ..Default::default()
                 },
             )
