@@ -147,18 +147,26 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
     let config = config::resolve(file, overrides)?;
     let signal = startup::termination_signal()?;
     let running = startup::start(config).await?;
+    // A closed standard output loses these lines, never the server (issue 19, item 18).
+    let say = |line: std::fmt::Arguments<'_>| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
     if let Some(b) = &running.bootstrapped {
-        println!(
+        say(format_args!(
             "Herald created the workspace `{DEFAULT_WORKSPACE}` and its first administrator (shown once):"
-        );
-        println!("  email:     {}", b.email);
-        println!("  password:  {}", b.password.expose());
+        ));
+        say(format_args!("  email:     {}", b.email));
+        say(format_args!("  password:  {}", b.password.expose()));
         match &b.generated_token {
-            Some(token) => println!("  API token: {}", token.expose()),
-            None => println!("  API token: the one in HERALD_ADMIN_TOKEN"),
+            Some(token) => say(format_args!("  API token: {}", token.expose())),
+            None => say(format_args!("  API token: the one in HERALD_ADMIN_TOKEN")),
         }
     }
-    println!("Herald is listening on http://{}", running.addr);
+    say(format_args!(
+        "Herald is listening on http://{}",
+        running.addr
+    ));
     let stop = running.shutdown_token();
     tokio::spawn(async move {
         signal.await;

@@ -10,17 +10,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Log lines go to standard error through a dedicated thread that drops what it cannot
+    // write: a closed or stalled pipe (`herald serve 2>&1 | head`) must never panic or block a
+    // task, or signals and requests stop being served (issue 19, item 18).
+    let (log_writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=info,warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
+        .log_internal_errors(false)
         .init();
     match herald::cli::Cli::parse().run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -306,3 +306,62 @@ fn an_admin_token_on_a_later_start_is_reported_as_ignored() {
         "the token itself is never logged: {text}"
     );
 }
+
+/// As `herald serve 2>&1 | head -2`: once the reader is gone every log line fails to be
+/// written, and Herald must go on answering and stop on SIGTERM (issue 19, item 18).
+#[test]
+fn a_closed_log_pipe_stops_neither_requests_nor_shutdown() {
+    const TOKEN: &str = "closed-pipe-admin-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+        .env("RUST_LOG", "debug")
+        .env("HERALD_ADMIN_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let addr = {
+        use std::io::BufRead;
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("Herald is listening on http://")
+                    .map(str::to_owned)
+            })
+            .expect("serve prints its address")
+        // Both pipes are closed from here on.
+    };
+    herald::startup::install_tls_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses = rt.block_on(async {
+        let http = ::reqwest::Client::new();
+        let settings = serde_json::json!({
+            "created": {"enabled": true, "urls": ["https://example.com/hook"]},
+            "updated": {"enabled": false, "urls": []},
+            "deleted": {"enabled": false, "urls": []},
+        });
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let put = http
+                .put(format!("http://{addr}/api/v1/webhooks"))
+                .bearer_auth(TOKEN)
+                .json(&settings)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("the settings request is answered");
+            statuses.push(put.status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [200, 200, 200]);
+    assert_eq!(terminate(&mut child), Some(0), "SIGTERM still stops Herald");
+}
