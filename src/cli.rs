@@ -80,6 +80,11 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_PER_HOST", value_name = "N")]
     max_per_host: Option<usize>,
 
+    /// HTTP connections open at once; more wait until one closes. A client has 10 s to send
+    /// each request's head, idle keep-alive time included [default: 1024].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+
     /// Days finished deliveries stay in the delivery log [default: 30].
     #[arg(long, env = "HERALD_RETENTION_DAYS", value_name = "DAYS")]
     retention_days: Option<u64>,
@@ -140,6 +145,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         retry_schedule: args.retry_schedule,
         max_in_flight: args.max_in_flight,
         max_per_host: args.max_per_host,
+        max_connections: args.max_connections,
         retention_days: args.retention_days,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),

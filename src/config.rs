@@ -47,6 +47,8 @@ pub struct Config {
     pub admin_email: Email,
     /// How long an idle worker sleeps before looking for work other nodes queued.
     pub idle_poll: Duration,
+    /// Open connections and the request-head deadline of the HTTP server.
+    pub server: crate::server::ServerLimits,
 }
 
 impl fmt::Debug for Config {
@@ -63,6 +65,7 @@ impl fmt::Debug for Config {
             .field("retry_schedule", &self.retry_schedule)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_per_host", &self.max_per_host)
+            .field("server", &self.server)
             .field("retention", &self.retention)
             .field("migrate", &self.migrate)
             .field(
@@ -93,6 +96,7 @@ impl Config {
             admin_token: None,
             admin_email: Email::parse("admin@herald.local").expect("valid default"),
             idle_poll: Duration::from_secs(1),
+            server: crate::server::ServerLimits::default(),
         }
     }
 }
@@ -111,6 +115,7 @@ pub struct FileConfig {
     pub retry_schedule: Option<String>,
     pub max_in_flight: Option<usize>,
     pub max_per_host: Option<usize>,
+    pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
 }
 
@@ -138,6 +143,7 @@ pub struct Overrides {
     pub retry_schedule: Option<String>,
     pub max_in_flight: Option<usize>,
     pub max_per_host: Option<usize>,
+    pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
     pub no_migrate: bool,
     pub admin_token: Option<String>,
@@ -199,6 +205,14 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         bail!("max per host must be 1 to 10000, not {per_host}");
     }
     config.max_per_host = per_host;
+    let connections = over
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(config.server.max_connections);
+    if !(1..=100_000).contains(&connections) {
+        bail!("max connections must be 1 to 100000, not {connections}");
+    }
+    config.server.max_connections = connections;
     let days = over.retention_days.or(file.retention_days).unwrap_or(30);
     if !(1..=3650).contains(&days) {
         bail!("retention must be 1 to 3650 days, not {days}");

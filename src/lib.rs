@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod server;
 pub mod service;
 pub mod startup;
 pub mod storage;

@@ -172,15 +172,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
 
     let server_stop = shutdown.clone();
+    let server_limits = config.server;
     let worker_stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let worker = tokio::spawn(worker.run(worker_stop));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-            .context("serving HTTP");
+        crate::server::serve(listener, app, server_limits, server_stop).await;
         worker.await.context("delivery worker panicked")?;
-        served
+        Ok(())
     });
     tracing::info!(%addr, database = %storage::redact_db_url(&config.database_url), "Herald is listening");
     Ok(Running {

@@ -18,6 +18,7 @@ mod metrics;
 mod migrations;
 mod reliability;
 mod signing;
+mod slow_clients;
 mod storage;
 mod stored_values;
 mod web;
