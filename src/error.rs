@@ -31,6 +31,14 @@ pub enum Error {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The database cannot be reached (or is shutting down): nothing was done; retry later.
+    #[error("the database is unavailable; nothing was changed, retry in a few seconds")]
+    DatabaseUnavailable,
+    /// The database's disk is full: reads still work, writes are refused until space is freed.
+    #[error(
+        "the database's disk is full, so nothing was written; reads still work. An operator must free space on the volume that holds the database"
+    )]
+    StorageFull,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -50,7 +58,17 @@ impl From<StorageError> for Error {
                 code: "already_exists",
                 message: format!("{what} already exists"),
             },
-            other => Error::Internal(anyhow::Error::new(other)),
+            other => match other.outage() {
+                Some(crate::storage::Outage::Unavailable) => {
+                    tracing::warn!(error = %error_chain(&other), "the database is unavailable");
+                    Error::DatabaseUnavailable
+                }
+                Some(crate::storage::Outage::Full) => {
+                    tracing::warn!(error = %error_chain(&other), "the database's disk is full");
+                    Error::StorageFull
+                }
+                None => Error::Internal(anyhow::Error::new(other)),
+            },
         }
     }
 }

@@ -18,6 +18,8 @@ impl Error {
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Error::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Error::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -50,13 +52,15 @@ impl IntoResponse for Error {
 }
 
 impl Error {
-    /// The `Retry-After` header of a `Busy` error: whole seconds, at least one.
+    /// The `Retry-After` header of a `Busy` error (whole seconds, at least one) and of an
+    /// unavailable database.
     pub fn retry_after(&self) -> Option<HeaderValue> {
         match self {
             Error::Busy { retry_after, .. } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 Some(HeaderValue::from(secs))
             }
+            Error::DatabaseUnavailable => Some(HeaderValue::from(2u64)),
             _ => None,
         }
     }

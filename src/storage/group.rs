@@ -10,8 +10,10 @@
 //! adds no delay, it only appears under concurrency.
 //!
 //! **Invariant:** a request is answered with success only after its writes committed. If a
-//! batch fails, nothing of it was stored, and its writes are retried one by one, so one bad
-//! write fails alone and never takes its neighbours down with it.
+//! batch fails, nothing of it was stored; when the database refused it, its writes are retried
+//! one by one, so one bad write fails alone and never takes its neighbours down with it; when
+//! the database is down or full, every write gets that answer at once. A request whose client
+//! has gone before its batch starts is never written.
 
 use super::{InstanceRecord, InstanceUpdate, Result, StorageError, WorkspaceId, Written};
 use crate::domain::{EventType, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName};
@@ -186,6 +188,12 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // A request whose client gave up (its handler was dropped) is not written: its
+        // client saw it fail and may retry, which must not make a duplicate.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let (writes, replies): (Vec<InstanceWrite>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
         match writer.apply(&writes).await {
@@ -199,6 +207,24 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
                 let reply = replies.into_iter().next().expect("one reply per write");
                 let _ = reply.send(Err(error));
             }
+            Err(error) if error.outage().is_some() => {
+                // The database is down or full: every write of the batch gets that answer at
+                // once. Retrying each would keep requests open past their clients' patience
+                // and commit writes whose clients saw them fail.
+                let outage = error.outage().expect("checked");
+                tracing::warn!(
+                    writes = writes.len(),
+                    error = %crate::error::error_chain(&error),
+                    "a group commit failed: {outage}"
+                );
+                let mut replies = replies.into_iter();
+                if let Some(first) = replies.next() {
+                    let _ = first.send(Err(error));
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::SharedFailure(outage)));
+                }
+            }
             Err(error) => {
                 tracing::warn!(
                     writes = writes.len(),
@@ -206,6 +232,9 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
                     "a group commit failed; writing its requests one by one"
                 );
                 for (write, reply) in writes.iter().zip(replies) {
+                    if reply.is_closed() {
+                        continue;
+                    }
                     let outcome = writer
                         .apply(std::slice::from_ref(write))
                         .await
@@ -313,6 +342,7 @@ pub fn creates_per_process(writes: &[InstanceWrite]) -> Vec<(WorkspaceId, &Proce
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Outage;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -332,6 +362,16 @@ mod tests {
             if writes
                 .iter()
                 .any(|w| matches!(w, InstanceWrite::Delete { by, .. } if by == "poison"))
+            {
+                // A constraint the database refuses: the batch is retried write by write.
+                return Err(StorageError::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(19),
+                    None,
+                )));
+            }
+            if writes
+                .iter()
+                .any(|w| matches!(w, InstanceWrite::Delete { by, .. } if by == "outage"))
             {
                 return Err(StorageError::Database(sqlx::Error::PoolTimedOut));
             }
@@ -375,6 +415,99 @@ mod tests {
             "writes waiting together were committed together: {batches:?}"
         );
         assert!(batches.iter().all(|&n| n <= MAX_BATCH));
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_fails_the_whole_batch_at_once_without_retries() {
+        let fake = std::sync::Arc::new(Fake::default());
+        let group = std::sync::Arc::new(GroupCommit::start(std::sync::Arc::clone(&fake)));
+        // Hold the writer with a first write, so the next ones queue up into one batch.
+        let first = tokio::spawn({
+            let group = std::sync::Arc::clone(&group);
+            async move { group.submit(delete("someone")).await }
+        });
+        while fake.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let group = std::sync::Arc::clone(&group);
+            let by = if i == 0 { "outage" } else { "someone" };
+            tasks.push(tokio::spawn(async move { group.submit(delete(by)).await }));
+        }
+        first.await.unwrap().unwrap();
+        let mut outages = 0;
+        for task in tasks {
+            if let Err(e) = task.await.unwrap() {
+                assert_eq!(e.outage(), Some(Outage::Unavailable), "{e}");
+                outages += 1;
+            }
+        }
+        let batches = fake.batches.lock().unwrap().clone();
+        assert!(outages >= 1, "{batches:?}");
+        let writes_applied: usize = batches.iter().sum();
+        assert_eq!(
+            writes_applied, 11,
+            "no write was tried twice after the outage: {batches:?}"
+        );
+    }
+
+    /// Blocks its first batch until released, and records every write it was given.
+    #[derive(Default)]
+    struct Gated {
+        seen: Mutex<Vec<String>>,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl BatchWriter for std::sync::Arc<Gated> {
+        async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+            let first = self.seen.lock().unwrap().is_empty();
+            for w in writes {
+                if let InstanceWrite::Delete { by, .. } = w {
+                    self.seen.lock().unwrap().push(by.clone());
+                }
+            }
+            if first {
+                self.release.notified().await;
+            }
+            Ok(writes
+                .iter()
+                .map(|_| WriteOutcome::Written(Written::NotFound))
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_client_gave_up_before_its_batch_is_never_applied() {
+        let gated = std::sync::Arc::new(Gated::default());
+        let group = std::sync::Arc::new(GroupCommit::start(std::sync::Arc::clone(&gated)));
+        let first = tokio::spawn({
+            let group = std::sync::Arc::clone(&group);
+            async move { group.submit(delete("first")).await }
+        });
+        while gated.seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Queued behind the first write, then abandoned, as a handler dropped by hyper when
+        // its client disconnects.
+        let abandoned = tokio::spawn({
+            let group = std::sync::Arc::clone(&group);
+            async move { group.submit(delete("abandoned")).await }
+        });
+        let kept = tokio::spawn({
+            let group = std::sync::Arc::clone(&group);
+            async move { group.submit(delete("kept")).await }
+        });
+        while group.queue.capacity() > QUEUE - 2 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        gated.release.notify_one();
+        first.await.unwrap().unwrap();
+        kept.await.unwrap().unwrap();
+        assert_eq!(*gated.seen.lock().unwrap(), ["first", "kept"]);
     }
 
     #[test]

@@ -59,11 +59,73 @@ pub enum StorageError {
     /// The group-commit writer task is gone (the store is shutting down).
     #[error("the database writer stopped")]
     WriterStopped,
+    /// A write that shared a failed group commit with others, when the database could not be
+    /// reached: it is answered with the same verdict, not retried (issue 19, item 15).
+    #[error("{0}")]
+    SharedFailure(Outage),
+}
+
+/// Why the database cannot serve a request now, when that is not the request's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Unreachable, refusing connections, out of connections in time, or shutting down.
+    Unavailable,
+    /// The disk (or the database's space) is full: reads still work, writes do not.
+    Full,
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outage::Unavailable => "the database cannot be reached",
+            Outage::Full => "the database's disk is full",
+        })
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 impl StorageError {
+    /// Whether this is an outage of the database rather than a fault of the request, and which.
+    pub fn outage(&self) -> Option<Outage> {
+        use sqlx::Error as E;
+        match self {
+            StorageError::SharedFailure(outage) => Some(*outage),
+            StorageError::Database(
+                E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed,
+            ) => Some(Outage::Unavailable),
+            StorageError::Database(E::Database(db)) => {
+                match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // 53100: disk full. A FATAL error ends the session (shut down, not
+                    // accepting connections, too many clients, the database gone), as do the
+                    // connection exceptions of class 08.
+                    Some(pg) => match pg.code() {
+                        "53100" => Some(Outage::Full),
+                        code if code.starts_with("08") => Some(Outage::Unavailable),
+                        _ if matches!(
+                            pg.severity(),
+                            sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                        ) =>
+                        {
+                            Some(Outage::Unavailable)
+                        }
+                        _ => None,
+                    },
+                    // SQLite through sqlx: SQLITE_FULL is 13.
+                    None => (db.code().as_deref() == Some("13")).then_some(Outage::Full),
+                }
+            }
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
+                rusqlite::ErrorCode::DiskFull => Some(Outage::Full),
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    Some(Outage::Unavailable)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether the database answered and refused what it was given (a value it cannot hold, a
     /// constraint, a size limit): the same statement will be refused again, so retrying it is
     /// useless, unlike a database that is down, busy or full, which a retry outlasts.

@@ -44,7 +44,10 @@ async fn a_receiver_that_keeps_up_gets_more_at_once(app: TestApp) {
     // The limit moves with each answer: compare the health listing and the metrics only once
     // the last answer is in and nothing is pending.
     eventually("every delivery is done", || async {
-        app.deliveries("status=pending").await.is_empty().then_some(())
+        app.deliveries("status=pending")
+            .await
+            .is_empty()
+            .then_some(())
     })
     .await;
     let peak = receiver.peak_in_flight();

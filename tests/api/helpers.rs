@@ -81,6 +81,13 @@ impl TestApp {
     }
 
     /// Sends a request as `token` (or anonymously with `None`).
+    /// The database given to [`TestApp::spawn_on`], to act on behind Herald's back.
+    pub fn db(&self) -> &crate::db::TestDb {
+        self._db
+            .as_ref()
+            .expect("spawned on a database of the test's")
+    }
+
     pub async fn call(
         &self,
         method: Method,

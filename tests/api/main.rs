@@ -16,6 +16,7 @@ mod instances;
 mod lifecycle;
 mod metrics;
 mod migrations;
+mod outage;
 mod reliability;
 mod signing;
 mod slow_clients;

@@ -80,12 +80,16 @@ fn is_loopback(options: &PgConnectOptions) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// How long a request waits for a connection: an unreachable database answers 503 within
+/// about this (issue 19, item 15), not after a client has given up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A pool of at most `max` connections with `options`, one opened at once.
 async fn connect(options: &PgConnectOptions, max: u32) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await?)
 }
@@ -142,7 +146,7 @@ impl PostgresStore {
         .await?;
         let claims_fresh = PgPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(queue_options.options([("statement_timeout", timeout.as_str())]));
         let queue = connect(&generic, 4).await?;
         let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
