@@ -28,7 +28,7 @@ use axum::routing::get;
 pub fn router(herald: service::Herald) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(api::metrics))
+        .route(api::METRICS.path, get(api::metrics))
         .merge(api::router())
         .merge(web::router())
         .with_state(herald)

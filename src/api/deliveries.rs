@@ -7,19 +7,17 @@ use crate::domain::{DeliveryId, DeliveryStatus, EventType, Millis};
 use crate::error::Result;
 use crate::service::{DeliverySearch, Herald, SearchText};
 use crate::storage::{AttemptRecord, DeliveryRecord};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub fn router() -> Router<Herald> {
-    Router::new()
-        .route("/deliveries", get(list))
-        .route("/deliveries/{id}", get(read))
-        .route("/deliveries/{id}/redeliver", post(redeliver))
-        .route("/deliveries/redeliver", post(redeliver_matching))
+routes! {
+    get "/deliveries" => list, Manager;
+    get "/deliveries/{id}" => read, Manager;
+    post "/deliveries/{id}/redeliver" => redeliver, Manager;
+    post "/deliveries/redeliver" => redeliver_matching, Manager;
 }
 
 #[derive(Deserialize)]

@@ -6,20 +6,21 @@ use crate::domain::{InstanceData, InstanceId, InstanceStatus, ProcessName};
 use crate::error::{Error, Result};
 use crate::service::{Herald, InstanceChange};
 use crate::storage::InstanceRecord;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub fn router() -> Router<Herald> {
-    Router::new()
-        .route("/processes/{name}/instances", get(list).post(create))
-        .route("/instances/{id}", get(read).patch(update).delete(remove))
-        .route("/instances/{id}/restore", post(restore))
-        .route("/recycle-bin", get(recycle_bin))
+routes! {
+    get "/processes/{name}/instances" => list, Member;
+    post "/processes/{name}/instances" => create, Member;
+    get "/instances/{id}" => read, Member;
+    patch "/instances/{id}" => update, Member;
+    delete "/instances/{id}" => remove, Member;
+    post "/instances/{id}/restore" => restore, Administrator;
+    get "/recycle-bin" => recycle_bin, Administrator;
 }
 
 #[derive(Deserialize)]

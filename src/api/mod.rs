@@ -4,6 +4,41 @@
 //! **Architecture Invariant:** handlers never touch storage directly; every operation goes
 //! through [`crate::service::Herald`], which the web UI shares.
 
+/// Who may call an API route. The route tables below are the one list of routes: the router
+/// is built from them, and the authorisation matrix test (`tests/api/authorization.rs`) calls
+/// every route with every kind of caller and checks the answer against this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any active user.
+    Member,
+    /// Administrators and developers.
+    Manager,
+    Administrator,
+}
+
+/// One route: method, path under `/api/v1` (or the root for `/metrics`), and who may call it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// A module's route table and its router, from one list.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:ident, $access:ident;)+) => {
+        pub(super) const ROUTES: &[super::RouteSpec] = &[$(super::RouteSpec {
+            method: stringify!($method),
+            path: $path,
+            access: super::Access::$access,
+        }),+];
+
+        pub(super) fn router() -> axum::Router<crate::service::Herald> {
+            axum::Router::new()$(.route($path, axum::routing::$method($handler)))+
+        }
+    };
+}
+
 mod deliveries;
 pub use deliveries::{AttemptView, DeliveryView, attempt_view, deliveries_view};
 pub mod error;
@@ -20,6 +55,30 @@ use axum::http::StatusCode;
 use error::HttpError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// `GET /metrics`, served beside the API at the root.
+pub const METRICS: RouteSpec = RouteSpec {
+    method: "get",
+    path: "/metrics",
+    access: Access::Manager,
+};
+
+/// Every API route as a client calls it: the `/api/v1` routes with their prefix, and
+/// `/metrics`.
+pub fn routes() -> Vec<(&'static str, String, Access)> {
+    let v1 = [
+        webhooks::ROUTES,
+        processes::ROUTES,
+        instances::ROUTES,
+        deliveries::ROUTES,
+        users::ROUTES,
+    ];
+    v1.into_iter()
+        .flatten()
+        .map(|r| (r.method, format!("/api/v1{}", r.path), r.access))
+        .chain([(METRICS.method, METRICS.path.to_owned(), METRICS.access)])
+        .collect()
+}
 
 /// All API routes, with JSON answers for unknown routes and methods.
 pub fn router() -> Router<Herald> {

@@ -5,16 +5,15 @@ use crate::domain::{Millis, ProcessName, ProcessTitle};
 use crate::error::Result;
 use crate::service::Herald;
 use crate::storage::ProcessRecord;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-pub fn router() -> Router<Herald> {
-    Router::new()
-        .route("/processes", get(list).post(create))
-        .route("/processes/{name}", get(read))
+routes! {
+    get "/processes" => list, Member;
+    post "/processes" => create, Member;
+    get "/processes/{name}" => read, Member;
 }
 
 #[derive(Deserialize)]

@@ -5,15 +5,15 @@ use super::extract::{ApiJson, Auth};
 use crate::domain::{DisplayName, Email, Password, Role};
 use crate::error::Result;
 use crate::service::{Herald, NewUserRequest};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<Herald> {
-    Router::new().route("/users", get(list).post(create))
+routes! {
+    get "/users" => list, Administrator;
+    post "/users" => create, Administrator;
 }
 
 #[derive(Deserialize)]

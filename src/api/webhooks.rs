@@ -4,19 +4,18 @@ use super::extract::{ApiJson, Auth};
 use crate::domain::{CallbackFormat, EventType, WebhookSettings};
 use crate::error::{Error, Result};
 use crate::service::Herald;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-pub fn router() -> Router<Herald> {
-    Router::new()
-        .route("/webhooks", get(read).put(replace))
-        .route("/webhooks/test", axum::routing::post(test))
-        .route("/webhooks/health", get(health))
-        .route("/webhooks/enable", axum::routing::post(enable))
-        .route("/webhooks/secret", get(secret))
-        .route("/webhooks/secret/rotate", axum::routing::post(rotate))
+routes! {
+    get "/webhooks" => read, Manager;
+    put "/webhooks" => replace, Manager;
+    post "/webhooks/test" => test, Manager;
+    get "/webhooks/health" => health, Manager;
+    post "/webhooks/enable" => enable, Manager;
+    get "/webhooks/secret" => secret, Manager;
+    post "/webhooks/secret/rotate" => rotate, Manager;
 }
 
 fn keys_json(keys: &crate::domain::SigningKeys) -> serde_json::Value {

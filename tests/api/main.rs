@@ -1,6 +1,7 @@
 //! Integration tests: Herald driven through its HTTP API, with real receiving servers.
 //! One binary for all of them keeps link time down.
 
+mod authorization;
 mod browser;
 mod cli;
 mod concurrency;

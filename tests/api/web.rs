@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -15,7 +15,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The login form's anti-forgery cookie (`name=value`) and token, as a browser gets them.
-async fn login_form(base: &str) -> (String, String) {
+pub(crate) async fn login_form(base: &str) -> (String, String) {
     let response = client().get(format!("{base}/login")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let cookie = response.headers()["set-cookie"]
@@ -36,7 +36,7 @@ async fn login_form(base: &str) -> (String, String) {
 }
 
 /// Posts the login form as a browser that loaded it does.
-fn post_login(
+pub(crate) fn post_login(
     base: &str,
     form: &(String, String),
     email: &str,
@@ -49,7 +49,7 @@ fn post_login(
 }
 
 /// The session cookie (`name=value`) of a successful form login.
-async fn session_cookie(app: &TestApp, email: &str) -> String {
+pub(crate) async fn session_cookie(app: &TestApp, email: &str) -> String {
     let form = login_form(&app.base).await;
     let response = post_login(&app.base, &form, email, PASSWORD)
         .send()
@@ -78,7 +78,7 @@ async fn page(app: &TestApp, cookie: &str, path: &str) -> String {
 }
 
 /// An administrator's change to a user on the Users page (`action` as its buttons send it).
-async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &str, action: &str) {
+pub(crate) async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &str, action: &str) {
     let r = client()
         .post(format!("{}/ui/admin/users/change", app.base))
         .header("cookie", admin)
@@ -94,7 +94,7 @@ async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &str, action
 }
 
 /// The anti-forgery token embedded in the page at `path`.
-async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> String {
+pub(crate) async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> String {
     let page = client()
         .get(format!("{}{path}", app.base))
         .header("cookie", cookie)
