@@ -4,6 +4,7 @@
 mod accounts;
 mod deliveries;
 mod instances;
+pub mod login_guard;
 mod webhooks;
 
 pub use deliveries::{DeliverySearch, SearchText};
@@ -39,6 +40,7 @@ pub struct Herald {
     metrics: Arc<Metrics>,
     outbound: Arc<Outbound>,
     callers: Arc<CallerCache>,
+    login_guard: Arc<login_guard::LoginGuard>,
 }
 
 /// How long a resolved API token is trusted without asking the database again. A change made
@@ -146,6 +148,7 @@ impl Herald {
             metrics: Arc::default(),
             outbound,
             callers: Arc::default(),
+            login_guard: Arc::default(),
         }
     }
 
@@ -157,6 +160,11 @@ impl Herald {
     /// This node's counters, which its worker shares.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The slow-down of password guessing at sign-in.
+    pub fn login_guard(&self) -> &Arc<login_guard::LoginGuard> {
+        &self.login_guard
     }
 
     /// The Prometheus text of this node's counters and of the queue; administrators and

@@ -623,3 +623,175 @@ async fn a_field_nested_too_deep_is_refused_by_the_instance_form_not_stored_as_n
     let (_, list) = app.get("/api/v1/processes/p/instances").await;
     assert_eq!(list["items"][0]["data"]["kept"], "yes", "{list}");
 }
+
+/// The login form posted from the local address `from` (127.0.0.x: a different client).
+fn post_login_from(
+    from: [u8; 4],
+    base: &str,
+    form: &(String, String),
+    email: &str,
+    password: &str,
+    device: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let cookies = match device {
+        Some(device) => format!("{}; {device}", form.0),
+        None => form.0.clone(),
+    };
+    client
+        .post(format!("{base}/login"))
+        .header("cookie", cookies)
+        .form(&[("email", email), ("password", password), ("csrf", &form.1)])
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_account_wait_in_turn() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/users",
+        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+    )
+    .await;
+    let form = login_form(&app.base).await;
+    for _ in 0..2 {
+        let r = post_login(&app.base, &form, "dev@example.com", "wrong guess!!")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Twenty guesses at once, the right password among them: one is checked, the others are
+    // told to come back later, so parallelism buys an attacker nothing.
+    let guesses = (0..20).map(|i| {
+        let password = if i == 7 {
+            PASSWORD.to_owned()
+        } else {
+            format!("guess number {i}")
+        };
+        let request = post_login(&app.base, &form, "dev@example.com", &password);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.headers().get("retry-after").cloned())
+        }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(checked, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+            .all(|(_, retry)| retry.is_some()),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn spraying_one_password_over_many_emails_from_one_address_is_slowed() {
+    let app = TestApp::spawn().await;
+    let form = login_form(&app.base).await;
+    for i in 0..6 {
+        let r = post_login(
+            &app.base,
+            &form,
+            &format!("victim{i}@example.com"),
+            "Summer2026!!",
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let sprays = (0..10).map(|i| {
+        let request = post_login(
+            &app.base,
+            &form,
+            &format!("next{i}@example.com"),
+            "Summer2026!!",
+        );
+        async move { request.send().await.unwrap().status() }
+    });
+    let answers = futures_util::future::join_all(sprays).await;
+    let refused = answers
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(refused >= 9, "{answers:?}");
+    // Another client is not slowed by it.
+    let r = post_login_from(
+        [127, 0, 0, 2],
+        &app.base,
+        &form,
+        "next0@example.com",
+        "Summer2026!!",
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_owner_signs_in_from_a_known_browser_while_someone_else_guesses() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/users",
+        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+    )
+    .await;
+    // The owner signed in once from their browser (127.0.0.2), which keeps a device cookie.
+    let form = login_form(&app.base).await;
+    let first = post_login_from(
+        [127, 0, 0, 2],
+        &app.base,
+        &form,
+        "dev@example.com",
+        PASSWORD,
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let device = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("herald_device="))
+        .expect("a device cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Someone else guesses from 127.0.0.1, and keeps a guess waiting on the account.
+    for _ in 0..3 {
+        post_login(&app.base, &form, "dev@example.com", "wrong guess!!")
+            .send()
+            .await
+            .unwrap();
+    }
+    let waiting =
+        tokio::spawn(post_login(&app.base, &form, "dev@example.com", "wrong guess!!").send());
+    let owner = post_login_from(
+        [127, 0, 0, 2],
+        &app.base,
+        &form,
+        "dev@example.com",
+        PASSWORD,
+        Some(&device),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(owner.status(), StatusCode::SEE_OTHER, "the owner is let in");
+    let _ = waiting.await;
+}

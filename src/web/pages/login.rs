@@ -2,61 +2,11 @@
 
 use super::*;
 
-/// Failed logins per email: each failure doubles the wait before the next answer (up to 8 s), so
-/// guessing is slow. Kept in memory: losing it on restart only forgets some slowness. Keyed by
-/// the normalised email, never over [`MAX_EMAIL_LEN`] (longer ones are refused before anything
-/// is kept), and never more than [`MAX_FAILURE_ENTRIES`] of them: a few MiB at most, however
-/// many emails are tried.
-pub(super) static FAILURES: Mutex<Option<HashMap<String, (u32, Instant)>>> = Mutex::new(None);
+use crate::service::login_guard::{DEVICE_MEMORY, MAX_EMAIL_LEN, Outcome};
 
-/// The longest email address (RFC 5321's limit on a path).
-const MAX_EMAIL_LEN: usize = 254;
-const MAX_FAILURE_ENTRIES: usize = 10_000;
-/// A failure older than this no longer slows anything.
-const FAILURE_MEMORY: Duration = Duration::from_secs(900);
-
-pub(super) fn failure_delay(email: &str) -> Duration {
-    let guard = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
-    match guard.as_ref().and_then(|m| m.get(email)) {
-        Some((n, at)) if at.elapsed() < FAILURE_MEMORY => {
-            Duration::from_millis(250u64.saturating_mul(1 << (*n).min(5)))
-                .min(Duration::from_secs(8))
-        }
-        _ => Duration::ZERO,
-    }
-}
-
-pub(super) fn note_failure(email: &str, failed: bool) {
-    let mut guard = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
-    remember(guard.get_or_insert_with(HashMap::new), email, failed);
-}
-
-/// Counts a failure of `email` in `map` (or forgets its failures after a success), keeping
-/// the map within its bounds.
-fn remember(map: &mut HashMap<String, (u32, Instant)>, email: &str, failed: bool) {
-    if !failed {
-        map.remove(email);
-        return;
-    }
-    if email.len() > MAX_EMAIL_LEN {
-        return;
-    }
-    if !map.contains_key(email) && map.len() >= MAX_FAILURE_ENTRIES {
-        map.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
-        // Still full of recent failures: forget the oldest one.
-        if map.len() >= MAX_FAILURE_ENTRIES
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-    }
-    let entry = map.entry(email.to_owned()).or_insert((0, Instant::now()));
-    entry.0 = entry.0.saturating_add(1);
-    entry.1 = Instant::now();
-}
+/// The cookie a browser that signed in keeps: its attempts for that account skip the
+/// account's slow-down, so others' guessing never locks the owner out.
+const DEVICE_COOKIE: &str = "herald_device";
 
 /// The cookie holding the login form's anti-forgery token, which the form sends back (double
 /// submit): a page on another site can neither read the cookie nor, `SameSite=Strict`, make the
@@ -107,6 +57,7 @@ pub(super) async fn login_form(State(herald): State<Herald>, headers: HeaderMap)
 
 pub(super) async fn login(
     State(herald): State<Herald>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<Fields>,
 ) -> Response {
@@ -129,27 +80,55 @@ pub(super) async fn login(
             &token,
         );
     }
-    tokio::time::sleep(failure_delay(&email)).await;
+    let device = cookie(&headers, DEVICE_COOKIE);
+    let ticket = match herald
+        .login_guard()
+        .admit(&email, peer.ip(), device.as_deref())
+    {
+        Ok(ticket) => ticket,
+        Err(retry_after) => {
+            let mut response = login_page(
+                &email,
+                "Too many sign-in attempts; try again in a moment.",
+                StatusCode::TOO_MANY_REQUESTS,
+                &token,
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs_f64().ceil() as u64),
+            );
+            return response;
+        }
+    };
+    tokio::time::sleep(ticket.delay).await;
     match herald.login(&email, field(&form, "password")).await {
         Ok((token, _)) => {
-            note_failure(&email, false);
+            ticket.finish(Outcome::Succeeded);
             let secure = headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-            let cookie = format!(
-                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            let secure = if secure { "; Secure" } else { "" };
+            let session = format!(
+                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 crate::service::SESSION_LIFETIME.as_secs(),
-                if secure { "; Secure" } else { "" }
+            );
+            let device = format!("{:032x}", rand::random::<u128>());
+            herald.login_guard().remember_device(&email, &device);
+            let device = format!(
+                "{DEVICE_COOKIE}={device}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                DEVICE_MEMORY.as_secs(),
             );
             let mut response = see_other("/ui/processes");
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
+            for cookie in [session, device] {
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
             }
             response
         }
         Err(Error::Unauthenticated) => {
-            note_failure(&email, true);
+            ticket.finish(Outcome::Failed);
             login_page(
                 &email,
                 "Wrong email or password.",
@@ -158,6 +137,7 @@ pub(super) async fn login(
             )
         }
         Err(busy @ Error::Busy { .. }) => {
+            ticket.finish(Outcome::Unchecked);
             let mut response = login_page(
                 &email,
                 "Too many sign-ins at once; try again in a moment.",
@@ -194,42 +174,3 @@ pub(super) async fn logout(
 }
 
 // --- processes and instances --------------------------------------------------------------------
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_failures_slow_the_next_login_and_success_clears_them() {
-        let email = "slow@example.com";
-        assert_eq!(failure_delay(email), Duration::ZERO);
-        note_failure(email, true);
-        let one = failure_delay(email);
-        note_failure(email, true);
-        note_failure(email, true);
-        let three = failure_delay(email);
-        assert!(
-            one > Duration::ZERO && three > one,
-            "{one:?} then {three:?}"
-        );
-        for _ in 0..20 {
-            note_failure(email, true);
-        }
-        assert!(failure_delay(email) <= Duration::from_secs(8));
-        note_failure(email, false);
-        assert_eq!(failure_delay(email), Duration::ZERO);
-    }
-
-    #[test]
-    fn the_failure_memory_stays_bounded() {
-        let mut map = HashMap::new();
-        remember(&mut map, &"x".repeat(MAX_EMAIL_LEN + 1), true);
-        assert!(map.is_empty(), "an over-long email is not kept");
-        for i in 0..(MAX_FAILURE_ENTRIES + 50) {
-            remember(&mut map, &format!("guess-{i}@example.com"), true);
-        }
-        assert!(map.len() <= MAX_FAILURE_ENTRIES, "{}", map.len());
-        assert!(map.keys().all(|k| k.len() <= MAX_EMAIL_LEN));
-        assert!(map.contains_key(&format!("guess-{}@example.com", MAX_FAILURE_ENTRIES + 49)));
-    }
-}

@@ -17,8 +17,6 @@ use axum::routing::{get, post};
 use minijinja::context;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 mod deliveries;
 mod developer;
