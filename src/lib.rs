@@ -29,7 +29,10 @@ pub fn router(herald: service::Herald) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(api::METRICS.path, get(api::metrics))
-        .merge(api::router())
+        .merge(api::router().layer(axum::middleware::from_fn_with_state(
+            herald.clone(),
+            api::idempotency::layer,
+        )))
         .merge(web::router())
         .with_state(herald)
 }

@@ -168,8 +168,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits,
     );
 
-    let app = crate::router(herald);
+    let app = crate::router(herald.clone());
     let shutdown = CancellationToken::new();
+    tokio::spawn(prune_idempotency_keys(
+        herald,
+        config.prune_interval,
+        shutdown.clone(),
+    ));
 
     let server_stop = shutdown.clone();
     let server_limits = config.server;
@@ -187,6 +192,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         task,
     })
+}
+
+/// Forgets idempotency keys past their lifetime, every `every`, until `stop`.
+async fn prune_idempotency_keys(herald: Herald, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match herald.prune_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(keys = n, "forgot expired idempotency keys"),
+            Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+        }
+    }
 }
 
 /// Registers for SIGINT and SIGTERM now, and returns a future that resolves when either arrives.

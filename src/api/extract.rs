@@ -87,16 +87,20 @@ impl FromRequestParts<Herald> for Auth {
         parts: &mut Parts,
         herald: &Herald,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Error::Unauthenticated)?;
-        let (scheme, token) = header.split_once(' ').ok_or(Error::Unauthenticated)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Error::Unauthenticated);
-        }
-        let token = ApiToken::parse(token.trim()).map_err(|_| Error::Unauthenticated)?;
+        let token = bearer_token(&parts.headers).ok_or(Error::Unauthenticated)?;
         Ok(Self(herald.authenticate(&token).await?))
     }
+}
+
+/// The token of `Authorization: Bearer <token>`, if it has a token's form.
+pub(super) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<ApiToken> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    ApiToken::parse(token.trim()).ok()
 }

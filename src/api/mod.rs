@@ -43,6 +43,7 @@ mod deliveries;
 pub use deliveries::{AttemptView, DeliveryView, attempt_view, deliveries_view};
 pub mod error;
 mod extract;
+pub mod idempotency;
 mod instances;
 mod processes;
 mod users;

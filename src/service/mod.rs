@@ -3,11 +3,13 @@
 
 mod accounts;
 mod deliveries;
+mod idempotency;
 mod instances;
 pub mod login_guard;
 mod webhooks;
 
 pub use deliveries::{DeliverySearch, SearchText};
+pub use idempotency::KEY_LIFETIME;
 
 use crate::delivery::CallbackClient;
 use crate::domain::TokenHash;

@@ -39,7 +39,9 @@ use queue_sql::{
     queue_stats_sql, release_held_sql, stranded, stranded_releases_sql,
 };
 pub use records::*;
-pub use roles::{Accounts, DeliveryLog, Instances, Queue, Schema, Settings, Store};
+pub use roles::{
+    Accounts, DeliveryLog, IdempotencyKeys, Instances, KeyClaim, Queue, Schema, Settings, Store,
+};
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error)]

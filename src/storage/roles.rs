@@ -294,8 +294,64 @@ pub trait DeliveryLog: Send + Sync + 'static {
     -> Result<bool>;
 }
 
+/// What an `Idempotency-Key` finds when a write arrives with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// First use (or a stale, unfinished one taken over): go ahead, then finish or release.
+    Fresh,
+    /// The first request with this key is still running.
+    InProgress,
+    /// The key was used for a different request.
+    OtherRequest,
+    /// The first request's answer, to give again.
+    Answered {
+        status: u16,
+        headers: String,
+        body: Vec<u8>,
+    },
+}
+
+/// The first answers to writes sent with an `Idempotency-Key`, per API token.
+#[async_trait]
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// Claims `key` for a request (identified by `request_hash`), or says what it holds. An
+    /// unfinished claim made before `stale_before`, or any made before `expired_before`, is
+    /// taken over as new.
+    async fn claim_key(
+        &self,
+        token: &str,
+        key: &str,
+        request_hash: &str,
+        now: Millis,
+        stale_before: Millis,
+        expired_before: Millis,
+    ) -> Result<KeyClaim>;
+
+    /// Stores the answer of the request that claimed `key`.
+    async fn finish_key(
+        &self,
+        token: &str,
+        key: &str,
+        status: u16,
+        headers: &str,
+        body: &[u8],
+    ) -> Result<()>;
+
+    /// Gives up an unfinished claim (the request failed in a way a retry may fix).
+    async fn release_key(&self, token: &str, key: &str) -> Result<()>;
+
+    /// Deletes keys created before `before`; returns how many.
+    async fn prune_keys(&self, before: Millis) -> Result<u64>;
+}
+
 /// Everything Herald keeps: every role. Implemented by [`super::sqlite::SqliteStore`] and
 /// [`super::postgres::PostgresStore`].
-pub trait Store: Schema + Accounts + Settings + Instances + Queue + DeliveryLog {}
+pub trait Store:
+    Schema + Accounts + Settings + Instances + Queue + DeliveryLog + IdempotencyKeys
+{
+}
 
-impl<T: Schema + Accounts + Settings + Instances + Queue + DeliveryLog> Store for T {}
+impl<T: Schema + Accounts + Settings + Instances + Queue + DeliveryLog + IdempotencyKeys> Store
+    for T
+{
+}

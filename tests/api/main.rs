@@ -13,6 +13,7 @@ mod faults;
 mod fleet;
 mod helpers;
 mod hostile;
+mod idempotency;
 mod instances;
 mod lifecycle;
 mod metrics;

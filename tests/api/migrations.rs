@@ -6,6 +6,9 @@ use crate::storage::{behind_herald, create, process, settings, setup};
 use herald::domain::ProcessName;
 use herald::storage::{DeliveryFilter, Store};
 
+/// The newest migration of this build.
+const LATEST: i64 = 8;
+
 /// Migrations 1 to 6 of each backend, as the earlier runner applied them.
 const SQLITE_UP_TO_6: [&str; 6] = [
     include_str!("../../migrations/sqlite/0001_initial.sql"),
@@ -45,7 +48,7 @@ async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
     db.execute(LEGACY_RECORD).await;
     let err = old.check_schema().await.unwrap_err().to_string();
     assert!(
-        err.contains("version 6") && err.contains("needs 7"),
+        err.contains("version 6") && err.contains(&format!("needs {LATEST}")),
         "{err}"
     );
     let ws = setup(&old).await;
@@ -72,15 +75,18 @@ async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
         "SELECT version, success FROM _sqlx_migrations ORDER BY version",
     )
     .await;
-    assert_eq!(recorded, (1..=7).map(|v| (v, true)).collect::<Vec<_>>());
+    assert_eq!(
+        recorded,
+        (1..=LATEST).map(|v| (v, true)).collect::<Vec<_>>()
+    );
     // Kept for older builds, which read only this table.
     let legacy: Vec<(i64,)> =
         behind_herald(&db, "SELECT version FROM herald_schema ORDER BY version").await;
-    assert_eq!(legacy, (1..=7).map(|v| (v,)).collect::<Vec<_>>());
+    assert_eq!(legacy, (1..=LATEST).map(|v| (v,)).collect::<Vec<_>>());
     // Migrating again changes nothing.
     store.migrate().await.unwrap();
     let again: Vec<(i64,)> = behind_herald(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await;
-    assert_eq!(again, [(7,)]);
+    assert_eq!(again, [(LATEST,)]);
     let other = ProcessName::parse("new").unwrap();
     assert!(store.process(ws, &other).await.unwrap().is_none());
 }
@@ -97,11 +103,11 @@ async fn a_newer_migration_is_refused(db: TestDb) {
     db.execute(match db {
         TestDb::Sqlite { .. } => {
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (8, 'future', 1, x'00', 0)"
+             VALUES (99, 'future', 1, x'00', 0)"
         }
         TestDb::Postgres { .. } => {
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (8, 'future', true, '\\x00'::bytea, 0)"
+             VALUES (99, 'future', true, '\\x00'::bytea, 0)"
         }
     })
     .await;
@@ -110,7 +116,9 @@ async fn a_newer_migration_is_refused(db: TestDb) {
         store.check_schema().await.unwrap_err().to_string(),
     ] {
         assert!(
-            err.contains("at version 8, newer than this Herald knows (up to 7)"),
+            err.contains(&format!(
+                "at version 99, newer than this Herald knows (up to {LATEST})"
+            )),
             "{err}"
         );
     }
@@ -141,7 +149,7 @@ async fn postgres_nodes_starting_together_migrate_once() {
         outcome.unwrap();
     }
     let recorded: Vec<(i64,)> = behind_herald(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await;
-    assert_eq!(recorded, [(7,)]);
+    assert_eq!(recorded, [(LATEST,)]);
     for node in &nodes {
         node.check_schema().await.unwrap();
     }

@@ -240,6 +240,7 @@ super::shared::instances!(PostgresStore);
 super::shared::settings!(PostgresStore);
 super::shared::delivery_log!(PostgresStore);
 super::shared::queue_upkeep!(PostgresStore);
+super::shared::idempotency_keys!(PostgresStore);
 
 #[async_trait]
 impl Schema for PostgresStore {

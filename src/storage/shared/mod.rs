@@ -8,12 +8,14 @@
 //! `sqlite/` and `postgres/`.
 
 mod accounts;
+mod idempotency;
 mod instances;
 mod log;
 mod queue;
 mod settings;
 
 pub(crate) use accounts::accounts;
+pub(crate) use idempotency::idempotency_keys;
 pub(crate) use instances::instances;
 pub(crate) use log::delivery_log;
 pub(crate) use queue::queue_upkeep;

@@ -116,6 +116,7 @@ super::shared::instances!(SqliteStore);
 super::shared::settings!(SqliteStore);
 super::shared::delivery_log!(SqliteStore);
 super::shared::queue_upkeep!(SqliteStore);
+super::shared::idempotency_keys!(SqliteStore);
 
 #[async_trait]
 impl Schema for SqliteStore {
