@@ -113,6 +113,19 @@ pub(crate) async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> Strin
         .to_owned()
 }
 
+/// A Herald with a developer `dev@example.com` who signs in with [`PASSWORD`].
+async fn with_developer() -> TestApp {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .post(
+            "/api/v1/users",
+            json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app
+}
+
 async fn login(app: &TestApp, https: bool) -> (String, String) {
     app.post(
         "/api/v1/users",
@@ -451,12 +464,7 @@ async fn concurrent_sign_ins_are_bounded_and_the_rest_told_to_retry() {
 
 #[tokio::test]
 async fn the_login_form_needs_its_token_so_no_other_site_can_sign_a_victim_in() {
-    let app = TestApp::spawn().await;
-    app.post(
-        "/api/v1/users",
-        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
-    )
-    .await;
+    let app = with_developer().await;
     let form = login_form(&app.base).await;
     // A cross-site form post: the right credentials, but no token and no cookie, or a token
     // of the attacker's own that the victim's browser does not hold.
@@ -650,12 +658,7 @@ fn post_login_from(
 
 #[tokio::test]
 async fn parallel_guesses_for_one_account_wait_in_turn() {
-    let app = TestApp::spawn().await;
-    app.post(
-        "/api/v1/users",
-        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
-    )
-    .await;
+    let app = with_developer().await;
     let form = login_form(&app.base).await;
     for _ in 0..2 {
         let r = post_login(&app.base, &form, "dev@example.com", "wrong guess!!")
@@ -741,12 +744,7 @@ async fn spraying_one_password_over_many_emails_from_one_address_is_slowed() {
 
 #[tokio::test]
 async fn the_owner_signs_in_from_a_known_browser_while_someone_else_guesses() {
-    let app = TestApp::spawn().await;
-    app.post(
-        "/api/v1/users",
-        json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
-    )
-    .await;
+    let app = with_developer().await;
     // The owner signed in once from their browser (127.0.0.2), which keeps a device cookie.
     let form = login_form(&app.base).await;
     let first = post_login_from(
