@@ -28,6 +28,7 @@ use axum::routing::get;
 pub fn router(herald: service::Herald) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(api::readyz))
         .route(api::METRICS.path, get(api::metrics))
         .merge(api::router().layer(axum::middleware::from_fn_with_state(
             herald.clone(),

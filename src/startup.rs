@@ -170,6 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let app = crate::router(herald.clone());
     let shutdown = CancellationToken::new();
+    let worker_running = Arc::clone(herald.worker_running());
     tokio::spawn(prune_idempotency_keys(
         herald,
         config.prune_interval,
@@ -180,7 +181,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server_limits = config.server;
     let worker_stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let worker = tokio::spawn(worker.run(worker_stop));
+        let worker = tokio::spawn(async move {
+            let _running = worker_running.enter();
+            worker.run(worker_stop).await;
+        });
         crate::server::serve(listener, app, server_limits, server_stop).await;
         worker.await.context("delivery worker panicked")?;
         Ok(())

@@ -57,6 +57,21 @@ use error::HttpError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// `GET /readyz`, for load balancers and orchestrators, without a token: 200 when this node
+/// can serve (database reachable, schema current, worker running), else 503 with the reason.
+/// `/healthz` only says the process is alive.
+pub async fn readyz(
+    axum::extract::State(herald): axum::extract::State<Herald>,
+) -> (StatusCode, axum::Json<Value>) {
+    match herald.readiness().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "reason": reason})),
+        ),
+    }
+}
+
 /// `GET /metrics`, served beside the API at the root.
 pub const METRICS: RouteSpec = RouteSpec {
     method: "get",

@@ -6,10 +6,12 @@ mod deliveries;
 mod idempotency;
 mod instances;
 pub mod login_guard;
+mod readiness;
 mod webhooks;
 
 pub use deliveries::{DeliverySearch, SearchText};
 pub use idempotency::KEY_LIFETIME;
+pub use readiness::WorkerRunning;
 
 use crate::delivery::CallbackClient;
 use crate::domain::TokenHash;
@@ -43,6 +45,7 @@ pub struct Herald {
     outbound: Arc<Outbound>,
     callers: Arc<CallerCache>,
     login_guard: Arc<login_guard::LoginGuard>,
+    worker_running: Arc<WorkerRunning>,
 }
 
 /// How long a resolved API token is trusted without asking the database again. A change made
@@ -151,6 +154,7 @@ impl Herald {
             outbound,
             callers: Arc::default(),
             login_guard: Arc::default(),
+            worker_running: Arc::default(),
         }
     }
 

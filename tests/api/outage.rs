@@ -45,7 +45,21 @@ async fn postgres_gone_answers_503_before_clients_give_up_and_commits_nothing_th
     }
     let app = TestApp::spawn_on(TestDb::postgres().await, |_| {}).await;
     app.process("p").await;
+    let ready = || async {
+        let response = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(ready().await, (StatusCode::OK, json!({"status": "ready"})));
     app.db().refuse_connections(true).await;
+    // A load balancer takes the node out; `/healthz` still says the process lives.
+    let (status, body) = ready().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "unavailable", "reason": "the database cannot be reached"})
+    );
+    let alive = reqwest::get(format!("{}/healthz", app.base)).await.unwrap();
+    assert_eq!(alive.status(), StatusCode::OK);
 
     // Writes, reads and /metrics: each answered 503 database_unavailable with Retry-After,
     // well within a client's patience of 8 s (the pool used to wait 10 s per try).
@@ -90,6 +104,7 @@ async fn postgres_gone_answers_503_before_clients_give_up_and_commits_nothing_th
         (status == StatusCode::CREATED).then_some(())
     })
     .await;
+    assert_eq!(ready().await.0, StatusCode::OK);
     // Only the write made after the outage exists: none that was answered 503 was committed
     // later by a retry in the background.
     let (_, list) = app.get("/api/v1/processes/p/instances?limit=200").await;
