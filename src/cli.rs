@@ -16,8 +16,21 @@ pub struct Cli {
     #[arg(long, global = true, env = "HERALD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// How log lines are written to standard error: `text` for people (coloured only on a
+    /// terminal without NO_COLOR), `json` for log collectors, one object per line. What is
+    /// logged follows RUST_LOG (default `herald=info,warn`).
+    #[arg(long, global = true, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,7 +56,8 @@ struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
 
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on: IP:port, localhost:port, or :port for every interface
+    /// [default: 127.0.0.1:8080].
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
 
@@ -121,6 +135,11 @@ impl Cli {
         let explicit = self.config.is_some();
         let path = self.config.unwrap_or_else(|| PathBuf::from("herald.toml"));
         let file = FileConfig::load(&path, explicit)?;
+        if path.exists() {
+            tracing::info!(file = %path.display(), "configuration file read");
+        } else {
+            tracing::info!(file = %path.display(), "no configuration file: defaults, HERALD_* variables and flags");
+        }
         match self.command {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,

@@ -149,6 +149,28 @@ pub struct Overrides {
     pub admin_token: Option<String>,
 }
 
+/// A listen address: `IP:port`, `[IPv6]:port`, `localhost:port` (127.0.0.1) or `:port` (every
+/// interface, as Go and Caddy read it).
+fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    let bad = || {
+        anyhow::anyhow!(
+            "listen address `{text}` is not IP:port, localhost:port or :port (such as 127.0.0.1:8080)"
+        )
+    };
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let ip: std::net::IpAddr = match host {
+        "" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        h if h.eq_ignore_ascii_case("localhost") => std::net::Ipv4Addr::LOCALHOST.into(),
+        _ => return Err(bad()),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// Layers overrides over the file over defaults, and validates the result.
 pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
     let mut config = Config::with_database(
@@ -160,9 +182,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    config.listen = listen.parse().with_context(|| {
-        format!("listen address `{listen}` is not an IP:port such as 127.0.0.1:8080")
-    })?;
+    config.listen = parse_listen(&listen)?;
     config.allow_private_network = over
         .allow_private_network
         .or(file.allow_private_network)
@@ -245,6 +265,22 @@ mod tests {
         assert_eq!(c.callback_timeout, Duration::from_secs(7));
         assert_eq!(c.retry_schedule.max_attempts(), 2);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn listen_addresses_in_the_usual_forms() {
+        for (text, want) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("localhost:8080", "127.0.0.1:8080"),
+            (":8080", "0.0.0.0:8080"),
+        ] {
+            assert_eq!(parse_listen(text).unwrap().to_string(), want, "{text}");
+        }
+        for bad in ["nope", "8080", "example.com:80", ":http", "localhost:99999"] {
+            let err = parse_listen(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains(":port"), "{err}");
+        }
     }
 
     #[test]

@@ -365,3 +365,92 @@ fn a_closed_log_pipe_stops_neither_requests_nor_shutdown() {
     assert_eq!(statuses, [200, 200, 200]);
     assert_eq!(terminate(&mut child), Some(0), "SIGTERM still stops Herald");
 }
+
+#[test]
+fn serve_listens_on_localhost_port_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let mut child = herald()
+        .args(["serve", "--listen", "localhost:0", "--database", &db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = {
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("Herald is listening on http://")
+                    .map(str::to_owned)
+            })
+            .expect("serve prints its address")
+    };
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(terminate(&mut child), Some(0));
+}
+
+/// Log lines for collectors: `--log-format json` writes one JSON object per line, each with a
+/// message; text written to a pipe has no colour codes; no secret appears in either.
+#[test]
+fn logs_are_json_lines_or_plain_text_and_never_hold_a_secret() {
+    const TOKEN: &str = "log-format-admin-token-0123456789";
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("h.db").display());
+        let mut child = herald()
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+            .args(["--log-format", format])
+            .env("HERALD_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "herald=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let addr = {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok);
+            let addr = lines
+                .find_map(|l| {
+                    l.strip_prefix("Herald is listening on http://")
+                        .map(str::to_owned)
+                })
+                .expect("serve prints its address");
+            std::thread::spawn(move || lines.for_each(drop));
+            addr
+        };
+        let status = reqwest::blocking_get_status(&format!("http://{addr}/api/v1/users"), TOKEN);
+        assert_eq!(status, 200);
+        assert_eq!(terminate(&mut child), Some(0));
+        let mut stderr = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!stderr.contains(TOKEN), "a secret in the log:\n{stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "colour codes in a pipe:\n{stderr}"
+        );
+        assert!(stderr.contains("configuration file"), "{stderr}");
+        if format == "json" {
+            for line in stderr.lines() {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(value["fields"]["message"].is_string(), "{line}");
+                assert!(
+                    value["level"].is_string() && value["timestamp"].is_string(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
