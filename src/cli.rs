@@ -205,8 +205,13 @@ async fn migrate(file: FileConfig, db: DbArgs) -> anyhow::Result<()> {
     startup::install_tls_provider();
     let url = database_url(&file, db);
     let store = storage::open(&url).await?;
-    store.migrate().await.context("migrating the database")?;
-    println!("database {} is up to date", storage::redact_db_url(&url));
+    let (applied, version) = store.migrate().await.context("migrating the database")?;
+    let url = storage::redact_db_url(&url);
+    match applied.len() {
+        0 => println!("{url} is already at version {version}"),
+        1 => println!("applied 1 migration to {url}, now at version {version}"),
+        n => println!("applied {n} migrations to {url}, now at version {version}"),
+    }
     Ok(())
 }
 

@@ -58,6 +58,9 @@ pub enum StorageError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot start the database writer: {0}")]
     Io(String),
+    /// The database server cannot be connected to, said in one sentence (where, and why).
+    #[error("{0}")]
+    Connect(String),
     /// The group-commit writer task is gone (the store is shutting down).
     #[error("the database writer stopped")]
     WriterStopped,
@@ -93,6 +96,7 @@ impl StorageError {
         use sqlx::Error as E;
         match self {
             StorageError::SharedFailure(outage) => Some(*outage),
+            StorageError::Connect(_) => Some(Outage::Unavailable),
             StorageError::Database(
                 E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed,
             ) => Some(Outage::Unavailable),

@@ -8,7 +8,9 @@ use super::*;
 #[async_trait]
 pub trait Schema: Send + Sync + 'static {
     /// Applies pending migrations; fails if the schema is newer than this build knows.
-    async fn migrate(&self) -> Result<()>;
+    /// Applies the migrations this build knows and the database lacks; returns their versions
+    /// and the schema version now.
+    async fn migrate(&self) -> Result<(Vec<i64>, i64)>;
 
     /// Wakes `wake` whenever another node queues deliveries (PostgreSQL `LISTEN`). SQLite has a
     /// single node, whose own writes wake its worker directly.

@@ -454,3 +454,61 @@ fn logs_are_json_lines_or_plain_text_and_never_hold_a_secret() {
         }
     }
 }
+
+#[test]
+fn migrate_says_what_it_applied_and_an_unreachable_server_says_why_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let run = |url: &str| {
+        let out = herald()
+            .current_dir(dir.path())
+            .args(["migrate", "--database", url])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, first, _) = run(&db);
+    assert!(ok);
+    let latest = crate::migrations::LATEST;
+    assert!(
+        first.starts_with(&format!("applied {latest} migrations to sqlite://"))
+            && first.contains(&format!("now at version {latest}")),
+        "{first}"
+    );
+    let (ok, again, _) = run(&db);
+    assert!(ok);
+    assert!(
+        again.contains(&format!("is already at version {latest}")),
+        "{again}"
+    );
+
+    // A port nothing listens on: refused, said as such (not "pool timed out").
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, _, err) = run(&format!("postgres://postgres@127.0.0.1:{port}/herald"));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("connection refused at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("timed out"), "{err}");
+    // A server that refuses the login: its reason, once.
+    if !crate::db::postgres_skipped() {
+        let admin = crate::db::postgres_admin_url();
+        let url = admin.replacen("postgres://postgres@", "postgres://no_such_role@", 1);
+        let (ok, _, err) = run(&url);
+        assert!(!ok);
+        assert_eq!(
+            err.matches("role \"no_such_role\" does not exist").count(),
+            1,
+            "{err}"
+        );
+    }
+}

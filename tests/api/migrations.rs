@@ -7,7 +7,7 @@ use herald::domain::ProcessName;
 use herald::storage::{DeliveryFilter, Store};
 
 /// The newest migration of this build.
-const LATEST: i64 = 8;
+pub(crate) const LATEST: i64 = 8;
 
 /// Migrations 1 to 6 of each backend, as the earlier runner applied them.
 const SQLITE_UP_TO_6: [&str; 6] = [

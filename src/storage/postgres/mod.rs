@@ -84,6 +84,36 @@ fn is_loopback(options: &PgConnectOptions) -> bool {
 /// about this (issue 19, item 15), not after a client has given up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// One connection of its own before the pools, so that a server that cannot be reached or
+/// refuses says why at once; a pool would retry until its timeout and report only that.
+async fn first_contact(options: &PgConnectOptions) -> Result<()> {
+    use sqlx::ConnectOptions;
+    let at = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let wait = Duration::from_secs(5);
+    match tokio::time::timeout(wait, options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(StorageError::Connect(match &error {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                format!("connection refused at {at}")
+            }
+            sqlx::Error::Io(io) => format!("cannot reach {at}: {io}"),
+            sqlx::Error::Database(db) => format!("{at} refused the connection: {}", db.message()),
+            sqlx::Error::Tls(tls) => format!("TLS with {at} failed: {tls}"),
+            other => format!("connecting to {at} failed: {other}"),
+        })),
+        Err(_) => Err(StorageError::Connect(format!(
+            "no answer from {at} within {} s",
+            wait.as_secs()
+        ))),
+    }
+}
+
 /// A pool of at most `max` connections with `options`, one opened at once.
 async fn connect(options: &PgConnectOptions, max: u32) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
@@ -113,6 +143,7 @@ impl PostgresStore {
         let options = without_tls_on_loopback(url, PgConnectOptions::from_str(url)?)
             .application_name("herald")
             .options([("enable_seqscan", "off"), ("jit", "off")]);
+        first_contact(&options).await?;
         let pool = connect(&options, 12).await?;
         // Claims (leases) and attempt results do not wait for their commit to reach the disk.
         // What a server crash can lose of them is the last fraction of a second: a lost lease
@@ -244,10 +275,11 @@ super::shared::idempotency_keys!(PostgresStore);
 
 #[async_trait]
 impl Schema for PostgresStore {
-    async fn migrate(&self) -> Result<()> {
-        self.under_migration_lock(migrate::run(&self.pool, &POSTGRES))
+    async fn migrate(&self) -> Result<(Vec<i64>, i64)> {
+        let applied = self
+            .under_migration_lock(migrate::run(&self.pool, &POSTGRES))
             .await?;
-        Ok(())
+        Ok((applied, migrate::latest(&POSTGRES)))
     }
 
     fn announces_own_writes(&self) -> bool {

@@ -120,9 +120,9 @@ super::shared::idempotency_keys!(SqliteStore);
 
 #[async_trait]
 impl Schema for SqliteStore {
-    async fn migrate(&self) -> Result<()> {
-        migrate::run(&self.write, &SQLITE).await?;
-        Ok(())
+    async fn migrate(&self) -> Result<(Vec<i64>, i64)> {
+        let applied = migrate::run(&self.write, &SQLITE).await?;
+        Ok((applied, migrate::latest(&SQLITE)))
     }
 
     async fn start_node(&self, _node: &str) -> Result<u64> {
