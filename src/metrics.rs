@@ -246,14 +246,32 @@ impl Metrics {
             &mut out,
             "herald_deliveries_due",
             "gauge",
-            "Pending deliveries whose time has come and that no attempt holds.",
+            "Pending deliveries that could be sent now: due, not in flight, not waiting behind an earlier delivery of their instance.",
         );
         let _ = writeln!(out, "herald_deliveries_due {}", queue.due);
         header(
             &mut out,
+            "herald_deliveries_waiting_behind_earlier",
+            "gauge",
+            "Due deliveries that wait for an earlier delivery of their instance and URL, which is being retried (per-instance order).",
+        );
+        let _ = writeln!(
+            out,
+            "herald_deliveries_waiting_behind_earlier {}",
+            queue.waiting_behind_earlier
+        );
+        header(
+            &mut out,
+            "herald_deliveries_held",
+            "gauge",
+            "Deliveries held back by a paused URL's circuit breaker.",
+        );
+        let _ = writeln!(out, "herald_deliveries_held {}", queue.held);
+        header(
+            &mut out,
             "herald_queue_lag_seconds",
             "gauge",
-            "How long the oldest due delivery has been waiting past its time (0 when none is).",
+            "How long the oldest delivery that could be sent has been waiting past its time (0 when none is); held deliveries and those waiting behind an earlier one do not count.",
         );
         let _ = writeln!(
             out,

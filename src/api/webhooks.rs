@@ -88,6 +88,8 @@ async fn health(
             let state = match (&d.disabled, d.open) {
                 (Some(_), _) => "disabled",
                 (None, true) => "paused",
+                // Its breaker is closed, but its last attempts failed.
+                (None, false) if d.consecutive_failures > 0 => "failing",
                 (None, false) => "healthy",
             };
             serde_json::json!({

@@ -172,26 +172,51 @@ pub(super) fn stranded(rows: Vec<(i64, String)>) -> Vec<Unfinished> {
         .collect()
 }
 
+/// The ordering rule as the queue's statements carry it out (`d`: the delivery): no earlier
+/// delivery of the same instance to the same URL is still pending. Both claims and the
+/// statistics use this one text (a macro, so `concat!` can build constant statements with it).
+macro_rules! not_behind_an_earlier {
+    () => {
+        "(SELECT 1 FROM deliveries e
+          WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
+            AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
+          LIMIT 1) IS NULL"
+    };
+}
+pub(crate) use not_behind_an_earlier;
+
+const NOT_BEHIND_AN_EARLIER: &str = not_behind_an_earlier!();
+
 /// The queue-statistics query (`?1`/`$1`: now). Counting reads the pending rows' index: about
 /// a tenth of a second with a million pending, once per scrape.
 pub(super) fn queue_stats_sql(placeholder: char) -> String {
     // Due rows are counted and the oldest found host by host, through the per-host index (the
     // hosts found by skipping through it, as claims do): the due part of each host's range, and
-    // its first unleased entry, never the paused backlogs held at the far end of the range.
+    // its first claimable entry, never the paused backlogs held at the far end of the range.
+    // A due row waiting behind an earlier delivery of its instance (one being retried) is
+    // counted apart and does not make the queue look late.
+    let due = format!(
+        "d.status = 'pending' AND d.next_attempt_at <= {p}1
+         AND (d.lease_until IS NULL OR d.lease_until <= {p}1)",
+        p = placeholder
+    );
     format!(
         "WITH RECURSIVE {hosts}
          SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'),
                 (SELECT COUNT(*) FROM hosts h JOIN deliveries d ON d.host = h.host
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= {p}1
-                   AND (d.lease_until IS NULL OR d.lease_until <= {p}1)),
+                 WHERE {due} AND {free}),
                 (SELECT MIN((SELECT d.next_attempt_at FROM deliveries d
-                             WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= {p}1
-                               AND (d.lease_until IS NULL OR d.lease_until <= {p}1)
+                             WHERE d.host = h.host AND {due} AND {free}
                              ORDER BY d.next_attempt_at LIMIT 1))
                  FROM hosts h WHERE h.host IS NOT NULL),
-                (SELECT COUNT(*) FROM destinations WHERE state = 'open')",
+                (SELECT COUNT(*) FROM destinations WHERE state = 'open'),
+                (SELECT COUNT(*) FROM hosts h JOIN deliveries d ON d.host = h.host
+                 WHERE {due} AND NOT {free}),
+                (SELECT COUNT(*) FROM deliveries d {held}
+                 WHERE d.status = 'pending' AND d.next_attempt_at >= 4000000000000000)",
         hosts = pending_hosts_cte(placeholder),
-        p = placeholder
+        free = NOT_BEHIND_AN_EARLIER,
+        held = held_index(placeholder),
     )
 }
 

@@ -273,25 +273,38 @@ pub struct ClaimRequest<'a> {
 pub struct QueueStats {
     /// Pending deliveries, held ones included.
     pub pending: u64,
-    /// Pending deliveries whose time has come and that no lease holds.
+    /// Pending deliveries that could be sent now: their time has come, no lease holds them and
+    /// no earlier delivery of their instance to their URL is pending.
     pub due: u64,
-    /// How long the oldest due delivery has waited past its time.
+    /// How long the oldest of those has waited past its time.
     pub oldest_due_lag: std::time::Duration,
     /// Destination URLs whose breaker is open.
     pub paused_urls: u64,
+    /// Deliveries whose time has come but that wait for an earlier one of their instance and
+    /// URL (which is being retried): per-instance order, not a late queue.
+    pub waiting_behind_earlier: u64,
+    /// Deliveries held by a paused URL's breaker.
+    pub held: u64,
 }
 
-/// The answer of the queue-statistics query: pending, due, oldest due time, paused URLs.
-pub(crate) type QueueRow = (i64, i64, Option<i64>, i64);
+/// The answer of the queue-statistics query: pending, due, oldest due time, paused URLs,
+/// waiting behind an earlier delivery, held.
+pub(crate) type QueueRow = (i64, i64, Option<i64>, i64, i64, i64);
 
 impl QueueStats {
-    pub(super) fn from_row((pending, due, oldest, paused): QueueRow, now: Millis) -> Self {
+    pub(super) fn from_row(
+        (pending, due, oldest, paused, behind, held): QueueRow,
+        now: Millis,
+    ) -> Self {
         let lag = oldest.map_or(0, |at| now.0.saturating_sub(at).max(0));
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Self {
-            pending: u64::try_from(pending).unwrap_or(0),
-            due: u64::try_from(due).unwrap_or(0),
+            pending: count(pending),
+            due: count(due),
             oldest_due_lag: std::time::Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
-            paused_urls: u64::try_from(paused).unwrap_or(0),
+            paused_urls: count(paused),
+            waiting_behind_earlier: count(behind),
+            held: count(held),
         }
     }
 }

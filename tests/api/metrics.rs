@@ -158,3 +158,71 @@ async fn metrics_need_an_administrator_or_developer_token() {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Deliveries waiting behind an earlier one of their instance (which is being retried) are
+/// per-instance order, not a late queue: counted apart, never in the lag (issue 20). The URL
+/// whose attempts failed is not called healthy.
+async fn waiting_in_order_is_not_lag(app: TestApp) {
+    let rx = Receiver::start().await;
+    rx.behave("/broken", Behaviour::Status(500));
+    app.configure(&[&rx.url("/broken")], &[&rx.url("/broken")], &[])
+        .await;
+    app.process("p").await;
+    let id = app.instance("p", json!({"n": 0})).await;
+    rx.wait_for(Some("/broken"), 1).await;
+    for n in 1..=2 {
+        let (status, body) = app
+            .patch(
+                &format!("/api/v1/instances/{id}"),
+                json!({"data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let health = eventually("the failed attempt is recorded", || async {
+        let (_, health) = app.get("/api/v1/webhooks/health").await;
+        (health["items"][0]["consecutiveFailures"] == 1).then_some(health)
+    })
+    .await;
+    assert_eq!(health["items"][0]["state"], "failing", "{health}");
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(&text, "herald_deliveries_waiting_behind_earlier"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "herald_deliveries_due"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "herald_queue_lag_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "herald_deliveries_pending"),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn waiting_in_order_is_not_lag_sqlite() {
+    waiting_in_order_is_not_lag(
+        TestApp::spawn_with(|c| {
+            c.retry_schedule = herald::domain::RetrySchedule::parse("1h").unwrap();
+        })
+        .await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn waiting_in_order_is_not_lag_postgres() {
+    let Some(app) = TestApp::spawn_postgres(|c| {
+        c.retry_schedule = herald::domain::RetrySchedule::parse("1h").unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    waiting_in_order_is_not_lag(app).await;
+}

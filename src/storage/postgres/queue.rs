@@ -219,7 +219,8 @@ impl Queue for PostgresStore {
 /// Leases due deliveries (see `claim_due`). $1 lease end, $2 node, $3 now, $4 limit, $5 per-host
 /// cap, $6 hosts to skip. Its `hosts` CTE is written out rather than taken from
 /// `storage::pending_hosts_cte`: this exact text is the one whose generic plan was checked.
-const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
+const CLAIM_SQL: &str = concat!(
+    "UPDATE deliveries SET lease_until = $1, leased_by = $2
      WHERE ctid = ANY (ARRAY(
         WITH RECURSIVE hosts(host) AS (
             (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
@@ -235,10 +236,9 @@ const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
             SELECT d.ctid, d.id, d.next_attempt_at FROM deliveries d
             WHERE d.host = h.host AND d.status = 'pending' AND d.next_attempt_at <= $3
               AND (d.lease_until IS NULL OR d.lease_until <= $3)
-              AND (SELECT 1 FROM deliveries e
-                   WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                     AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id
-                   LIMIT 1) IS NULL
+              AND ",
+    crate::storage::queue_sql::not_behind_an_earlier!(),
+    "
             ORDER BY d.next_attempt_at, d.id
             LIMIT LEAST(GREATEST($5 - b.n, 0),
                         COALESCE((SELECT r.room FROM unnest($7::text[], $8::bigint[]) AS r(host, room)
@@ -249,7 +249,8 @@ const CLAIM_SQL: &str = "UPDATE deliveries SET lease_until = $1, leased_by = $2
         ORDER BY picked.next_attempt_at, picked.id
         LIMIT $4))
      RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
-               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance";
+               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance"
+);
 
 /// Stores a batch of attempt results (see `record_attempts`): the attempt rows and the
 /// deliveries' new state, and closes the breakers of the URLs in `$12`/`$13` (the workspaces and

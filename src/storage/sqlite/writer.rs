@@ -141,17 +141,16 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
         .collect::<rusqlite::Result<_>>()?;
     let mut picked: Vec<(i64, i64)> = Vec::new();
     {
-        let mut due = tx.prepare_cached(
+        let mut due = tx.prepare_cached(concat!(
             "SELECT d.id, d.next_attempt_at FROM deliveries d
              WHERE d.host = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
                AND (d.lease_until IS NULL OR d.lease_until <= ?2)
-               AND NOT EXISTS (
-                   SELECT 1 FROM deliveries e
-                   WHERE e.status = 'pending' AND e.workspace_id = d.workspace_id
-                     AND e.url = d.url AND e.instance_id = d.instance_id AND e.id < d.id)
+               AND ",
+            crate::storage::queue_sql::not_behind_an_earlier!(),
+            "
              ORDER BY d.next_attempt_at, d.id
-             LIMIT ?3",
-        )?;
+             LIMIT ?3"
+        ))?;
         for host in hosts.iter().filter(|h| !c.full_hosts.contains(h)) {
             let room = c.rooms.get(host).copied().unwrap_or(c.default_room);
             let free = (c.per_host_cap - busy.get(host).copied().unwrap_or(0))
