@@ -33,7 +33,7 @@ impl Herald {
             email: request.email.clone(),
             display_name: request.display_name.as_str().to_owned(),
             role: request.role,
-            password_hash: password.hash(),
+            password_hash: hash_password(&password).await?,
         };
         let id = self
             .store
@@ -93,6 +93,17 @@ impl Herald {
         self.callers.clear();
         tracing::info!(by = %caller.email, user = %email.as_str(), "user changed");
         Ok(())
+    }
+
+    /// Gives a user a new generated password (shown once, to the administrator) and signs them
+    /// out everywhere; administrators only.
+    pub async fn reset_password(&self, caller: &Caller, email: &Email) -> Result<Password> {
+        require_administrator(caller, "reset passwords")?;
+        let password = Password::generate();
+        let hash = hash_password(&password).await?;
+        self.change_user(caller, email, &UserChange::PasswordHash(hash))
+            .await?;
+        Ok(password)
     }
 
     /// Checks an email and password and opens a browser session. The same error answers an
@@ -186,6 +197,22 @@ impl Drop for Waiting {
 
 /// Whether `candidate` matches `hash`, checked on a blocking thread, at most [`CHECKS`] at
 /// once; `Busy` when too many sign-ins wait already.
+/// Hashes a password (argon2id) on the blocking pool, at most one per core at once, as checks
+/// are: a hash costs as much as a check.
+pub(crate) async fn hash_password(password: &Password) -> Result<String> {
+    let permit = std::sync::Arc::clone(&CHECKS)
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Internal(anyhow::Error::new(e)))?;
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        password.hash()
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::Error::new(e)))
+}
+
 async fn check_password(candidate: Password, hash: String) -> Result<bool> {
     let waiting = Waiting;
     if WAITING_CHECKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_WAITING_CHECKS {

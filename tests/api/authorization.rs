@@ -16,6 +16,7 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
         ("post", "/api/v1/processes/{name}/instances") => json!({"data": {}}),
         ("patch", "/api/v1/instances/{id}") => json!({"data": {"n": n}}),
         ("post", "/api/v1/users") => json!({"email": format!("u{n}@example.com"), "role": "user"}),
+        ("patch", "/api/v1/users/{email}") => json!({"active": true}),
         ("put", "/api/v1/webhooks") => json!({"created": off, "updated": off, "deleted": off}),
         ("post", "/api/v1/webhooks/test") => {
             json!({"eventType": "created", "url": "http://127.0.0.1:9/matrix"})
@@ -28,6 +29,7 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
 
 fn concrete(path: &str) -> String {
     path.replace("{name}", "p")
+        .replace("{email}", "someone@example.com")
         .replace(
             "{id}/redeliver",
             "msg_00000000000000000000000000000000/redeliver",

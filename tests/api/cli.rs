@@ -512,3 +512,56 @@ fn migrate_says_what_it_applied_and_an_unreachable_server_says_why_at_once() {
         );
     }
 }
+
+#[test]
+fn the_user_lifecycle_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let (mut child, _) = serve(&db, &[]);
+    terminate(&mut child);
+    let users = |args: &[&str]| {
+        let out = herald()
+            .current_dir(dir.path())
+            .arg("users")
+            .args(args)
+            .args(["--database", &db])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = users(&["add", "--email", "dev@example.com", "--role", "developer"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = users(&["set-role", "--email", "dev@example.com", "--role", "user"]);
+    assert!(ok && out.contains("dev@example.com is now user"), "{out}");
+    let (ok, out, _) = users(&["deactivate", "--email", "dev@example.com"]);
+    assert!(ok && out.contains("is deactivated"), "{out}");
+    let (ok, list, _) = users(&["list"]);
+    assert!(ok);
+    assert!(
+        list.contains("dev@example.com\tuser\tdeactivated"),
+        "{list}"
+    );
+    assert!(
+        list.contains("admin@herald.local\tadministrator\tactive"),
+        "{list}"
+    );
+    let (ok, out, _) = users(&["reactivate", "--email", "dev@example.com"]);
+    assert!(ok && out.contains("is active again"), "{out}");
+    let (ok, out, _) = users(&["reset-password", "--email", "dev@example.com"]);
+    assert!(ok, "{out}");
+    let password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .expect("the new password is printed")
+        .trim();
+    assert!(password.len() >= 10, "{out}");
+    let (ok, _, err) = users(&["deactivate", "--email", "nobody@example.com"]);
+    assert!(
+        !ok && err.contains("no user with the email nobody@example.com"),
+        "{err}"
+    );
+}

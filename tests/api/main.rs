@@ -24,5 +24,6 @@ mod signing;
 mod slow_clients;
 mod storage;
 mod stored_values;
+mod users;
 mod web;
 mod webhooks;

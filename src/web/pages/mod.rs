@@ -4,7 +4,7 @@
 use super::{Me, SESSION_COOKIE, UiSession, cookie, error_page, render, session_cookie};
 use crate::domain::{
     CallbackFormat, DeliveryId, DisplayName, Email, EventType, InstanceData, InstanceId,
-    InstanceStatus, Password, ProcessName, ProcessTitle, Role, UrlProblem,
+    InstanceStatus, ProcessName, ProcessTitle, Role, UrlProblem,
 };
 use crate::error::Error;
 use crate::service::{DeliverySearch, Herald, InstanceChange, NewUserRequest, SearchText};

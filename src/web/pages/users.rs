@@ -80,10 +80,8 @@ pub(super) async fn change_user(
             "deactivate" => UserChange::Active(false),
             "activate" => UserChange::Active(true),
             "reset-password" => {
-                let p = Password::generate();
-                let hash = p.hash();
-                new_password = Some(p);
-                UserChange::PasswordHash(hash)
+                new_password = Some(herald.reset_password(&s.caller, &email).await?);
+                return Ok(email);
             }
             other => match other.strip_prefix("role:") {
                 Some(role) => UserChange::Role(Role::parse(role)?),

@@ -1,9 +1,11 @@
-//! The command line: `herald serve | migrate | users add`.
+//! The command line: `herald serve | migrate | users …`.
+
+mod users;
 
 use crate::config::{self, FileConfig, Overrides};
-use crate::domain::{ApiToken, DisplayName, Email, Password, Role};
+
 use crate::startup::{self, DEFAULT_WORKSPACE};
-use crate::storage::{self, NewUser};
+use crate::storage;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,13 +41,13 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
-    /// Manage users.
+    /// Manage users: add, list, set-role, deactivate, reactivate, reset-password.
     #[command(subcommand)]
-    Users(UsersCommand),
+    Users(users::UsersCommand),
 }
 
 #[derive(Debug, Args)]
-struct DbArgs {
+pub(crate) struct DbArgs {
     /// Database URL: sqlite://FILE (default sqlite://herald.db).
     #[arg(long = "database", env = "HERALD_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
@@ -108,27 +110,6 @@ struct ServeArgs {
     no_migrate: bool,
 }
 
-#[derive(Debug, Subcommand)]
-enum UsersCommand {
-    /// Add a user to the default workspace and print a new API token and password once.
-    Add(AddUserArgs),
-}
-
-#[derive(Debug, Args)]
-struct AddUserArgs {
-    #[command(flatten)]
-    db: DbArgs,
-    /// The user's email address (their login).
-    #[arg(long)]
-    email: String,
-    /// administrator, developer or user.
-    #[arg(long)]
-    role: String,
-    /// Display name [default: the email address].
-    #[arg(long)]
-    name: Option<String>,
-}
-
 impl Cli {
     /// Runs the chosen command.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -143,12 +124,12 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
-            Command::Users(UsersCommand::Add(args)) => add_user(file, args).await,
+            Command::Users(command) => command.run(file).await,
         }
     }
 }
 
-fn database_url(file: &FileConfig, db: DbArgs) -> String {
+pub(crate) fn database_url(file: &FileConfig, db: DbArgs) -> String {
     db.database_url
         .or_else(|| file.database_url.clone())
         .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
@@ -212,33 +193,5 @@ async fn migrate(file: FileConfig, db: DbArgs) -> anyhow::Result<()> {
         1 => println!("applied 1 migration to {url}, now at version {version}"),
         n => println!("applied {n} migrations to {url}, now at version {version}"),
     }
-    Ok(())
-}
-
-async fn add_user(file: FileConfig, args: AddUserArgs) -> anyhow::Result<()> {
-    startup::install_tls_provider();
-    let email = Email::parse(&args.email)?;
-    let role = Role::parse(&args.role)?;
-    let name = DisplayName::parse(args.name.as_deref().unwrap_or(email.as_str()))?;
-    let url = database_url(&file, args.db);
-    let store = storage::open(&url).await?;
-    store.migrate().await.context("migrating the database")?;
-    let workspace = match store.workspace_id(DEFAULT_WORKSPACE).await? {
-        Some(ws) => ws,
-        None => anyhow::bail!("the database has no workspace yet: run `herald serve` once first"),
-    };
-    let password = Password::generate();
-    let token = ApiToken::generate();
-    let user = NewUser {
-        email: email.clone(),
-        display_name: name.as_str().to_owned(),
-        role,
-        password_hash: password.hash(),
-    };
-    let id = store.create_user(workspace, &user).await?;
-    store.add_token(id, &token.hash()).await?;
-    println!("added {} as {role} (shown once):", email.as_str());
-    println!("  password:  {}", password.expose());
-    println!("  API token: {}", token.expose());
     Ok(())
 }
