@@ -41,9 +41,19 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
+    /// Copy a running SQLite database to a new file, consistent as of one moment.
+    Backup(BackupArgs),
     /// Manage users: add, list, set-role, deactivate, reactivate, reset-password.
     #[command(subcommand)]
     Users(users::UsersCommand),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The new file to write (it must not exist).
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +135,16 @@ impl Cli {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
             Command::Users(command) => command.run(file).await,
+            Command::Backup(args) => {
+                let url = database_url(&file, args.db);
+                let bytes = storage::backup(&url, &args.file).await?;
+                println!(
+                    "backed up {} to {} ({bytes} bytes)",
+                    storage::redact_db_url(&url),
+                    args.file.display()
+                );
+                Ok(())
+            }
         }
     }
 }

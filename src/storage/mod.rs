@@ -178,6 +178,20 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Makes a consistent copy of a running SQLite database in the new file `to` (see the README
+/// for restoring it); PostgreSQL is backed up with its own tools.
+pub async fn backup(url: &str, to: &std::path::Path) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "herald backup copies SQLite databases; back up PostgreSQL with pg_dump (see the README)"
+        );
+    }
+    sqlite::backup(url, to)
+        .await
+        .with_context(|| format!("backing up {url} to {}", to.display()))
+}
+
 /// A database URL without its password, for messages.
 pub fn redact_db_url(url: &str) -> String {
     match url::Url::parse(url) {

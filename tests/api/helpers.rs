@@ -81,6 +81,11 @@ impl TestApp {
     }
 
     /// Sends a request as `token` (or anonymously with `None`).
+    /// The folder of this Herald's SQLite database (`herald.db`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The database given to [`TestApp::spawn_on`], to act on behind Herald's back.
     pub fn db(&self) -> &crate::db::TestDb {
         self._db

@@ -2,6 +2,7 @@
 //! One binary for all of them keeps link time down.
 
 mod authorization;
+mod backup;
 mod browser;
 mod cli;
 mod concurrency;

@@ -35,6 +35,37 @@ pub struct SqliteStore {
     node_lock: Arc<std::sync::OnceLock<std::fs::File>>,
 }
 
+/// Copies the database a `sqlite://` URL names to the new file `to`, as it was at one moment
+/// (`VACUUM INTO`, which reads beside Herald's writer without stopping it); returns its size.
+pub async fn backup(url: &str, to: &std::path::Path) -> Result<u64> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let from = options.get_filename().to_owned();
+    let to = to.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if !from.exists() {
+            return Err(StorageError::Io(format!(
+                "there is no database at {}",
+                from.display()
+            )));
+        }
+        if to.exists() {
+            return Err(StorageError::Io(format!(
+                "{} exists already; name a new file",
+                to.display()
+            )));
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &from,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])?;
+        Ok(std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0))
+    })
+    .await
+    .map_err(|e| StorageError::Io(e.to_string()))?
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file a `sqlite://` URL names.
     pub async fn open(url: &str) -> Result<Self> {
