@@ -323,19 +323,8 @@ fn a_closed_log_pipe_stops_neither_requests_nor_shutdown() {
         .spawn()
         .unwrap();
     drop(child.stderr.take());
-    let addr = {
-        use std::io::BufRead;
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("Herald is listening on http://")
-                    .map(str::to_owned)
-            })
-            .expect("serve prints its address")
-        // Both pipes are closed from here on.
-    };
+    // Both pipes are closed once the address is read.
+    let (addr, _) = listening_address(child.stdout.take().unwrap());
     herald::startup::install_tls_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -376,17 +365,7 @@ fn serve_listens_on_localhost_port_as_written() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let addr = {
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("Herald is listening on http://")
-                    .map(str::to_owned)
-            })
-            .expect("serve prints its address")
-    };
+    let (addr, _) = listening_address(child.stdout.take().unwrap());
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert_eq!(terminate(&mut child), Some(0));
 }
@@ -409,21 +388,8 @@ fn logs_are_json_lines_or_plain_text_and_never_hold_a_secret() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let addr = {
-            use std::io::BufRead;
-            let mut lines = std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok);
-            let addr = lines
-                .find_map(|l| {
-                    l.strip_prefix("Herald is listening on http://")
-                        .map(str::to_owned)
-                })
-                .expect("serve prints its address");
-            std::thread::spawn(move || lines.for_each(drop));
-            addr
-        };
+        let (addr, rest) = listening_address(child.stdout.take().unwrap());
+        std::thread::spawn(move || rest.for_each(drop));
         let status = reqwest::blocking_get_status(&format!("http://{addr}/api/v1/users"), TOKEN);
         assert_eq!(status, 200);
         assert_eq!(terminate(&mut child), Some(0));
@@ -564,4 +530,25 @@ fn the_user_lifecycle_from_the_command_line() {
         !ok && err.contains("no user with the email nobody@example.com"),
         "{err}"
     );
+}
+
+/// Reads a started `serve`'s standard output up to its address line: the address, and the
+/// rest of the output (dropping it closes the pipe).
+fn listening_address(
+    stdout: std::process::ChildStdout,
+) -> (
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("Herald is listening on http://")
+                .map(str::to_owned)
+        })
+        .expect("serve prints its address");
+    (addr, lines)
 }
