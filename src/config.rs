@@ -38,8 +38,10 @@ pub struct Config {
     pub breaker: BreakerPolicy,
     /// How long finished deliveries stay in the log.
     pub retention: Duration,
-    /// How often the log is pruned.
+    /// How often the log is pruned (and the recycle bin emptied of what is past its time).
     pub prune_interval: Duration,
+    /// How long a deleted instance stays in the recycle bin before it is purged.
+    pub recycle_bin_retention: Duration,
     /// Apply migrations at start (`--no-migrate` turns it off).
     pub migrate: bool,
     /// The first administrator's token on a fresh database (`HERALD_ADMIN_TOKEN`).
@@ -67,6 +69,7 @@ impl fmt::Debug for Config {
             .field("max_per_host", &self.max_per_host)
             .field("server", &self.server)
             .field("retention", &self.retention)
+            .field("recycle_bin_retention", &self.recycle_bin_retention)
             .field("migrate", &self.migrate)
             .field(
                 "admin_token",
@@ -92,6 +95,7 @@ impl Config {
             breaker: BreakerPolicy::default(),
             retention: Duration::from_secs(30 * 86_400),
             prune_interval: Duration::from_secs(60),
+            recycle_bin_retention: Duration::from_secs(30 * 86_400),
             migrate: true,
             admin_token: None,
             admin_email: Email::parse("admin@herald.local").expect("valid default"),
@@ -117,6 +121,7 @@ pub struct FileConfig {
     pub max_per_host: Option<usize>,
     pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
+    pub recycle_bin_days: Option<u64>,
 }
 
 impl FileConfig {
@@ -145,6 +150,7 @@ pub struct Overrides {
     pub max_per_host: Option<usize>,
     pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
+    pub recycle_bin_days: Option<u64>,
     pub no_migrate: bool,
     pub admin_token: Option<String>,
 }
@@ -238,6 +244,14 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         bail!("retention must be 1 to 3650 days, not {days}");
     }
     config.retention = Duration::from_secs(days * 86_400);
+    let bin_days = over
+        .recycle_bin_days
+        .or(file.recycle_bin_days)
+        .unwrap_or(30);
+    if !(1..=3650).contains(&bin_days) {
+        bail!("the recycle bin must keep instances 1 to 3650 days, not {bin_days}");
+    }
+    config.recycle_bin_retention = Duration::from_secs(bin_days * 86_400);
     config.migrate = !over.no_migrate;
     if let Some(token) = over.admin_token.filter(|t| !t.is_empty()) {
         config.admin_token =

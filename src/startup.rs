@@ -171,9 +171,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let app = crate::router(herald.clone());
     let shutdown = CancellationToken::new();
     let worker_running = Arc::clone(herald.worker_running());
-    tokio::spawn(prune_idempotency_keys(
+    tokio::spawn(housekeeping(
         herald,
         config.prune_interval,
+        config.recycle_bin_retention,
         shutdown.clone(),
     ));
 
@@ -198,8 +199,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Forgets idempotency keys past their lifetime, every `every`, until `stop`.
-async fn prune_idempotency_keys(herald: Herald, every: Duration, stop: CancellationToken) {
+/// Every `every` until `stop`: forgets idempotency keys past their lifetime and purges the
+/// instances that have been in the recycle bin longer than `keep`.
+async fn housekeeping(herald: Herald, every: Duration, keep: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -209,6 +211,14 @@ async fn prune_idempotency_keys(herald: Herald, every: Duration, stop: Cancellat
             Ok(0) => {}
             Ok(n) => tracing::debug!(keys = n, "forgot expired idempotency keys"),
             Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+        }
+        match herald.purge_recycle_bin(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                instances = n,
+                "purged instances past the recycle bin's retention"
+            ),
+            Err(error) => tracing::warn!(%error, "purging the recycle bin failed"),
         }
     }
 }

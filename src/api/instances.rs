@@ -21,6 +21,19 @@ routes! {
     delete "/instances/{id}" => remove, Member;
     post "/instances/{id}/restore" => restore, Administrator;
     get "/recycle-bin" => recycle_bin, Administrator;
+    delete "/recycle-bin/{id}" => purge, Administrator;
+}
+
+/// Deletes an instance in the recycle bin for good (it would be purged after the retention
+/// anyway): 204, 404 for no such instance, 409 for one that is not in the bin.
+async fn purge(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id = InstanceId::parse(&id)?;
+    herald.purge_instance(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

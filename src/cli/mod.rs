@@ -115,6 +115,10 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_RETENTION_DAYS", value_name = "DAYS")]
     retention_days: Option<u64>,
 
+    /// Days a deleted instance stays in the recycle bin before it is purged [default: 30].
+    #[arg(long, env = "HERALD_RECYCLE_BIN_DAYS", value_name = "DAYS")]
+    recycle_bin_days: Option<u64>,
+
     /// Do not apply migrations at start; refuse to start unless the schema is current.
     #[arg(long)]
     no_migrate: bool,
@@ -167,6 +171,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         max_per_host: args.max_per_host,
         max_connections: args.max_connections,
         retention_days: args.retention_days,
+        recycle_bin_days: args.recycle_bin_days,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
     };

@@ -188,6 +188,40 @@ impl Herald {
         }
     }
 
+    /// Deletes an instance in the recycle bin for good; administrators only.
+    pub async fn purge_instance(&self, caller: &Caller, id: &InstanceId) -> Result<()> {
+        if caller.role != Role::Administrator {
+            return Err(Error::Forbidden(
+                "only administrators may empty the recycle bin".into(),
+            ));
+        }
+        if self.store.purge_instance(caller.workspace_id, id).await? {
+            tracing::info!(by = %caller.email, instance = %id, "instance purged from the recycle bin");
+            return Ok(());
+        }
+        match self.store.instance(caller.workspace_id, id).await? {
+            Some(_) => Err(Error::Conflict {
+                code: "instance_not_deleted",
+                message: format!("instance {id} is not in the recycle bin"),
+            }),
+            None => Err(instance_not_found(id)),
+        }
+    }
+
+    /// Deletes for good what has been in the recycle bin longer than `keep` (every workspace),
+    /// a batch at a time; returns how many.
+    pub async fn purge_recycle_bin(&self, keep: std::time::Duration) -> Result<u64> {
+        let before = Millis(Millis::now().0 - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let mut purged = 0;
+        loop {
+            let n = self.store.purge_recycle_bin(before, 500).await?;
+            purged += n;
+            if n < 500 {
+                return Ok(purged);
+            }
+        }
+    }
+
     pub async fn recycle_bin(
         &self,
         caller: &Caller,

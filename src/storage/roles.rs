@@ -167,6 +167,14 @@ pub trait Instances: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Page<InstanceRecord>>;
 
+    /// Deletes one instance for good if it is in the recycle bin; `false` if no instance of
+    /// that ID is there. No event fires: it was deleted already.
+    async fn purge_instance(&self, workspace: WorkspaceId, id: &InstanceId) -> Result<bool>;
+
+    /// Deletes for good up to `batch` instances (of every workspace) moved to the recycle bin
+    /// before `before`; returns how many.
+    async fn purge_recycle_bin(&self, before: Millis, batch: i64) -> Result<u64>;
+
     /// Writes new data and status if the version still matches, bumps the version and fires
     /// `updated`.
     async fn update_instance(

@@ -20,6 +20,7 @@ mod lifecycle;
 mod metrics;
 mod migrations;
 mod outage;
+mod recycle_bin;
 mod reliability;
 mod signing;
 mod slow_clients;

@@ -65,7 +65,7 @@ pub(crate) async fn session_cookie(app: &TestApp, email: &str) -> String {
 }
 
 /// The page at `path` as the holder of `cookie` sees it.
-async fn page(app: &TestApp, cookie: &str, path: &str) -> String {
+pub(crate) async fn page(app: &TestApp, cookie: &str, path: &str) -> String {
     client()
         .get(format!("{}{path}", app.base))
         .header("cookie", cookie)

@@ -136,6 +136,33 @@ macro_rules! instances {
                 $crate::storage::shared::InstanceRow::page(rows, limit)
             }
 
+            async fn purge_instance(&self, workspace: WorkspaceId, id: &InstanceId) -> Result<bool> {
+                let n = sqlx::query(
+                    "DELETE FROM instances
+                     WHERE workspace_id = $1 AND instance_id = $2 AND deleted_at IS NOT NULL",
+                )
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .execute(self.writes())
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn purge_recycle_bin(&self, before: Millis, batch: i64) -> Result<u64> {
+                Ok(sqlx::query(
+                    "DELETE FROM instances WHERE id IN (
+                         SELECT id FROM instances
+                         WHERE deleted_at IS NOT NULL AND deleted_at < $1
+                         ORDER BY deleted_at LIMIT $2)",
+                )
+                .bind(before.0)
+                .bind(batch)
+                .execute(self.writes())
+                .await?
+                .rows_affected())
+            }
+
             async fn update_instance(
                 &self,
                 workspace: WorkspaceId,

@@ -258,6 +258,26 @@ pub(super) async fn recycle_bin(State(herald): State<Herald>, UiSession(s): UiSe
     }
 }
 
+pub(super) async fn purge(
+    State(herald): State<Herald>,
+    UiSession(s): UiSession,
+    Path(id): Path<String>,
+    Form(form): Form<Fields>,
+) -> Response {
+    if let Some(r) = check_csrf(&s, &form) {
+        return r;
+    }
+    let result = async {
+        let id = InstanceId::parse(&id)?;
+        herald.purge_instance(&s.caller, &id).await
+    }
+    .await;
+    match result {
+        Ok(()) => see_other("/ui/admin/recycle-bin"),
+        Err(e) => error_page(Some(&s), e),
+    }
+}
+
 pub(super) async fn restore(
     State(herald): State<Herald>,
     UiSession(s): UiSession,

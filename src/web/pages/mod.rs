@@ -53,6 +53,7 @@ pub fn router() -> Router<Herald> {
         .route("/ui/admin/deliveries/{id}/redeliver", post(redeliver))
         .route("/ui/admin/recycle-bin", get(recycle_bin))
         .route("/ui/admin/recycle-bin/{id}/restore", post(restore))
+        .route("/ui/admin/recycle-bin/{id}/purge", post(purge))
         .route("/ui/admin/users", get(users).post(create_user))
         .route("/ui/admin/users/change", post(change_user))
 }
