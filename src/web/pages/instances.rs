@@ -231,19 +231,17 @@ pub(super) async fn delete_instance(
     Path(id): Path<String>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Some(r) = check_csrf(&s, &form) {
-        return r;
-    }
-    let result = async {
-        let id = InstanceId::parse(&id)?;
-        herald.delete_instance(&s.caller, &id).await?;
-        Ok::<_, Error>(id)
-    }
-    .await;
-    match result {
-        Ok(id) => see_other(&format!("/ui/processes/{}", id.process_name())),
-        Err(e) => error_page(Some(&s), e),
-    }
+    instance_action(
+        &s,
+        &form,
+        &id,
+        async |id| {
+            herald.delete_instance(&s.caller, &id).await?;
+            Ok(id)
+        },
+        |id| format!("/ui/processes/{}", id.process_name()),
+    )
+    .await
 }
 
 pub(super) async fn recycle_bin(State(herald): State<Herald>, UiSession(s): UiSession) -> Response {
@@ -264,18 +262,14 @@ pub(super) async fn purge(
     Path(id): Path<String>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Some(r) = check_csrf(&s, &form) {
-        return r;
-    }
-    let result = async {
-        let id = InstanceId::parse(&id)?;
-        herald.purge_instance(&s.caller, &id).await
-    }
-    .await;
-    match result {
-        Ok(()) => see_other("/ui/admin/recycle-bin"),
-        Err(e) => error_page(Some(&s), e),
-    }
+    instance_action(
+        &s,
+        &form,
+        &id,
+        async |id| herald.purge_instance(&s.caller, &id).await,
+        |()| "/ui/admin/recycle-bin".to_owned(),
+    )
+    .await
 }
 
 pub(super) async fn restore(
@@ -284,17 +278,35 @@ pub(super) async fn restore(
     Path(id): Path<String>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Some(r) = check_csrf(&s, &form) {
+    instance_action(
+        &s,
+        &form,
+        &id,
+        async |id| herald.restore_instance(&s.caller, &id).await,
+        |i| format!("/ui/instances/{}", i.id),
+    )
+    .await
+}
+
+/// A form's action on one instance: checks the form's token, parses the ID, runs `act`, and
+/// goes where `then` says, or shows the error.
+async fn instance_action<T>(
+    s: &SessionRecord,
+    form: &Fields,
+    id: &str,
+    act: impl AsyncFnOnce(InstanceId) -> Result<T, Error>,
+    then: impl FnOnce(T) -> String,
+) -> Response {
+    if let Some(r) = check_csrf(s, form) {
         return r;
     }
-    let result = async {
-        let id = InstanceId::parse(&id)?;
-        herald.restore_instance(&s.caller, &id).await
-    }
-    .await;
+    let result = match InstanceId::parse(id) {
+        Ok(id) => act(id).await,
+        Err(e) => Err(e.into()),
+    };
     match result {
-        Ok(i) => see_other(&format!("/ui/instances/{}", i.id)),
-        Err(e) => error_page(Some(&s), e),
+        Ok(done) => see_other(&then(done)),
+        Err(e) => error_page(Some(s), e),
     }
 }
 
