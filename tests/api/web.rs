@@ -95,16 +95,9 @@ pub(crate) async fn change_user(app: &TestApp, admin: &str, csrf: &str, email: &
 
 /// The anti-forgery token embedded in the page at `path`.
 pub(crate) async fn csrf_token(app: &TestApp, cookie: &str, path: &str) -> String {
-    let page = client()
-        .get(format!("{}{path}", app.base))
-        .header("cookie", cookie)
-        .send()
+    page(app, cookie, path)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.split("name=\"csrf\" value=\"")
+        .split("name=\"csrf\" value=\"")
         .nth(1)
         .unwrap()
         .split('"')
