@@ -1,7 +1,7 @@
 //! Configuration: defaults, then an optional `herald.toml`, then `HERALD_*` environment
 //! variables, then command-line flags; validated once into [`Config`].
 
-use crate::domain::{ApiToken, BreakerPolicy, Email, RetrySchedule};
+use crate::domain::{ApiToken, Backpressure, BreakerPolicy, Email, RetrySchedule};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::fmt;
@@ -51,6 +51,8 @@ pub struct Config {
     pub idle_poll: Duration,
     /// Open connections and the request-head deadline of the HTTP server.
     pub server: crate::server::ServerLimits,
+    /// When instance writes wait for the delivery worker (decision 0011).
+    pub backpressure: Backpressure,
 }
 
 impl fmt::Debug for Config {
@@ -67,6 +69,7 @@ impl fmt::Debug for Config {
             .field("retry_schedule", &self.retry_schedule)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_per_host", &self.max_per_host)
+            .field("backpressure", &self.backpressure)
             .field("server", &self.server)
             .field("retention", &self.retention)
             .field("recycle_bin_retention", &self.recycle_bin_retention)
@@ -101,6 +104,7 @@ impl Config {
             admin_email: Email::parse("admin@herald.local").expect("valid default"),
             idle_poll: Duration::from_secs(1),
             server: crate::server::ServerLimits::default(),
+            backpressure: Backpressure::DEFAULT,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
     pub recycle_bin_days: Option<u64>,
+    /// `off` or a duration such as `1s`.
+    pub backpressure_lag: Option<String>,
 }
 
 impl FileConfig {
@@ -151,6 +157,7 @@ pub struct Overrides {
     pub max_connections: Option<usize>,
     pub retention_days: Option<u64>,
     pub recycle_bin_days: Option<u64>,
+    pub backpressure_lag: Option<String>,
     pub no_migrate: bool,
     pub admin_token: Option<String>,
 }
@@ -252,6 +259,9 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         bail!("the recycle bin must keep instances 1 to 3650 days, not {bin_days}");
     }
     config.recycle_bin_retention = Duration::from_secs(bin_days * 86_400);
+    if let Some(lag) = over.backpressure_lag.or(file.backpressure_lag) {
+        config.backpressure = Backpressure::parse(&lag)?;
+    }
     config.migrate = !over.no_migrate;
     if let Some(token) = over.admin_token.filter(|t| !t.is_empty()) {
         config.admin_token =
@@ -344,6 +354,30 @@ mod tests {
                 .to_string()
                 .contains("10.0.0.0/33")
         );
+    }
+
+    #[test]
+    fn backpressure_is_on_by_default_and_layered_like_the_rest() {
+        let c = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.backpressure, Backpressure::DEFAULT);
+        let file: FileConfig = toml::from_str("backpressure_lag = \"off\"").unwrap();
+        let c = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.backpressure, Backpressure::Off);
+        let over = Overrides {
+            backpressure_lag: Some("250ms".into()),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str("backpressure_lag = \"off\"").unwrap();
+        assert_eq!(
+            resolve(file, over).unwrap().backpressure,
+            Backpressure::AtLag(Duration::from_millis(250))
+        );
+        let bad = Overrides {
+            backpressure_lag: Some("soon".into()),
+            ..Default::default()
+        };
+        let e = resolve(FileConfig::default(), bad).unwrap_err().to_string();
+        assert!(e.contains("backpressure lag") && e.contains("soon"), "{e}");
     }
 
     #[test]

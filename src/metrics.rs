@@ -137,7 +137,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (version 0.0.4) of these counters and of `queue`.
-    pub fn render(&self, queue: &QueueStats, hosts: &[HostConcurrency]) -> String {
+    pub fn render(
+        &self,
+        queue: &QueueStats,
+        hosts: &[HostConcurrency],
+        gate: &crate::delivery::WriteGate,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -288,6 +293,37 @@ impl Metrics {
 
         header(
             &mut out,
+            "herald_worker_lag_seconds",
+            "gauge",
+            "How late this node's worker started its latest deliveries, counting only hosts whose receiver is not holding them back; writes wait while it is over the backpressure lag.",
+        );
+        let _ = writeln!(
+            out,
+            "herald_worker_lag_seconds {}",
+            gate.lag().as_secs_f64()
+        );
+        let (paced, waited) = gate.paced();
+        header(
+            &mut out,
+            "herald_writes_paced_total",
+            "counter",
+            "Instance writes that waited for this node's worker to catch up (backpressure).",
+        );
+        let _ = writeln!(out, "herald_writes_paced_total {paced}");
+        header(
+            &mut out,
+            "herald_write_pacing_seconds_total",
+            "counter",
+            "Time instance writes spent waiting for this node's worker to catch up.",
+        );
+        let _ = writeln!(
+            out,
+            "herald_write_pacing_seconds_total {}",
+            waited.as_secs_f64()
+        );
+
+        header(
+            &mut out,
             "herald_host_concurrency_limit",
             "gauge",
             "Callbacks this node allows at once to a receiving host now (its adaptive limit).",
@@ -334,6 +370,8 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::WriteGate;
+    use crate::domain::Backpressure;
 
     #[test]
     fn a_histogram_is_cumulative_and_counts_every_attempt() {
@@ -351,7 +389,11 @@ mod tests {
             Duration::from_millis(40),
             AttemptEnd::Retrying,
         );
-        let text = m.render(&QueueStats::default(), &[]);
+        let text = m.render(
+            &QueueStats::default(),
+            &[],
+            &WriteGate::new(Backpressure::DEFAULT),
+        );
         assert!(
             text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.0025\"} 0\n")
         );
@@ -374,7 +416,11 @@ mod tests {
             limit: 12,
             in_flight: 3,
         };
-        let text = Metrics::default().render(&QueueStats::default(), &[host]);
+        let text = Metrics::default().render(
+            &QueueStats::default(),
+            &[host],
+            &WriteGate::new(Backpressure::DEFAULT),
+        );
         assert!(text.contains("herald_host_concurrency_limit{host=\"odd\\\"host:80\"} 12\n"));
         assert!(text.contains("herald_host_callbacks_in_flight{host=\"odd\\\"host:80\"} 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let lease_margin = Duration::from_secs(5);
     let limits = Arc::new(crate::delivery::HostLimits::new(config.max_per_host));
+    let gate = Arc::new(crate::delivery::WriteGate::new(config.backpressure));
     let outbound = Outbound {
         client: client.clone(),
         egress,
@@ -145,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         lease_margin,
         per_host_cap: config.max_per_host,
         limits: Arc::clone(&limits),
+        gate: Arc::clone(&gate),
     };
     let herald = Herald::new(Arc::clone(&store), Arc::clone(&wake), Arc::new(outbound));
     let worker = Worker::new(
@@ -166,7 +168,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         wake,
         Arc::clone(herald.metrics()),
         limits,
-    );
+    )
+    .with_gate(gate);
 
     let app = crate::router(herald.clone());
     let shutdown = CancellationToken::new();

@@ -119,6 +119,12 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_RECYCLE_BIN_DAYS", value_name = "DAYS")]
     recycle_bin_days: Option<u64>,
 
+    /// Instance writes wait while the delivery worker is further behind than this (its own
+    /// backlog, not a slow receiver's), so callbacks stay this close to their events instead of
+    /// queuing for minutes; `off` accepts writes however far behind it falls [default: 1s].
+    #[arg(long, env = "HERALD_BACKPRESSURE_LAG", value_name = "DURATION|off")]
+    backpressure_lag: Option<String>,
+
     /// Do not apply migrations at start; refuse to start unless the schema is current.
     #[arg(long)]
     no_migrate: bool,
@@ -172,6 +178,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         retention_days: args.retention_days,
         recycle_bin_days: args.recycle_bin_days,
+        backpressure_lag: args.backpressure_lag,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
     };

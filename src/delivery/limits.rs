@@ -119,6 +119,13 @@ impl HostLimits {
         all
     }
 
+    /// Whether `host`'s receiver holds it back now ([`ConcurrencyLimit::restrained`]).
+    pub fn restrained(&self, host: &str, now: Millis) -> bool {
+        self.lock()
+            .get(host)
+            .is_some_and(|s| s.limit.restrained(now.0))
+    }
+
     /// One host, if this node knows it.
     pub fn of(&self, host: &str) -> Option<HostConcurrency> {
         self.lock().get(host).map(|s| HostConcurrency {

@@ -6,12 +6,14 @@
 //! and wakes the loop, since a finished delivery may unblock the next one of its instance.
 //! A housekeeping task promotes circuit-breaker probes and prunes the log.
 
+use super::backpressure::WriteGate;
 use super::client::{Attempt, Callback, CallbackClient};
 use super::limits::HostLimits;
 use super::results::{resume_to_the_end, write_results};
+use crate::domain::backpressure::{Claimed, worker_lag};
 use crate::domain::{
-    AttemptOutcome, BreakerPolicy, CallbackUrl, Load, Millis, RetrySchedule, Signal, SigningKeys,
-    next_step, storable_text,
+    AttemptOutcome, Backpressure, BreakerPolicy, CallbackUrl, Load, Millis, RetrySchedule, Signal,
+    SigningKeys, next_step, storable_text,
 };
 use crate::error::error_chain;
 use crate::metrics::{AttemptEnd, Metrics};
@@ -61,6 +63,8 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     /// Each host's adaptive limit and attempts in flight on this node.
     limits: Arc<HostLimits>,
+    /// Told after each claim how far behind this worker is (backpressure on the API).
+    gate: Arc<WriteGate>,
 }
 
 impl Worker {
@@ -81,7 +85,14 @@ impl Worker {
             wake,
             metrics,
             limits,
+            gate: Arc::new(WriteGate::new(Backpressure::Off)),
         }
+    }
+
+    /// Reports how far behind this worker is to `gate`, which instance writes pass through.
+    pub fn with_gate(mut self, gate: Arc<WriteGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then stops claiming, lets attempts in flight finish
@@ -156,6 +167,18 @@ impl Worker {
                 }
             };
             self.metrics.claimed(claimed.len());
+            // An empty claim while attempts are in flight says only that the rooms are full,
+            // not that the worker caught up; with nothing in flight, it has.
+            if !claimed.is_empty() || in_flight.is_empty() {
+                self.gate.report(worker_lag(
+                    now,
+                    claimed.iter().map(|d| Claimed {
+                        host: &d.host,
+                        due: d.due_at,
+                        restrained: self.limits.restrained(&d.host, now),
+                    }),
+                ));
+            }
             let full_batch = claimed.len() == free;
             let signing = match keys.for_claims(self.secrets.as_ref(), &claimed).await {
                 Ok(signing) => signing,

@@ -31,6 +31,9 @@ const OVERLOAD_DECREASE: f64 = 0.5;
 /// for good sets a new baseline instead of being held down forever.
 const BASELINE_SAMPLES: u32 = 1_000;
 
+/// How long a host counts as held back by its receiver after its limit last shrank.
+pub const RESTRAINT_MEMORY: Duration = Duration::from_secs(10);
+
 /// What one finished attempt says about the receiver's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Load {
@@ -93,6 +96,18 @@ impl ConcurrencyLimit {
     /// How many callbacks may be in flight to the host now.
     pub fn current(&self) -> usize {
         (self.limit.floor() as usize).clamp(FLOOR, self.ceiling)
+    }
+
+    /// Whether the receiver holds this host back now: its limit shrank in the last
+    /// [`RESTRAINT_MEMORY`] (it timed out, shed load or slowed down). A backlog for such a host
+    /// is the receiver's, not the worker's ([`super::backpressure`]). The operator's ceiling
+    /// is not a restraint of this kind: work waiting for it is work Herald was told it may not
+    /// send faster, and a bounded callback delay comes first.
+    pub fn restrained(&self, now_ms: i64) -> bool {
+        self.last_decrease.is_some_and(|at| {
+            now_ms.saturating_sub(at)
+                < i64::try_from(RESTRAINT_MEMORY.as_millis()).unwrap_or(i64::MAX)
+        })
     }
 
     /// Learns from one finished attempt, made while `in_flight` attempts (itself included) were
@@ -202,6 +217,24 @@ mod tests {
             17,
             "about one more per round trip after slow start"
         );
+    }
+
+    #[test]
+    fn a_host_is_restrained_for_a_while_after_backing_off() {
+        let mut limit = ConcurrencyLimit::new(64);
+        assert!(!limit.restrained(0));
+        for i in 0..100 {
+            let busy = limit.current();
+            limit.observe(served(1), busy, i);
+        }
+        assert!(
+            !limit.restrained(100),
+            "growing to the ceiling is no restraint"
+        );
+        limit.observe(Load::Overloaded, 64, 1_000);
+        assert!(limit.current() < 64);
+        assert!(limit.restrained(1_000 + 9_999));
+        assert!(!limit.restrained(1_000 + 10_000));
     }
 
     #[test]

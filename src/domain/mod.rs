@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** nothing in this module performs I/O or imports axum, sqlx or
 //! reqwest. Storage, delivery and the HTTP edge depend on the domain, never the reverse.
 
+pub mod backpressure;
 pub mod breaker;
 pub mod concurrency;
 pub mod delivery;
@@ -14,6 +15,7 @@ pub mod text;
 pub mod user;
 pub mod webhook;
 
+pub use backpressure::Backpressure;
 pub use breaker::{AfterFailure, BreakerPolicy, Change, Health};
 pub use concurrency::{ConcurrencyLimit, Load};
 pub use delivery::{AttemptOutcome, DeliveryId, DeliveryStatus, Signal, storable_text};

@@ -40,6 +40,7 @@ impl Herald {
         status: Option<InstanceStatus>,
     ) -> Result<InstanceRecord> {
         let status = status.unwrap_or_else(InstanceStatus::default_status);
+        self.outbound.gate.admit().await;
         let started = std::time::Instant::now();
         let created = self
             .store
@@ -119,6 +120,7 @@ impl Herald {
                 status,
                 expected_version: current.version,
             };
+            self.outbound.gate.admit().await;
             let started = std::time::Instant::now();
             match self
                 .store
@@ -144,6 +146,7 @@ impl Herald {
     }
 
     pub async fn delete_instance(&self, caller: &Caller, id: &InstanceId) -> Result<()> {
+        self.outbound.gate.admit().await;
         let started = std::time::Instant::now();
         match self
             .store
@@ -170,6 +173,7 @@ impl Herald {
                 "only administrators may restore instances from the recycle bin".into(),
             ));
         }
+        self.outbound.gate.admit().await;
         let started = std::time::Instant::now();
         match self
             .store

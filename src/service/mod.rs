@@ -101,6 +101,8 @@ pub struct Outbound {
     pub per_host_cap: usize,
     /// The worker's adaptive limit per receiving host, as the API and metrics show it.
     pub limits: Arc<crate::delivery::HostLimits>,
+    /// Instance writes wait here while the worker is behind (`--backpressure-lag`).
+    pub gate: Arc<crate::delivery::WriteGate>,
 }
 
 /// The outcome of a test callback.
@@ -178,9 +180,11 @@ impl Herald {
     pub async fn metrics_text(&self, caller: &Caller) -> Result<String> {
         require_webhook_manager(caller)?;
         let queue = self.store.queue_stats(Millis::now()).await?;
-        Ok(self
-            .metrics
-            .render(&queue, &self.outbound.limits.snapshot()))
+        Ok(self.metrics.render(
+            &queue,
+            &self.outbound.limits.snapshot(),
+            &self.outbound.gate,
+        ))
     }
 
     /// Counts an event this node committed (its write began at `started`) and wakes the worker

@@ -340,6 +340,8 @@ pub struct ClaimedDelivery {
     pub host: String,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// When this attempt became due (how late the worker is shows in it).
+    pub due_at: Millis,
     pub occurred_at: Millis,
     pub format: CallbackFormat,
     /// The instance as the API showed it at the event (JSON), for the standard format; `None`

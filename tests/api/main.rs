@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 #[macro_use]
 mod db;
+mod backpressure;
 mod delivery;
 mod fanout;
 mod faults;

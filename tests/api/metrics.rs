@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 /// The scrape as text, with the admin token.
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let (status, headers, body) = app
         .call_full(Method::GET, "/metrics", Some(&app.token), None, &[])
         .await;
@@ -19,7 +19,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of one sample line, `name{labels}` or `name`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())

@@ -248,7 +248,7 @@ const CLAIM_SQL: &str = concat!(
         WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
         ORDER BY picked.next_attempt_at, picked.id
         LIMIT $4))
-     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
+     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, next_attempt_at, created_at, format,
                CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance"
 );
 

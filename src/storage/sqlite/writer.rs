@@ -176,7 +176,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
         .prepare_cached(
             "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
              WHERE id IN (SELECT value FROM json_each(?3))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, created_at, format,
+             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, next_attempt_at, created_at, format,
                        CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
         )?
         .query_map(params![c.lease_until, c.node, ids], |r| {
@@ -198,6 +198,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
                 url: r.get("url")?,
                 host: r.get("host")?,
                 attempts: r.get("attempts")?,
+                due_at: Millis(r.get("next_attempt_at")?),
                 occurred_at: Millis(r.get("created_at")?),
                 format,
                 instance: r.get("instance")?,

@@ -1,0 +1,176 @@
+//! When the API slows down for the delivery worker (decision 0011).
+//!
+//! Herald prefers a bounded callback delay over unbounded intake: when its own worker falls
+//! behind (it cannot start due deliveries as fast as the API queues them), instance writes wait
+//! until it has caught up, instead of the backlog growing for minutes. The signal is how late
+//! the worker's claims are, counted only for hosts whose receiver does not hold them back: a
+//! receiver that is slow or failing has a backlog of its own making, and must never slow the
+//! writes of everyone else.
+//!
+//! Pure: the worker feeds it each claim; the API asks it whether to wait.
+
+use super::{Invalid, Millis, retry::parse_duration};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The operator's policy (`--backpressure-lag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Writes never wait: intake is unbounded, and so is the callback delay.
+    Off,
+    /// Writes wait while the worker is further behind than this.
+    AtLag(Duration),
+}
+
+impl Backpressure {
+    /// The shipped policy: writes wait once the worker is a second behind.
+    pub const DEFAULT: Self = Self::AtLag(Duration::from_secs(1));
+
+    /// `off`, or a duration such as `1s` or `500ms` (at least 10 ms, at most 10 minutes).
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        let lag = parse_duration(text).map_err(|e| {
+            Invalid::new(format!(
+                "backpressure lag: {e} (or `off` to never slow writes)"
+            ))
+        })?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&lag) {
+            return Err(Invalid::new(format!(
+                "backpressure lag must be 10ms to 10m, or `off`, not `{text}`"
+            )));
+        }
+        Ok(Self::AtLag(lag))
+    }
+
+    /// Whether a write should wait now, with the worker `lag` behind.
+    pub fn holds(&self, lag: Duration) -> bool {
+        match self {
+            Self::Off => false,
+            Self::AtLag(limit) => lag > *limit,
+        }
+    }
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One delivery a claim took, as the rule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimed<'a> {
+    /// The receiving `host:port`.
+    pub host: &'a str,
+    /// When the delivery became due.
+    pub due: Millis,
+    /// Whether the host's receiver holds it back now (its limit was lowered lately): then its
+    /// backlog is not the worker's.
+    pub restrained: bool,
+}
+
+/// How far behind the worker is, from one claim made at `now`: for each host its receiver does
+/// not hold back, how long ago its youngest claimed delivery was due (claims take each host's oldest
+/// first, so if even the youngest is late, all of that host's work is); the most of these. A
+/// claim that took nothing for such hosts says the worker has caught up.
+pub fn worker_lag<'a>(now: Millis, claimed: impl IntoIterator<Item = Claimed<'a>>) -> Duration {
+    let mut youngest: HashMap<&str, Millis> = HashMap::new();
+    for c in claimed.into_iter().filter(|c| !c.restrained) {
+        let at = youngest.entry(c.host).or_insert(c.due);
+        *at = (*at).max(c.due);
+    }
+    youngest
+        .values()
+        .map(|due| Duration::from_millis(u64::try_from(now.0.saturating_sub(due.0)).unwrap_or(0)))
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(host: &str, due: i64, restrained: bool) -> Claimed<'_> {
+        Claimed {
+            host,
+            due: Millis(due),
+            restrained,
+        }
+    }
+
+    #[test]
+    fn the_policy_parses_off_and_durations_and_names_what_is_wrong() {
+        assert_eq!(Backpressure::parse("off"), Ok(Backpressure::Off));
+        assert_eq!(Backpressure::parse(" OFF "), Ok(Backpressure::Off));
+        assert_eq!(
+            Backpressure::parse("500ms"),
+            Ok(Backpressure::AtLag(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            Backpressure::parse("2s"),
+            Ok(Backpressure::AtLag(Duration::from_secs(2)))
+        );
+        let e = Backpressure::parse("2").unwrap_err();
+        assert!(e.0.contains("unit") && e.0.contains("off"), "{e}");
+        let e = Backpressure::parse("1ms").unwrap_err();
+        assert!(e.0.contains("10ms to 10m"), "{e}");
+        assert!(Backpressure::parse("1h").is_err());
+    }
+
+    #[test]
+    fn writes_wait_only_past_the_lag_and_never_when_off() {
+        let at = Backpressure::AtLag(Duration::from_secs(1));
+        assert!(!at.holds(Duration::from_millis(1000)));
+        assert!(at.holds(Duration::from_millis(1001)));
+        assert!(!Backpressure::Off.holds(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_claim_of_fresh_work_says_caught_up() {
+        let now = Millis(10_000);
+        assert_eq!(worker_lag(now, []), Duration::ZERO);
+        let fresh = [
+            claimed("a:80", 9_990, false),
+            claimed("a:80", 10_000, false),
+        ];
+        assert_eq!(worker_lag(now, fresh), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_lag_is_the_latest_hosts_youngest_claimed_delivery() {
+        let now = Millis(10_000);
+        let claim = [
+            claimed("a:80", 1_000, false),
+            claimed("a:80", 7_000, false),
+            claimed("b:80", 9_500, false),
+        ];
+        assert_eq!(worker_lag(now, claim), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_restrained_receivers_backlog_never_counts() {
+        let now = Millis(100_000);
+        // A slow receiver's hour-old backlog beside fresh work for a healthy one.
+        let claim = [
+            claimed("slow:80", 1_000, true),
+            claimed("slow:80", 2_000, true),
+            claimed("fast:80", 100_000, false),
+        ];
+        assert_eq!(worker_lag(now, claim), Duration::ZERO);
+        assert_eq!(
+            worker_lag(now, [claimed("slow:80", 1_000, true)]),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_delivery_due_in_the_future_is_not_late() {
+        assert_eq!(
+            worker_lag(Millis(1_000), [claimed("a:80", 5_000, false)]),
+            Duration::ZERO
+        );
+    }
+}
