@@ -109,7 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         allowed_networks: config.allowed_networks.clone(),
         resolve_overrides: config.resolve_overrides.clone(),
     };
-    let client = CallbackClient::new(egress.clone(), config.callback_timeout)?;
+    let client = CallbackClient::new(egress.clone(), config.callback_timeout, config.max_per_host)?;
     // Bound first: the node's name is its host and port, which no other live process can hold.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -2,6 +2,7 @@
 //! reports how late each claim was, and every instance write asks to be let through first.
 
 use crate::domain::Backpressure;
+use crate::domain::backpressure::expected_wait;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,10 +20,30 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiting write looks again when nothing woke it.
 const RECHECK: Duration = Duration::from_millis(50);
 
+/// The lag's growth is measured over at least this long (claims come every few milliseconds).
+const GROWTH_WINDOW: Duration = Duration::from_millis(200);
+
+/// What the worker last reported.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    at: Instant,
+    lag: Duration,
+    /// How fast the lag grew over the last window, seconds per second.
+    growth: f64,
+    /// Where the current window began.
+    window: (Instant, Duration),
+}
+
+impl Report {
+    fn expected_wait(&self) -> Duration {
+        expected_wait(self.lag, self.growth)
+    }
+}
+
 /// The node's gate on instance writes.
 pub struct WriteGate {
     policy: Backpressure,
-    report: Mutex<Option<(Instant, Duration)>>,
+    report: Mutex<Option<Report>>,
     caught_up: Notify,
     paced: AtomicU64,
     waited_micros: AtomicU64,
@@ -45,28 +66,63 @@ impl WriteGate {
 
     /// The worker's report after a claim: it is `lag` behind.
     pub fn report(&self, lag: Duration) {
-        let held = {
+        let now = Instant::now();
+        let (was, is) = {
             let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
-            let was = report.is_some_and(|(_, l)| self.policy.holds(l));
-            *report = Some((Instant::now(), lag));
-            was
+            let was = report.is_some_and(|r| self.policy.holds(r.expected_wait()));
+            let next = match *report {
+                // Caught up, or the first report: nothing is growing.
+                _ if lag.is_zero() => None,
+                None => None,
+                Some(r) => Some(r),
+            }
+            .map_or(
+                Report {
+                    at: now,
+                    lag,
+                    growth: 0.0,
+                    window: (now, lag),
+                },
+                |r| {
+                    let (since, from) = r.window;
+                    let span = now.duration_since(since);
+                    if span >= GROWTH_WINDOW {
+                        let grown = lag.as_secs_f64() - from.as_secs_f64();
+                        Report {
+                            at: now,
+                            lag,
+                            growth: grown / span.as_secs_f64(),
+                            window: (now, lag),
+                        }
+                    } else {
+                        Report { at: now, lag, ..r }
+                    }
+                },
+            );
+            *report = Some(next);
+            (was, self.policy.holds(next.expected_wait()))
         };
-        if held && !self.policy.holds(lag) {
+        if was && !is {
             self.caught_up.notify_waiters();
         }
     }
 
-    /// How far behind the worker is by its latest report, zero when that is stale.
-    pub fn lag(&self) -> Duration {
+    fn fresh(&self) -> Option<Report> {
         self.report
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .filter(|(at, _)| at.elapsed() < STALE_AFTER)
-            .map_or(Duration::ZERO, |(_, lag)| lag)
+            .filter(|r| r.at.elapsed() < STALE_AFTER)
     }
 
+    /// How far behind the worker is by its latest report, zero when that is stale.
+    pub fn lag(&self) -> Duration {
+        self.fresh().map_or(Duration::ZERO, |r| r.lag)
+    }
+
+    /// Writes wait while a delivery queued now would wait longer than the policy allows.
     fn holds(&self) -> bool {
-        self.policy.holds(self.lag())
+        self.fresh()
+            .is_some_and(|r| self.policy.holds(r.expected_wait()))
     }
 
     /// Waits while the worker is too far behind (at most [`MAX_WAIT`]).
@@ -166,6 +222,23 @@ mod tests {
         assert!(started.elapsed() >= MAX_WAIT);
         reporter.abort();
         assert_eq!(gate.paced().0, 1, "the write that waited to the cap counts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lag_that_grows_holds_writes_before_it_reaches_the_limit() {
+        let gate = gate();
+        gate.report(Duration::from_millis(10));
+        tokio::time::advance(GROWTH_WINDOW).await;
+        // 60 ms behind, growing by 0.25 s per second: a delivery queued now waits 80 ms.
+        gate.report(Duration::from_millis(60));
+        assert!(!gate.holds());
+        tokio::time::advance(GROWTH_WINDOW).await;
+        // 90 ms behind, growing by 0.15 s per second: 106 ms to wait, over the 100 ms limit,
+        // which the lag alone would not reach for a while yet.
+        gate.report(Duration::from_millis(90));
+        assert!(gate.holds());
+        gate.report(Duration::ZERO);
+        assert!(!gate.holds(), "caught up");
     }
 
     #[test]

@@ -54,7 +54,10 @@ pub struct CallbackClient {
 }
 
 impl CallbackClient {
-    pub fn new(policy: EgressPolicy, timeout: Duration) -> anyhow::Result<Self> {
+    /// A client whose keep-alive pool keeps up to `per_host` idle connections to each host: as
+    /// many as a host's adaptive limit may reach (`--max-per-host`), so a receiver served at its
+    /// limit reuses every connection instead of opening new ones past a smaller pool.
+    pub fn new(policy: EgressPolicy, timeout: Duration, per_host: usize) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
@@ -63,7 +66,7 @@ impl CallbackClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(per_host)
             .tcp_nodelay(true)
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: Arc::clone(&policy),

@@ -89,6 +89,26 @@ pub fn worker_lag<'a>(now: Millis, claimed: impl IntoIterator<Item = Claimed<'a>
         .unwrap_or(Duration::ZERO)
 }
 
+/// How long a delivery queued now would wait for the worker, by its `lag` and how fast that lag
+/// has been growing (`growth`, seconds per second): the worker moves through the queue at
+/// `1 - growth` seconds of it per second, so what is `lag` behind it is reached after
+/// `lag / (1 - growth)`. Judging by the lag alone, writes would be let through until the lag
+/// itself reached the limit, and by then the queue behind it holds more than the limit's worth
+/// (measured in scenario 11: callbacks up to 2.5 s late with a 1 s limit).
+pub fn expected_wait(lag: Duration, growth: f64) -> Duration {
+    /// Below this, the worker is taken to be as good as stuck.
+    const SLOWEST: f64 = 0.05;
+    if lag.is_zero() {
+        return Duration::ZERO;
+    }
+    let progress = if growth.is_finite() {
+        1.0 - growth
+    } else {
+        SLOWEST
+    };
+    lag.div_f64(progress.max(SLOWEST))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +184,20 @@ mod tests {
             worker_lag(now, [claimed("slow:80", 1_000, true)]),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn the_expected_wait_grows_with_a_lag_that_grows() {
+        let lag = Duration::from_millis(500);
+        assert_eq!(expected_wait(Duration::ZERO, 0.9), Duration::ZERO);
+        assert_eq!(expected_wait(lag, 0.0), lag, "a steady lag is the wait");
+        // Falling behind half a second per second: the worker moves at half speed.
+        assert_eq!(expected_wait(lag, 0.5), Duration::from_secs(1));
+        // Catching up: sooner than the lag.
+        assert_eq!(expected_wait(lag, -1.0), Duration::from_millis(250));
+        // Stuck, or nonsense: as slow as the floor allows.
+        assert_eq!(expected_wait(lag, 1.0), Duration::from_secs(10));
+        assert_eq!(expected_wait(lag, f64::NAN), Duration::from_secs(10));
     }
 
     #[test]

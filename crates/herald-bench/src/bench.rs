@@ -33,7 +33,7 @@ pub struct BenchOptions {
     /// A smoke run of a few seconds.
     pub quick: bool,
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–10); empty runs all.
+    /// Scenarios to run (1–13); empty runs all.
     pub only: Vec<u8>,
     /// The `herald` binary to measure.
     pub herald: PathBuf,
@@ -62,6 +62,8 @@ pub struct Figures {
     pub herald_threads_cpu_us_per_event: BTreeMap<String, f64>,
     /// Herald's own view of where the time went, from its `/metrics` at the end of the run.
     pub stages: Stages,
+    /// The highest per-host concurrency limit in the node's `/metrics` at the end of the run.
+    pub final_host_limit: usize,
     pub note: String,
     /// Scenario 8's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +220,16 @@ async fn start_herald(
     pg_admin: &Option<String>,
     defaults: bool,
 ) -> anyhow::Result<Node> {
+    start_herald_with(options, pg_admin, defaults, &[]).await
+}
+
+/// [`start_herald`] with `extra` flags after the others.
+async fn start_herald_with(
+    options: &BenchOptions,
+    pg_admin: &Option<String>,
+    defaults: bool,
+    extra: &[&str],
+) -> anyhow::Result<Node> {
     let db = match pg_admin {
         None => FreshDatabase::sqlite()?,
         Some(admin) => FreshDatabase::postgres(admin, "herald_bench")
@@ -239,6 +251,7 @@ async fn start_herald(
     if !defaults {
         args.extend(["--max-in-flight", "256", "--max-per-host", "64"]);
     }
+    args.extend(extra);
     let node = herald_testkit::spawn_node(
         &options.herald,
         &args,
@@ -645,8 +658,17 @@ struct Bench<'a> {
     arrivals: &'a Arc<Arrivals>,
 }
 
-/// Runs one scenario on a fresh node.
+/// Runs one scenario on a fresh node with its limits raised.
 async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> {
+    scenario_with(bench, plan, false).await
+}
+
+/// Runs one scenario on a fresh node, with its shipped limits when `defaults`.
+async fn scenario_with(
+    bench: &Bench<'_>,
+    plan: Plan<'_>,
+    defaults: bool,
+) -> anyhow::Result<Figures> {
     let Bench {
         options,
         pg_admin,
@@ -662,7 +684,7 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         every_url,
     } = plan;
     arrivals.reset();
-    let mut node = start_herald(options, pg_admin, false).await?;
+    let mut node = start_herald(options, pg_admin, defaults).await?;
     let api = Arc::new(Api::new(&node.node.base));
     let list: Vec<String> = urls
         .iter()
@@ -735,6 +757,12 @@ async fn scenario(bench: &Bench<'_>, plan: Plan<'_>) -> anyhow::Result<Figures> 
         && let Ok(text) = r.text().await
     {
         figures.stages = Stages::from_metrics(&text);
+        figures.final_host_limit = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("herald_host_concurrency_limit{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
     }
     figures.database_mib = database_mib(&node).await;
     // Progress on stderr, so a long run that is stopped still shows what it measured.
@@ -1028,9 +1056,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         }
         all.push(control);
     }
+    let burst_length = Duration::from_secs(if q { 2 } else { 20 });
     if want(8) {
-        let length = Duration::from_secs(if q { 2 } else { 20 });
-        all.push(burst::burst(&bench, length).await?);
+        all.push(burst::burst(&bench, burst::Shape::DEFAULTS, burst_length).await?);
     }
     let rate = if q { 500.0 } else { 5_000.0 };
     if want(9) {
@@ -1040,6 +1068,38 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
     if want(10) {
         let length = Duration::from_secs(if q { 2 } else { 14 });
         all.push(capacity::capacity(&bench, true, rate, length).await?);
+    }
+    // A backlog to one receiver drained with the shipped limits, against a bare client with as
+    // many connections as Herald's limit for the host ended at (issue 18's 60% target).
+    if want(13) {
+        let mut drain = scenario_with(
+            &bench,
+            Plan {
+                name: "13 drain to one, defaults",
+                urls: &["/one"],
+                events: n(100_000, 2_000),
+                rate: None,
+                backlog: true,
+                every_url: false,
+            },
+            true,
+        )
+        .await?;
+        let connections = drain.final_host_limit.max(1);
+        let bare = bare_gets(&receiver.0, n(50_000, 5_000), connections).await;
+        drain.note = format!(
+            "drain from receiver-up; {}; limit at the end {connections}: {:.0}% of a bare client with as many connections ({bare:.0} GET/s)",
+            drain.note,
+            100.0 * drain.callbacks_per_sec / bare.max(1e-9)
+        );
+        eprintln!("{}: {}", drain.scenario, drain.note);
+        all.push(drain);
+    }
+    if want(11) {
+        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER, burst_length).await?);
+    }
+    if want(12) {
+        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER_UNPACED, burst_length).await?);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");

@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Run only these scenarios (for example `--only 2,5`), to profile one; all by default.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=10))]
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=13))]
     only: Vec<u8>,
     /// The `herald` binary to measure [default: the one beside this program, as `cargo build`
     /// leaves it].
