@@ -128,6 +128,8 @@ pub struct FileConfig {
     pub recycle_bin_days: Option<u64>,
     /// `off` or a duration such as `1s`.
     pub backpressure_lag: Option<String>,
+    /// CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -158,6 +160,7 @@ pub struct Overrides {
     pub retention_days: Option<u64>,
     pub recycle_bin_days: Option<u64>,
     pub backpressure_lag: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub no_migrate: bool,
     pub admin_token: Option<String>,
 }
@@ -259,6 +262,18 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         bail!("the recycle bin must keep instances 1 to 3650 days, not {bin_days}");
     }
     config.recycle_bin_retention = Duration::from_secs(bin_days * 86_400);
+    let mut proxies = Vec::new();
+    for cidr in over
+        .trusted_proxies
+        .or(file.trusted_proxies)
+        .unwrap_or_default()
+    {
+        let net: ipnet::IpNet = cidr.trim().parse().with_context(|| {
+            format!("trusted proxy `{cidr}` is not a CIDR such as 10.0.0.0/8 or 127.0.0.1/32")
+        })?;
+        proxies.push(net.trunc());
+    }
+    config.server.trusted_proxies = proxies.into();
     if let Some(lag) = over.backpressure_lag.or(file.backpressure_lag) {
         config.backpressure = Backpressure::parse(&lag)?;
     }
@@ -378,6 +393,26 @@ mod tests {
         };
         let e = resolve(FileConfig::default(), bad).unwrap_err().to_string();
         assert!(e.contains("backpressure lag") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_a_bad_one_is_named() {
+        let file: FileConfig =
+            toml::from_str("trusted_proxies = [\"127.0.0.1/32\", \"10.1.2.3/8\"]").unwrap();
+        let c = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            c.server.trusted_proxies.to_vec(),
+            vec![
+                "127.0.0.1/32".parse::<ipnet::IpNet>().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ]
+        );
+        let bad = Overrides {
+            trusted_proxies: Some(vec!["proxy.local".into()]),
+            ..Default::default()
+        };
+        let e = resolve(FileConfig::default(), bad).unwrap_err().to_string();
+        assert!(e.contains("proxy.local"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod forwarded;
 pub mod metrics;
 pub mod server;
 pub mod service;

@@ -18,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// How the server treats its clients.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Connections open at once; beyond it, new ones wait in the listen backlog.
     pub max_connections: usize,
     /// How long a client may take to send a request's head, idle keep-alive time included.
     pub header_read_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client ([`crate::forwarded`]).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Default for ServerLimits {
@@ -31,6 +33,7 @@ impl Default for ServerLimits {
         Self {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Arc::new([]),
         }
     }
 }
@@ -68,9 +71,19 @@ pub async fn serve(
             },
         };
         let app = app.clone();
+        let trusted = Arc::clone(&limits.trusted_proxies);
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
+                let client = crate::forwarded::client_address(
+                    remote.ip(),
+                    request
+                        .headers()
+                        .get("x-forwarded-for")
+                        .and_then(|v| v.to_str().ok()),
+                    &trusted,
+                );
+                let client = std::net::SocketAddr::new(client, remote.port());
+                request.extensions_mut().insert(ConnectInfo(client));
                 app.clone().oneshot(request)
             },
         );

@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
 
     let server_stop = shutdown.clone();
-    let server_limits = config.server;
+    let server_limits = config.server.clone();
     let worker_stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let worker = tokio::spawn(async move {

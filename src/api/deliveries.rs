@@ -18,6 +18,8 @@ routes! {
     get "/deliveries/{id}" => read, Manager;
     post "/deliveries/{id}/redeliver" => redeliver, Manager;
     post "/deliveries/redeliver" => redeliver_matching, Manager;
+    post "/deliveries/{id}/cancel" => cancel, Manager;
+    post "/deliveries/cancel" => cancel_matching, Manager;
 }
 
 #[derive(Deserialize)]
@@ -31,22 +33,49 @@ struct BulkBody {
     until: Option<String>,
 }
 
+impl BulkBody {
+    fn search(&self) -> Result<DeliverySearch> {
+        DeliverySearch::parse(SearchText {
+            status: self.status.as_deref(),
+            event_type: self.event_type.as_deref(),
+            instance_id: self.instance_id.as_deref(),
+            url: self.url.as_deref(),
+            since: self.since.as_deref(),
+            until: self.until.as_deref(),
+        })
+    }
+}
+
 /// Redelivers every delivery that matches a filter.
 async fn redeliver_matching(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let search = DeliverySearch::parse(SearchText {
-        status: body.status.as_deref(),
-        event_type: body.event_type.as_deref(),
-        instance_id: body.instance_id.as_deref(),
-        url: body.url.as_deref(),
-        since: body.since.as_deref(),
-        until: body.until.as_deref(),
-    })?;
-    let n = herald.redeliver_matching(&caller, &search).await?;
+    let n = herald.redeliver_matching(&caller, &body.search()?).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))))
+}
+
+/// Cancels one pending delivery: `409` when it is finished or its attempt is under way.
+async fn cancel(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let id = DeliveryId::parse(&id)?;
+    herald.cancel_delivery(&caller, &id).await?;
+    let (delivery, _) = herald.delivery(&caller, &id).await?;
+    Ok(Json(json!(deliveries_view(delivery))))
+}
+
+/// Cancels every pending delivery that matches a filter and is not being attempted right now.
+async fn cancel_matching(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+    super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
+) -> Result<Json<Value>> {
+    let n = herald.cancel_matching(&caller, &body.search()?).await?;
+    Ok(Json(json!({"cancelled": n})))
 }
 
 /// A delivery as the log shows it; the URL never carries credentials.

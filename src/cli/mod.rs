@@ -125,6 +125,17 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_BACKPRESSURE_LAG", value_name = "DURATION|off")]
     backpressure_lag: Option<String>,
 
+    /// A reverse proxy (CIDR) whose X-Forwarded-For names the client, for the per-address
+    /// login budgets (repeat the flag, or separate with commas in the variable); without it the
+    /// header is ignored, e.g. 127.0.0.1/32.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HERALD_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<String>>,
+
     /// Do not apply migrations at start; refuse to start unless the schema is current.
     #[arg(long)]
     no_migrate: bool,
@@ -179,6 +190,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         retention_days: args.retention_days,
         recycle_bin_days: args.recycle_bin_days,
         backpressure_lag: args.backpressure_lag,
+        trusted_proxies: args.trusted_proxies,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
     };

@@ -4,8 +4,8 @@
 //! behind (it cannot start due deliveries as fast as the API queues them), instance writes wait
 //! until it has caught up, instead of the backlog growing for minutes. The signal is how late
 //! the worker's claims are, counted only for hosts whose receiver does not hold them back: a
-//! receiver that is slow or failing has a backlog of its own making, and must never slow the
-//! writes of everyone else.
+//! receiver that times out, refuses or sheds load has a backlog of its own making, and must
+//! never slow the writes of everyone else.
 //!
 //! Pure: the worker feeds it each claim; the API asks it whether to wait.
 
@@ -67,8 +67,8 @@ pub struct Claimed<'a> {
     pub host: &'a str,
     /// When the delivery became due.
     pub due: Millis,
-    /// Whether the host's receiver holds it back now (its limit was lowered lately): then its
-    /// backlog is not the worker's.
+    /// Whether the host's receiver holds it back now (it timed out, refused or shed load
+    /// lately): then its backlog is not the worker's.
     pub restrained: bool,
 }
 

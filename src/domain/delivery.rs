@@ -70,6 +70,9 @@ pub enum DeliveryStatus {
     Pending,
     Succeeded,
     Failed,
+    /// Called off by an administrator or developer before it was sent (or while it waited for
+    /// a retry); redelivery makes it pending again.
+    Cancelled,
 }
 
 impl DeliveryStatus {
@@ -78,6 +81,7 @@ impl DeliveryStatus {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Succeeded => "succeeded",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
         }
     }
 
@@ -86,8 +90,9 @@ impl DeliveryStatus {
             "pending" => Ok(DeliveryStatus::Pending),
             "succeeded" => Ok(DeliveryStatus::Succeeded),
             "failed" => Ok(DeliveryStatus::Failed),
+            "cancelled" => Ok(DeliveryStatus::Cancelled),
             other => Err(Invalid::new(format!(
-                "`{other}` is not a delivery status; use pending, succeeded or failed"
+                "`{other}` is not a delivery status; use pending, succeeded, failed or cancelled"
             ))),
         }
     }

@@ -1,8 +1,8 @@
-//! The delivery log, its hourly outcomes, and redelivery.
+//! The delivery log, its hourly outcomes, redelivery and cancellation.
 
 use super::*;
 use crate::domain::{DeliveryStatus, webhook::redact};
-use crate::storage::ExactUrls;
+use crate::storage::{Cancel, ExactUrls};
 
 /// The delivery log's filters as a person typed them (query string, form or JSON body); an
 /// empty field is no filter.
@@ -184,6 +184,56 @@ impl Herald {
             .await?;
         tracing::info!(by = %caller.email, deliveries = n, "bulk redelivery");
         self.announce();
+        Ok(n)
+    }
+
+    /// Cancels one delivery: it will not be sent (unless redelivered). Only a pending delivery
+    /// whose attempt is not under way can be cancelled.
+    pub async fn cancel_delivery(&self, caller: &Caller, id: &DeliveryId) -> Result<()> {
+        require_webhook_manager(caller)?;
+        match self
+            .store
+            .cancel(caller.workspace_id, id, Millis::now())
+            .await?
+        {
+            Cancel::Cancelled => {
+                tracing::info!(by = %caller.email, delivery = %id, "delivery cancelled");
+                Ok(())
+            }
+            Cancel::NotFound => Err(Error::NotFound(format!("no delivery with ID {id}"))),
+            Cancel::InFlight => Err(Error::Conflict {
+                code: "delivery_in_flight",
+                message: format!(
+                    "delivery {id} is being attempted right now and cannot be called back; cancel it after this attempt if it is to be retried"
+                ),
+            }),
+            Cancel::Finished(status) => Err(Error::Conflict {
+                code: "delivery_not_pending",
+                message: format!(
+                    "delivery {id} is {}, not pending: there is nothing to cancel",
+                    status.as_str()
+                ),
+            }),
+        }
+    }
+
+    /// Cancels every pending delivery matching a filter (at least one criterion) whose attempt
+    /// is not under way; returns how many.
+    pub async fn cancel_matching(&self, caller: &Caller, search: &DeliverySearch) -> Result<u64> {
+        require_webhook_manager(caller)?;
+        if search.is_empty() {
+            return Err(Error::Invalid(
+                "give at least one of status, eventType, instanceId, url, since, until".into(),
+            ));
+        }
+        let Some(filter) = self.log_filter(caller, search).await? else {
+            return Ok(0);
+        };
+        let n = self
+            .store
+            .cancel_matching(caller.workspace_id, &filter, Millis::now())
+            .await?;
+        tracing::info!(by = %caller.email, deliveries = n, "bulk cancellation");
         Ok(n)
     }
 }

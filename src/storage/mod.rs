@@ -40,7 +40,8 @@ use queue_sql::{
 };
 pub use records::*;
 pub use roles::{
-    Accounts, DeliveryLog, IdempotencyKeys, Instances, KeyClaim, Queue, Schema, Settings, Store,
+    Accounts, Cancel, DeliveryLog, IdempotencyKeys, Instances, KeyClaim, Queue, Schema, Settings,
+    Store,
 };
 
 /// What can go wrong in storage.

@@ -187,6 +187,15 @@ pub(crate) use not_behind_an_earlier;
 
 const NOT_BEHIND_AN_EARLIER: &str = not_behind_an_earlier!();
 
+/// Which deliveries may be cancelled: pending, and not in flight (`$1`: now). An attempt under
+/// way is on the wire and cannot be called back.
+macro_rules! cancellable {
+    () => {
+        "status = 'pending' AND (lease_until IS NULL OR lease_until <= $1)"
+    };
+}
+pub(crate) use cancellable;
+
 /// The queue-statistics query (`?1`/`$1`: now). Counting reads the pending rows' index: about
 /// a tenth of a second with a million pending, once per scrape.
 pub(super) fn queue_stats_sql(placeholder: char) -> String {

@@ -302,6 +302,31 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Makes a delivery pending and due now, whatever its state; `false` if it does not exist.
     async fn redeliver(&self, workspace: WorkspaceId, id: &DeliveryId, now: Millis)
     -> Result<bool>;
+
+    /// Cancels a delivery if it is pending and not in flight at `now`; otherwise says how it
+    /// stands ([`Cancel`]).
+    async fn cancel(&self, workspace: WorkspaceId, id: &DeliveryId, now: Millis) -> Result<Cancel>;
+
+    /// Cancels every (non-test) delivery matching the filter that is pending and not in flight
+    /// at `now`; returns how many.
+    async fn cancel_matching(
+        &self,
+        workspace: WorkspaceId,
+        filter: &DeliveryFilter,
+        now: Millis,
+    ) -> Result<u64>;
+}
+
+/// What a request to cancel one delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    Cancelled,
+    NotFound,
+    /// Its attempt is under way (leased until after now): it is on the wire and cannot be
+    /// called back.
+    InFlight,
+    /// It is no longer pending.
+    Finished(crate::domain::DeliveryStatus),
 }
 
 /// What an `Idempotency-Key` finds when a write arrives with it.

@@ -23,6 +23,7 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
         }
         ("post", "/api/v1/webhooks/enable") => json!({"url": "https://example.com/h"}),
         ("post", "/api/v1/deliveries/redeliver") => json!({"status": "failed"}),
+        ("post", "/api/v1/deliveries/cancel") => json!({"status": "pending"}),
         _ => return None,
     })
 }

@@ -9,6 +9,7 @@ mod concurrency;
 #[macro_use]
 mod db;
 mod backpressure;
+mod cancel;
 mod delivery;
 mod fanout;
 mod faults;

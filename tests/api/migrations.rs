@@ -7,7 +7,7 @@ use herald::domain::ProcessName;
 use herald::storage::{DeliveryFilter, Store};
 
 /// The newest migration of this build.
-pub(crate) const LATEST: i64 = 8;
+pub(crate) const LATEST: i64 = 9;
 
 /// Migrations 1 to 6 of each backend, as the earlier runner applied them.
 const SQLITE_UP_TO_6: [&str; 6] = [
@@ -25,6 +25,16 @@ const POSTGRES_UP_TO_6: [&str; 6] = [
     include_str!("../../migrations/postgres/0004_no_due_index.sql"),
     include_str!("../../migrations/postgres/0005_no_foreign_keys_on_the_queue.sql"),
     include_str!("../../migrations/postgres/0006_prune_indexes.sql"),
+];
+
+/// Migrations 7 and 8 of each backend, to make a database of the build before cancellation.
+const SQLITE_7_AND_8: [&str; 2] = [
+    include_str!("../../migrations/sqlite/0007_disabled_destinations.sql"),
+    include_str!("../../migrations/sqlite/0008_idempotency_keys.sql"),
+];
+const POSTGRES_7_AND_8: [&str; 2] = [
+    include_str!("../../migrations/postgres/0007_disabled_destinations.sql"),
+    include_str!("../../migrations/postgres/0008_idempotency_keys.sql"),
 ];
 
 /// The earlier runner's record of versions 1 to 6.
@@ -94,6 +104,90 @@ async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
 on_both_backends!(
     #[tokio::test]
     a_database_of_the_earlier_runner_upgrades_in_place
+);
+
+/// Migration 9 lets a delivery be cancelled; on SQLite it rebuilds the deliveries table. A
+/// database at version 8 with a pending delivery and its attempt keeps both, the queue still
+/// works, and the delivery can be cancelled.
+async fn the_deliveries_table_keeps_every_row_and_attempt_through_migration_9(db: TestDb) {
+    let (early, late) = match db {
+        TestDb::Sqlite { .. } => (SQLITE_UP_TO_6, SQLITE_7_AND_8),
+        TestDb::Postgres { .. } => (POSTGRES_UP_TO_6, POSTGRES_7_AND_8),
+    };
+    let old = herald::storage::open(db.url()).await.unwrap();
+    for sql in early.into_iter().chain(late) {
+        db.execute(sql).await;
+    }
+    db.execute(LEGACY_RECORD).await;
+    db.execute("INSERT INTO herald_schema (version, name, applied_at) VALUES (7, 'disabled_destinations', 0), (8, 'idempotency_keys', 0)")
+        .await;
+    let ws = setup(&old).await;
+    let p = process(&old, ws, "kept").await;
+    old.save_webhook_settings(
+        ws,
+        &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
+    )
+    .await
+    .unwrap();
+    create(&old, ws, &p).await;
+    db.execute(
+        "INSERT INTO delivery_attempts (delivery_id, node, started_at, duration_ms, outcome)
+         SELECT id, 'old-node', 1, 5, 'timeout' FROM deliveries",
+    )
+    .await;
+    drop(old);
+
+    let store = db.store().await;
+    let log = store
+        .deliveries(ws, &DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.items.len(), 2);
+    for d in &log.items {
+        let (_, attempts) = store.delivery(ws, &d.id).await.unwrap().unwrap();
+        assert_eq!(attempts.len(), 1, "the attempt survived the rebuild");
+        assert_eq!(attempts[0].node, "old-node");
+    }
+    let now = herald::domain::Millis::now();
+    assert_eq!(
+        store.cancel(ws, &log.items[0].id, now).await.unwrap(),
+        herald::storage::Cancel::Cancelled
+    );
+    let cancelled = DeliveryFilter {
+        status: Some(herald::domain::DeliveryStatus::Cancelled),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        store
+            .deliveries(ws, &cancelled, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // The other is still claimed as before, through the rebuilt indexes.
+    let claimed = store
+        .claim_due(herald::storage::ClaimRequest {
+            node: "n",
+            now,
+            lease_until: now.plus(std::time::Duration::from_secs(30)),
+            limit: 10,
+            per_host_cap: 10,
+            full_hosts: &[],
+            room_hosts: &[],
+            rooms: &[],
+            default_room: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, log.items[1].id);
+}
+
+on_both_backends!(
+    #[tokio::test]
+    the_deliveries_table_keeps_every_row_and_attempt_through_migration_9
 );
 
 /// A migration this build does not know, recorded by sqlx's migrator (a newer node applied it):

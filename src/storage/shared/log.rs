@@ -157,6 +157,83 @@ macro_rules! delivery_log {
                 Ok(Some((delivery, attempts)))
             }
 
+            async fn cancel(
+                &self,
+                workspace: WorkspaceId,
+                id: &DeliveryId,
+                now: Millis,
+            ) -> Result<$crate::storage::Cancel> {
+                let done = sqlx::query(concat!(
+                    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $1
+                     WHERE workspace_id = $2 AND webhook_id = $3 AND ",
+                    $crate::storage::queue_sql::cancellable!()
+                ))
+                .bind(now.0)
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .execute(self.writes())
+                .await?;
+                if done.rows_affected() > 0 {
+                    // A later delivery of the same instance and URL may now go.
+                    self.announce_due().await?;
+                    return Ok($crate::storage::Cancel::Cancelled);
+                }
+                let found: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM deliveries WHERE workspace_id = $1 AND webhook_id = $2",
+                )
+                .bind(workspace.0)
+                .bind(id.as_str())
+                .fetch_optional(self.writes())
+                .await?;
+                let Some(status) = found else {
+                    return Ok($crate::storage::Cancel::NotFound);
+                };
+                Ok(
+                    match $crate::domain::DeliveryStatus::parse(&status)
+                        .map_err(|e| $crate::storage::shared::unknown("delivery status", e))?
+                    {
+                        // In flight, or its lease ended between the two statements (then
+                        // asking again cancels it).
+                        $crate::domain::DeliveryStatus::Pending => $crate::storage::Cancel::InFlight,
+                        other => $crate::storage::Cancel::Finished(other),
+                    },
+                )
+            }
+
+            async fn cancel_matching(
+                &self,
+                workspace: WorkspaceId,
+                filter: &DeliveryFilter,
+                now: Millis,
+            ) -> Result<u64> {
+                let done = sqlx::query(concat!(
+                    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $1
+                     WHERE workspace_id = $2
+                       AND ($3 IS NULL OR status = $3)
+                       AND ($4 IS NULL OR event_type = $4)
+                       AND ($5 IS NULL OR instance_id = $5)
+                       AND ($6 IS NULL OR replace($6, ' ' || url || ' ', '') <> $6)
+                       AND ($7 IS NULL OR created_at >= $7)
+                       AND ($8 IS NULL OR created_at < $8)
+                       AND NOT test AND ",
+                    $crate::storage::queue_sql::cancellable!()
+                ))
+                .bind(now.0)
+                .bind(workspace.0)
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(filter.event_type.map(|e| e.as_str()))
+                .bind(filter.instance_id.as_deref())
+                .bind(filter.urls.as_ref().map(|u| u.as_str()))
+                .bind(filter.since.map(|t| t.0))
+                .bind(filter.until.map(|t| t.0))
+                .execute(self.writes())
+                .await?;
+                if done.rows_affected() > 0 {
+                    self.announce_due().await?;
+                }
+                Ok(done.rows_affected())
+            }
+
             async fn redeliver(
                 &self,
                 workspace: WorkspaceId,

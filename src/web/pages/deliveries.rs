@@ -1,4 +1,4 @@
-//! The delivery log, one delivery with its attempts, and redelivery.
+//! The delivery log, one delivery with its attempts, redelivery and cancellation.
 
 use super::*;
 
@@ -16,7 +16,54 @@ pub(super) async fn deliveries(
     UiSession(s): UiSession,
     Query(q): Query<DeliveryQuery>,
 ) -> Response {
-    if let Some(r) = require_manager(&s) {
+    deliveries_page(&herald, &s, &q, "").await
+}
+
+/// Cancels what the list's filters match (the form sends them back).
+pub(super) async fn cancel_matching(
+    State(herald): State<Herald>,
+    UiSession(s): UiSession,
+    Form(form): Form<Fields>,
+) -> Response {
+    if let Some(r) = check_csrf(&s, &form) {
+        return r;
+    }
+    let given = |name: &str| Some(field(&form, name).to_owned()).filter(|v| !v.is_empty());
+    let q = DeliveryQuery {
+        status: given("status"),
+        event_type: given("eventType"),
+        url: given("url"),
+        cursor: None,
+    };
+    let result = async {
+        let search = DeliverySearch::parse(SearchText {
+            status: q.status.as_deref(),
+            event_type: q.event_type.as_deref(),
+            url: q.url.as_deref(),
+            ..SearchText::default()
+        })?;
+        herald.cancel_matching(&s.caller, &search).await
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            let flash = match n {
+                1 => "Cancelled 1 pending delivery.".to_owned(),
+                n => format!("Cancelled {n} pending deliveries."),
+            };
+            deliveries_page(&herald, &s, &q, &flash).await
+        }
+        Err(e) => error_page(Some(&s), e),
+    }
+}
+
+async fn deliveries_page(
+    herald: &Herald,
+    s: &SessionRecord,
+    q: &DeliveryQuery,
+    flash: &str,
+) -> Response {
+    if let Some(r) = require_manager(s) {
         return r;
     }
     let result = async {
@@ -33,7 +80,7 @@ pub(super) async fn deliveries(
     .await;
     let (list, chart) = match result {
         Ok(v) => v,
-        Err(e) => return error_page(Some(&s), e),
+        Err(e) => return error_page(Some(s), e),
     };
     let items: Vec<Value> = list
         .items
@@ -62,11 +109,12 @@ pub(super) async fn deliveries(
         .finish();
     page(
         "deliveries.html",
-        &s,
+        s,
         "developer",
         context! {
             deliveries => items,
             chart => bars,
+            flash => flash,
             next_cursor => list.next_cursor,
             query => query,
             filter => json!({
@@ -123,24 +171,52 @@ pub(super) async fn redeliver(
     Path(id): Path<String>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Some(r) = check_csrf(&s, &form) {
+    delivery_action(&herald, &s, &id, &form, Action::Redeliver).await
+}
+
+pub(super) async fn cancel(
+    State(herald): State<Herald>,
+    UiSession(s): UiSession,
+    Path(id): Path<String>,
+    Form(form): Form<Fields>,
+) -> Response {
+    delivery_action(&herald, &s, &id, &form, Action::Cancel).await
+}
+
+/// The buttons of a delivery's page.
+#[derive(Clone, Copy)]
+enum Action {
+    Redeliver,
+    Cancel,
+}
+
+/// Checks the form, does `action` and shows the delivery again with what it did.
+async fn delivery_action(
+    herald: &Herald,
+    s: &SessionRecord,
+    id: &str,
+    form: &Fields,
+    action: Action,
+) -> Response {
+    if let Some(r) = check_csrf(s, form) {
         return r;
     }
     let result = async {
-        let id = DeliveryId::parse(&id)?;
-        herald.redeliver(&s.caller, &id).await
+        let id = DeliveryId::parse(id)?;
+        match action {
+            Action::Redeliver => herald.redeliver(&s.caller, &id).await,
+            Action::Cancel => herald.cancel_delivery(&s.caller, &id).await,
+        }
     }
     .await;
-    match result {
-        Ok(()) => {
-            delivery_page(
-                &herald,
-                &s,
-                &id,
-                "Redelivery queued: a new attempt with the same webhook-id is on its way.",
-            )
-            .await
+    let done = match action {
+        Action::Redeliver => {
+            "Redelivery queued: a new attempt with the same webhook-id is on its way."
         }
-        Err(e) => error_page(Some(&s), e),
+        Action::Cancel => "Cancelled: this delivery will not be sent unless you redeliver it.",
+    };
+    match result {
+        Ok(()) => delivery_page(herald, s, id, done).await,
+        Err(e) => error_page(Some(s), e),
     }
 }
