@@ -41,6 +41,21 @@ pub struct Rooms {
     pub default: i64,
 }
 
+impl Rooms {
+    /// What a claim could take for `host`.
+    pub fn room_of(&self, host: &str) -> usize {
+        if self.full.iter().any(|h| h == host) {
+            return 0;
+        }
+        let room = self
+            .hosts
+            .iter()
+            .position(|h| h == host)
+            .map_or(self.default, |i| self.rooms[i]);
+        usize::try_from(room).unwrap_or(0)
+    }
+}
+
 /// Every host's limit and callbacks in flight on this node.
 pub struct HostLimits {
     ceiling: usize,

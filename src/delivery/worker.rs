@@ -10,7 +10,7 @@ use super::backpressure::WriteGate;
 use super::client::{Attempt, Callback, CallbackClient};
 use super::limits::HostLimits;
 use super::results::{resume_to_the_end, write_results};
-use crate::domain::backpressure::{Claimed, worker_lag};
+use crate::domain::backpressure::{Claimed, held_back, worker_lag};
 use crate::domain::{
     AttemptOutcome, Backpressure, BreakerPolicy, CallbackUrl, Load, Millis, RetrySchedule, Signal,
     SigningKeys, next_step, storable_text,
@@ -87,6 +87,39 @@ impl Worker {
             limits,
             gate: Arc::new(WriteGate::new(Backpressure::Off)),
         }
+    }
+
+    /// How far behind one claim shows this worker to be ([`worker_lag`]), given the rooms it
+    /// was made with and whether it took all it asked for.
+    fn lag_of(
+        &self,
+        claimed: &[ClaimedDelivery],
+        rooms: &super::limits::Rooms,
+        claim_full: bool,
+        now: Millis,
+    ) -> Duration {
+        let mut per_host: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for d in claimed {
+            *per_host.entry(&d.host).or_default() += 1;
+        }
+        let held: std::collections::HashMap<&str, bool> = per_host
+            .iter()
+            .map(|(host, n)| {
+                let room = rooms.room_of(host);
+                (
+                    *host,
+                    held_back(self.limits.restrained(host, now), *n, room, claim_full),
+                )
+            })
+            .collect();
+        worker_lag(
+            now,
+            claimed.iter().map(|d| Claimed {
+                host: &d.host,
+                due: d.due_at,
+                held_back: held.get(d.host.as_str()).copied().unwrap_or(true),
+            }),
+        )
     }
 
     /// Reports how far behind this worker is to `gate`, which instance writes pass through.
@@ -167,19 +200,13 @@ impl Worker {
                 }
             };
             self.metrics.claimed(claimed.len());
+            let full_batch = claimed.len() == free;
             // An empty claim while attempts are in flight says only that the rooms are full,
             // not that the worker caught up; with nothing in flight, it has.
             if !claimed.is_empty() || in_flight.is_empty() {
-                self.gate.report(worker_lag(
-                    now,
-                    claimed.iter().map(|d| Claimed {
-                        host: &d.host,
-                        due: d.due_at,
-                        restrained: self.limits.restrained(&d.host, now),
-                    }),
-                ));
+                self.gate
+                    .report(self.lag_of(&claimed, &rooms, full_batch, now));
             }
-            let full_batch = claimed.len() == free;
             let signing = match keys.for_claims(self.secrets.as_ref(), &claimed).await {
                 Ok(signing) => signing,
                 Err(error) => {

@@ -3,15 +3,23 @@
 //! Herald prefers a bounded callback delay over unbounded intake: when its own worker falls
 //! behind (it cannot start due deliveries as fast as the API queues them), instance writes wait
 //! until it has caught up, instead of the backlog growing for minutes. The signal is how late
-//! the worker's claims are, counted only for hosts whose receiver does not hold them back: a
-//! receiver that times out, refuses or sheds load has a backlog of its own making, and must
-//! never slow the writes of everyone else.
+//! the worker's claims are, counted only for hosts that nothing but the worker holds back: a
+//! receiver that times out, refuses or sheds load, or whose adaptive limit is full, has a
+//! backlog of its own making, and must never slow the writes of everyone else.
 //!
 //! Pure: the worker feeds it each claim; the API asks it whether to wait.
 
 use super::{Invalid, Millis, retry::parse_duration};
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// Whether a host was held back at a claim by something other than the worker: its receiver
+/// failed lately (`restrained`), or the claim took all `room` its limit left (`claimed` for it)
+/// although the claim as a whole was not cut short by the worker's own capacity
+/// (`claim_full`: it took as many as the worker asked for).
+pub fn held_back(restrained: bool, claimed: usize, room: usize, claim_full: bool) -> bool {
+    restrained || (!claim_full && claimed >= room)
+}
 
 /// The operator's policy (`--backpressure-lag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,18 +75,19 @@ pub struct Claimed<'a> {
     pub host: &'a str,
     /// When the delivery became due.
     pub due: Millis,
-    /// Whether the host's receiver holds it back now (it timed out, refused or shed load
-    /// lately): then its backlog is not the worker's.
-    pub restrained: bool,
+    /// Whether something other than the worker's own capacity holds the host back: its
+    /// receiver timed out, refused or shed load lately, or the claim took all the room the
+    /// host's adaptive limit left while the worker could have taken more. Then its backlog is
+    /// the receiver's, not the worker's.
+    pub held_back: bool,
 }
 
-/// How far behind the worker is, from one claim made at `now`: for each host its receiver does
-/// not hold back, how long ago its youngest claimed delivery was due (claims take each host's oldest
+/// How far behind the worker is, from one claim made at `now`: for each host not held back, how long ago its youngest claimed delivery was due (claims take each host's oldest
 /// first, so if even the youngest is late, all of that host's work is); the most of these. A
 /// claim that took nothing for such hosts says the worker has caught up.
 pub fn worker_lag<'a>(now: Millis, claimed: impl IntoIterator<Item = Claimed<'a>>) -> Duration {
     let mut youngest: HashMap<&str, Millis> = HashMap::new();
-    for c in claimed.into_iter().filter(|c| !c.restrained) {
+    for c in claimed.into_iter().filter(|c| !c.held_back) {
         let at = youngest.entry(c.host).or_insert(c.due);
         *at = (*at).max(c.due);
     }
@@ -113,11 +122,11 @@ pub fn expected_wait(lag: Duration, growth: f64) -> Duration {
 mod tests {
     use super::*;
 
-    fn claimed(host: &str, due: i64, restrained: bool) -> Claimed<'_> {
+    fn claimed(host: &str, due: i64, held_back: bool) -> Claimed<'_> {
         Claimed {
             host,
             due: Millis(due),
-            restrained,
+            held_back,
         }
     }
 
@@ -171,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restrained_receivers_backlog_never_counts() {
+    fn a_held_back_hosts_backlog_never_counts() {
         let now = Millis(100_000);
         // A slow receiver's hour-old backlog beside fresh work for a healthy one.
         let claim = [
@@ -198,6 +207,23 @@ mod tests {
         // Stuck, or nonsense: as slow as the floor allows.
         assert_eq!(expected_wait(lag, 1.0), Duration::from_secs(10));
         assert_eq!(expected_wait(lag, f64::NAN), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_host_is_held_back_by_its_receiver_or_its_full_limit_never_by_the_workers_capacity() {
+        assert!(held_back(true, 1, 8, true), "a failing receiver");
+        assert!(
+            held_back(false, 8, 8, false),
+            "its limit full, the worker had more to give"
+        );
+        assert!(
+            !held_back(false, 8, 8, true),
+            "the worker's own capacity ran out first"
+        );
+        assert!(
+            !held_back(false, 3, 8, false),
+            "room to spare: all its due work was taken"
+        );
     }
 
     #[test]

@@ -120,3 +120,41 @@ on_both_backends!(
     #[tokio::test]
     a_hanging_receiver_slows_no_write
 );
+
+/// A receiver that answers, but slowly, is held back by its own adaptive limit: the worker has
+/// room to spare, so its backlog (claimed a slot at a time, each already late) slows no write.
+#[tokio::test]
+async fn a_slow_receiver_at_its_limit_slows_no_write() {
+    let app = TestApp::spawn_with(|c| {
+        c.backpressure = Backpressure::AtLag(Duration::from_millis(100));
+    })
+    .await;
+    let rx = Receiver::start().await;
+    rx.behave("/slow", Behaviour::Delay(100));
+    app.configure(&[&rx.url("/slow")], &[], &[]).await;
+    app.process("expense").await;
+    for n in 0..60 {
+        app.instance("expense", json!({ "n": n })).await;
+    }
+    // Eight at a time, 100 ms each: by the 24th, deliveries are claimed 200 ms late or more.
+    eventually("late deliveries were claimed", || async {
+        let text = scrape(&app).await;
+        sample(&text, "herald_claimed_deliveries_total")
+            .is_some_and(|n| n >= 24.0)
+            .then_some(())
+    })
+    .await;
+    for n in 0..20 {
+        app.instance("expense", json!({ "after": n })).await;
+    }
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(&text, "herald_writes_paced_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "herald_deliveries_pending").is_some_and(|n| n >= 20.0),
+        "the backlog is there: {text}"
+    );
+}
