@@ -1,4 +1,4 @@
-//! The command line: `herald serve | migrate | users …`.
+//! The command line: `herald serve | migrate | backup | users … | config …`.
 
 mod users;
 
@@ -46,6 +46,18 @@ enum Command {
     /// Manage users: add, list, set-role, deactivate, reactivate, reset-password.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Print an example configuration, or check the one in use without starting.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented herald.toml with every key at its default.
+    Example,
+    /// Validate herald.toml, HERALD_* variables and these flags as `serve` would, and print
+    /// the result (secrets hidden); exits 1 naming what is wrong.
+    Check(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -58,8 +70,7 @@ struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DbArgs {
-    /// Database URL: sqlite://FILE (default sqlite://herald.db).
-    #[arg(long = "database", env = "HERALD_DATABASE_URL", value_name = "URL")]
+    #[arg(long = "database", env = "HERALD_DATABASE_URL", value_name = "URL", help = config::help("database_url"))]
     database_url: Option<String>,
 }
 
@@ -68,71 +79,54 @@ struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
 
-    /// Address to listen on: IP:port, localhost:port, or :port for every interface
-    /// [default: 127.0.0.1:8080].
-    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", help = config::help("listen"))]
     listen: Option<String>,
 
-    /// Allow callbacks to loopback, private and other non-public addresses (for local
-    /// development and tests; off by default).
     #[arg(long, env = "HERALD_ALLOW_PRIVATE_NETWORK", value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(),
+          help = config::help("allow_private_network")
+    )]
     allow_private_network: Option<bool>,
 
-    /// A non-public network callbacks may reach all the same, as a CIDR (repeat the flag, or
-    /// separate with commas in the variable), e.g. 10.20.0.0/16.
     #[arg(
         long = "allowed-network",
         env = "HERALD_ALLOWED_NETWORKS",
         value_name = "CIDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help = config::help("allowed_networks")
     )]
     allowed_networks: Option<Vec<String>>,
 
-    /// Seconds a callback attempt may take, connection included [default: 10].
-    #[arg(long, env = "HERALD_CALLBACK_TIMEOUT", value_name = "SECONDS")]
+    #[arg(long, env = "HERALD_CALLBACK_TIMEOUT", value_name = "SECONDS", help = config::help("callback_timeout"))]
     callback_timeout: Option<u64>,
 
-    /// Delays between attempts after a failure, e.g. 0s,5s,5m,30m,2h,5h,10h,10h (the default).
-    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_name = "LIST")]
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_name = "LIST", help = config::help("retry_schedule"))]
     retry_schedule: Option<String>,
 
-    /// Callback attempts in flight at once [default: 1024].
-    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", value_name = "N")]
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", value_name = "N", help = config::help("max_in_flight"))]
     max_in_flight: Option<usize>,
 
-    /// The most callback attempts in flight at once to one host:port, over all nodes: the
-    /// ceiling of each host's adaptive limit [default: 256].
-    #[arg(long, env = "HERALD_MAX_PER_HOST", value_name = "N")]
+    #[arg(long, env = "HERALD_MAX_PER_HOST", value_name = "N", help = config::help("max_per_host"))]
     max_per_host: Option<usize>,
 
-    /// HTTP connections open at once; more wait until one closes. A client has 10 s to send
-    /// each request's head, idle keep-alive time included [default: 1024].
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N", help = config::help("max_connections"))]
     max_connections: Option<usize>,
 
-    /// Days finished deliveries stay in the delivery log [default: 30].
-    #[arg(long, env = "HERALD_RETENTION_DAYS", value_name = "DAYS")]
+    #[arg(long, env = "HERALD_RETENTION_DAYS", value_name = "DAYS", help = config::help("retention_days"))]
     retention_days: Option<u64>,
 
-    /// Days a deleted instance stays in the recycle bin before it is purged [default: 30].
-    #[arg(long, env = "HERALD_RECYCLE_BIN_DAYS", value_name = "DAYS")]
+    #[arg(long, env = "HERALD_RECYCLE_BIN_DAYS", value_name = "DAYS", help = config::help("recycle_bin_days"))]
     recycle_bin_days: Option<u64>,
 
-    /// Instance writes wait while the delivery worker is further behind than this (its own
-    /// backlog, not a slow receiver's), so callbacks stay this close to their events instead of
-    /// queuing for minutes; `off` accepts writes however far behind it falls [default: 1s].
-    #[arg(long, env = "HERALD_BACKPRESSURE_LAG", value_name = "DURATION|off")]
+    #[arg(long, env = "HERALD_BACKPRESSURE_LAG", value_name = "DURATION|off", help = config::help("backpressure_lag"))]
     backpressure_lag: Option<String>,
 
-    /// A reverse proxy (CIDR) whose X-Forwarded-For names the client, for the per-address
-    /// login budgets (repeat the flag, or separate with commas in the variable); without it the
-    /// header is ignored, e.g. 127.0.0.1/32.
     #[arg(
         long = "trusted-proxy",
         env = "HERALD_TRUSTED_PROXIES",
         value_name = "CIDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help = config::help("trusted_proxies")
     )]
     trusted_proxies: Option<Vec<String>>,
 
@@ -156,8 +150,17 @@ impl Cli {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
             Command::Users(command) => command.run(file).await,
+            Command::Config(ConfigCommand::Example) => {
+                print!("{}", config::example());
+                Ok(())
+            }
+            Command::Config(ConfigCommand::Check(args)) => {
+                let config = config::resolve(file, overrides(*args))?;
+                println!("the configuration is valid: {config:#?}");
+                Ok(())
+            }
             Command::Backup(args) => {
-                let url = database_url(&file, args.db);
+                let url = database_url(&file, args.db)?;
                 let bytes = storage::backup(&url, &args.file).await?;
                 println!(
                     "backed up {} to {} ({bytes} bytes)",
@@ -170,14 +173,19 @@ impl Cli {
     }
 }
 
-pub(crate) fn database_url(file: &FileConfig, db: DbArgs) -> String {
-    db.database_url
-        .or_else(|| file.database_url.clone())
-        .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
+/// The database a command other than `serve` works on: the flag or variable, else the file's,
+/// else the default.
+pub(crate) fn database_url(file: &FileConfig, db: DbArgs) -> anyhow::Result<String> {
+    let over = Overrides {
+        database_url: db.database_url,
+        ..Overrides::default()
+    };
+    Ok(file.settings(&over)?.database_url)
 }
 
-async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
+/// What `serve`'s flags and `HERALD_*` variables set.
+fn overrides(args: ServeArgs) -> Overrides {
+    Overrides {
         listen: args.listen,
         database_url: args.db.database_url,
         allow_private_network: args.allow_private_network,
@@ -193,8 +201,11 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies,
         no_migrate: args.no_migrate,
         admin_token: std::env::var("HERALD_ADMIN_TOKEN").ok(),
-    };
-    let config = config::resolve(file, overrides)?;
+    }
+}
+
+async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
+    let config = config::resolve(file, overrides(args))?;
     let signal = startup::termination_signal()?;
     let running = startup::start(config).await?;
     // A closed standard output loses these lines, never the server (issue 19, item 18).
@@ -228,7 +239,7 @@ async fn serve(file: FileConfig, args: ServeArgs) -> anyhow::Result<()> {
 
 async fn migrate(file: FileConfig, db: DbArgs) -> anyhow::Result<()> {
     startup::install_tls_provider();
-    let url = database_url(&file, db);
+    let url = database_url(&file, db)?;
     let store = storage::open(&url).await?;
     let (applied, version) = store.migrate().await.context("migrating the database")?;
     let url = storage::redact_db_url(&url);

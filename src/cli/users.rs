@@ -89,7 +89,7 @@ impl UsersCommand {
 /// The store, migrated, and its default workspace.
 async fn open(file: &FileConfig, db: DbArgs) -> anyhow::Result<(Arc<dyn Store>, WorkspaceId)> {
     startup::install_tls_provider();
-    let url = database_url(file, db);
+    let url = database_url(file, db)?;
     let store = storage::open(&url).await?;
     store.migrate().await.context("migrating the database")?;
     match store.workspace_id(DEFAULT_WORKSPACE).await? {

@@ -22,6 +22,8 @@ fn version_and_help_document_every_option() {
         "--retry-schedule",
         "--no-migrate",
         "HERALD_DATABASE_URL",
+        "[default: 256]",
+        "[default: 127.0.0.1:8080]",
     ] {
         assert!(
             help.contains(option),
@@ -151,6 +153,57 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `herald config example` prints every key at its default; the file it prints passes
+/// `herald config check`, which also names what is wrong in a file or a variable.
+#[test]
+fn config_example_is_a_valid_file_and_config_check_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = herald().args(["config", "example"]).output().unwrap();
+    assert!(out.status.success());
+    let example = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "listen = \"127.0.0.1:8080\"",
+        "max_per_host = 256",
+        "backpressure_lag = \"1s\"",
+        "trusted_proxies = []",
+    ] {
+        assert!(example.contains(key), "{key} in\n{example}");
+    }
+    std::fs::write(dir.path().join("herald.toml"), &example).unwrap();
+    let check = |env: &[(&str, &str)], file: &str| {
+        std::fs::write(dir.path().join("herald.toml"), file).unwrap();
+        let mut cmd = herald();
+        cmd.current_dir(dir.path()).args(["config", "check"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check(&[], &example);
+    assert!(ok && text.contains("the configuration is valid"), "{text}");
+    assert!(text.contains("max_per_host: 256"), "{text}");
+    // A variable wins over the file, and is checked like it.
+    let (ok, text) = check(&[("HERALD_MAX_PER_HOST", "32")], &example);
+    assert!(ok && text.contains("max_per_host: 32"), "{text}");
+    let (ok, text) = check(&[("HERALD_MAX_PER_HOST", "0")], &example);
+    assert!(!ok && text.contains("max per host"), "{text}");
+    // A typo or a wrong type in the file is named with the file.
+    let (ok, text) = check(&[], "max_per_hots = 3\n");
+    assert!(
+        !ok && text.contains("max_per_hots") && text.contains("herald.toml"),
+        "{text}"
+    );
+    let (ok, text) = check(&[], "max_per_host = \"many\"\n");
+    assert!(!ok && text.contains("max_per_host"), "{text}");
+    // Nothing was started: no database file appeared.
+    assert!(!dir.path().join("herald.db").exists());
 }
 
 /// Starts `herald serve` on a free port and waits until it listens.

@@ -1069,6 +1069,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         let length = Duration::from_secs(if q { 2 } else { 14 });
         all.push(capacity::capacity(&bench, true, rate, length).await?);
     }
+    if want(11) {
+        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER, burst_length).await?);
+    }
+    if want(12) {
+        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER_UNPACED, burst_length).await?);
+    }
     // A backlog to one receiver drained with the shipped limits, against a bare client with as
     // many connections as Herald's limit for the host ended at (issue 18's 60% target).
     if want(13) {
@@ -1094,12 +1100,6 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         );
         eprintln!("{}: {}", drain.scenario, drain.note);
         all.push(drain);
-    }
-    if want(11) {
-        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER, burst_length).await?);
-    }
-    if want(12) {
-        all.push(burst::burst(&bench, burst::Shape::SLOW_WORKER_UNPACED, burst_length).await?);
     }
 
     println!("bare-client ceiling: {ceiling_rate:.0} GET/s (64 in flight, keep-alive)");

@@ -19,7 +19,15 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
     assert!(table.contains("bare-client ceiling"), "{table}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = doc["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 10, "{doc}");
+    assert_eq!(scenarios.len(), 13, "{doc}");
+    for (i, s) in scenarios.iter().enumerate() {
+        let name = s["scenario"].as_str().unwrap();
+        assert!(
+            name.starts_with(&format!("{} ", i + 1)),
+            "{name} in place {}",
+            i + 1
+        );
+    }
     for s in &scenarios[..8] {
         assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
         assert!(s["callbacks_per_sec"].as_f64().unwrap() > 0.0, "{s}");
@@ -45,7 +53,7 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
         "{burst}"
     );
     // The capacity scenarios reach their receiver and, in scenario 10, measure after the drop.
-    for s in &scenarios[8..] {
+    for s in &scenarios[8..10] {
         assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
         assert_eq!(s["capacity"]["capacity"], 200, "{s}");
     }
@@ -56,5 +64,25 @@ fn the_benchmark_runs_in_quick_mode_and_reports_every_scenario() {
             > 0,
         "{}",
         scenarios[9]
+    );
+    // The slow-worker bursts deliver everything, paced (11) and not (12); the drain (13)
+    // reads the limit Herald's receiver ended at, for its bare client.
+    for s in &scenarios[10..12] {
+        assert!(s["callbacks"].as_u64().unwrap() > 0, "{s}");
+        assert!(
+            s["burst"]["accepted_per_sec"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
+    }
+    assert_eq!(
+        scenarios[11]["burst"]["writes_paced"], 0.0,
+        "{}",
+        scenarios[11]
+    );
+    assert!(scenarios[12]["callbacks"].as_u64().unwrap() > 0);
+    assert!(
+        scenarios[12]["final_host_limit"].as_u64().unwrap() >= 1,
+        "{}",
+        scenarios[12]
     );
 }

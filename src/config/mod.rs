@@ -1,24 +1,15 @@
 //! Configuration: defaults, then an optional `herald.toml`, then `HERALD_*` environment
-//! variables, then command-line flags; validated once into [`Config`].
+//! variables, then command-line flags ([`layers`]); validated once into [`Config`].
+
+mod layers;
+
+pub use layers::{FileConfig, KEYS, Overrides, Settings, example, help};
 
 use crate::domain::{ApiToken, Backpressure, BreakerPolicy, Email, RetrySchedule};
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
-
-/// The default database: a SQLite file in the working directory.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db";
-/// The default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Callback attempts in flight at once on a node, by default.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
-/// The default ceiling of one host's adaptive concurrency over the fleet: high enough for a
-/// receiver that serves a few hundred at once to be used fully (decision 0009), while each
-/// host starts at 8 and gets more only while it keeps answering quickly.
-pub const DEFAULT_MAX_PER_HOST: usize = 256;
 
 /// What `herald serve` runs with, validated.
 #[derive(Clone)]
@@ -85,84 +76,12 @@ impl fmt::Debug for Config {
 impl Config {
     /// A configuration with every default and the given database, for tests and embedding.
     pub fn with_database(database_url: impl Into<String>) -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+        let settings = Settings {
             database_url: database_url.into(),
-            allow_private_network: false,
-            allowed_networks: Vec::new(),
-            resolve_overrides: Vec::new(),
-            callback_timeout: Duration::from_secs(10),
-            retry_schedule: RetrySchedule::default(),
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            max_per_host: DEFAULT_MAX_PER_HOST,
-            breaker: BreakerPolicy::default(),
-            retention: Duration::from_secs(30 * 86_400),
-            prune_interval: Duration::from_secs(60),
-            recycle_bin_retention: Duration::from_secs(30 * 86_400),
-            migrate: true,
-            admin_token: None,
-            admin_email: Email::parse("admin@herald.local").expect("valid default"),
-            idle_poll: Duration::from_secs(1),
-            server: crate::server::ServerLimits::default(),
-            backpressure: Backpressure::DEFAULT,
-        }
+            ..Settings::default()
+        };
+        validate(settings, &Overrides::default()).expect("the defaults are valid")
     }
-}
-
-/// The optional `herald.toml`. Every key is optional; unknown keys are an error so typos show.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub database_url: Option<String>,
-    pub allow_private_network: Option<bool>,
-    /// CIDRs such as `10.20.0.0/16`.
-    pub allowed_networks: Option<Vec<String>>,
-    /// Seconds.
-    pub callback_timeout: Option<u64>,
-    pub retry_schedule: Option<String>,
-    pub max_in_flight: Option<usize>,
-    pub max_per_host: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub retention_days: Option<u64>,
-    pub recycle_bin_days: Option<u64>,
-    /// `off` or a duration such as `1s`.
-    pub backpressure_lag: Option<String>,
-    /// CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Option<Vec<String>>,
-}
-
-impl FileConfig {
-    /// Reads `path`; a missing file is only an error when the operator named it explicitly.
-    pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-}
-
-/// Values from the environment and flags (clap already let flags win over `HERALD_*`).
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub listen: Option<String>,
-    pub database_url: Option<String>,
-    pub allow_private_network: Option<bool>,
-    pub allowed_networks: Option<Vec<String>>,
-    pub callback_timeout: Option<u64>,
-    pub retry_schedule: Option<String>,
-    pub max_in_flight: Option<usize>,
-    pub max_per_host: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub retention_days: Option<u64>,
-    pub recycle_bin_days: Option<u64>,
-    pub backpressure_lag: Option<String>,
-    pub trusted_proxies: Option<Vec<String>>,
-    pub no_migrate: bool,
-    pub admin_token: Option<String>,
 }
 
 /// A listen address: `IP:port`, `[IPv6]:port`, `localhost:port` (127.0.0.1) or `:port` (every
@@ -189,100 +108,81 @@ fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
 
 /// Layers overrides over the file over defaults, and validates the result.
 pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
-    let mut config = Config::with_database(
-        over.database_url
-            .or(file.database_url)
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-    );
-    let listen = over
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    config.listen = parse_listen(&listen)?;
-    config.allow_private_network = over
-        .allow_private_network
-        .or(file.allow_private_network)
-        .unwrap_or(false);
-    for cidr in over
-        .allowed_networks
-        .or(file.allowed_networks)
-        .unwrap_or_default()
-    {
+    let settings = file.settings(&over)?;
+    validate(settings, &over)
+}
+
+/// Checks each setting and builds the configuration Herald runs with.
+fn validate(s: Settings, over: &Overrides) -> anyhow::Result<Config> {
+    let mut allowed_networks = Vec::new();
+    for cidr in &s.allowed_networks {
         let net: ipnet::IpNet = cidr.trim().parse().with_context(|| {
             format!("allowed network `{cidr}` is not a CIDR such as 10.20.0.0/16")
         })?;
-        config.allowed_networks.push(net.trunc());
+        allowed_networks.push(net.trunc());
     }
-    let timeout = over
-        .callback_timeout
-        .or(file.callback_timeout)
-        .unwrap_or(10);
+    let timeout = s.callback_timeout;
     if !(1..=300).contains(&timeout) {
         bail!("callback timeout must be 1 to 300 seconds, not {timeout}");
     }
-    config.callback_timeout = Duration::from_secs(timeout);
-    if let Some(schedule) = over.retry_schedule.or(file.retry_schedule) {
-        config.retry_schedule =
-            RetrySchedule::parse(&schedule).context("invalid retry schedule")?;
-    }
-    let in_flight = over
-        .max_in_flight
-        .or(file.max_in_flight)
-        .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    let retry_schedule =
+        RetrySchedule::parse(&s.retry_schedule).context("invalid retry schedule")?;
+    let in_flight = s.max_in_flight;
     if !(1..=10_000).contains(&in_flight) {
         bail!("max in flight must be 1 to 10000, not {in_flight}");
     }
-    config.max_in_flight = in_flight;
-    let per_host = over
-        .max_per_host
-        .or(file.max_per_host)
-        .unwrap_or(DEFAULT_MAX_PER_HOST);
+    let per_host = s.max_per_host;
     if !(1..=10_000).contains(&per_host) {
         bail!("max per host must be 1 to 10000, not {per_host}");
     }
-    config.max_per_host = per_host;
-    let connections = over
-        .max_connections
-        .or(file.max_connections)
-        .unwrap_or(config.server.max_connections);
+    let connections = s.max_connections;
     if !(1..=100_000).contains(&connections) {
         bail!("max connections must be 1 to 100000, not {connections}");
     }
-    config.server.max_connections = connections;
-    let days = over.retention_days.or(file.retention_days).unwrap_or(30);
+    let days = s.retention_days;
     if !(1..=3650).contains(&days) {
         bail!("retention must be 1 to 3650 days, not {days}");
     }
-    config.retention = Duration::from_secs(days * 86_400);
-    let bin_days = over
-        .recycle_bin_days
-        .or(file.recycle_bin_days)
-        .unwrap_or(30);
+    let bin_days = s.recycle_bin_days;
     if !(1..=3650).contains(&bin_days) {
         bail!("the recycle bin must keep instances 1 to 3650 days, not {bin_days}");
     }
-    config.recycle_bin_retention = Duration::from_secs(bin_days * 86_400);
     let mut proxies = Vec::new();
-    for cidr in over
-        .trusted_proxies
-        .or(file.trusted_proxies)
-        .unwrap_or_default()
-    {
+    for cidr in &s.trusted_proxies {
         let net: ipnet::IpNet = cidr.trim().parse().with_context(|| {
             format!("trusted proxy `{cidr}` is not a CIDR such as 10.0.0.0/8 or 127.0.0.1/32")
         })?;
         proxies.push(net.trunc());
     }
-    config.server.trusted_proxies = proxies.into();
-    if let Some(lag) = over.backpressure_lag.or(file.backpressure_lag) {
-        config.backpressure = Backpressure::parse(&lag)?;
-    }
-    config.migrate = !over.no_migrate;
-    if let Some(token) = over.admin_token.filter(|t| !t.is_empty()) {
-        config.admin_token =
-            Some(ApiToken::parse(&token).context("HERALD_ADMIN_TOKEN is not usable")?);
-    }
-    Ok(config)
+    let admin_token = match over.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => Some(ApiToken::parse(token).context("HERALD_ADMIN_TOKEN is not usable")?),
+        None => None,
+    };
+    Ok(Config {
+        listen: parse_listen(&s.listen)?,
+        database_url: s.database_url,
+        allow_private_network: s.allow_private_network,
+        allowed_networks,
+        resolve_overrides: Vec::new(),
+        callback_timeout: Duration::from_secs(timeout),
+        retry_schedule,
+        max_in_flight: in_flight,
+        max_per_host: per_host,
+        breaker: BreakerPolicy::default(),
+        retention: Duration::from_secs(days * 86_400),
+        prune_interval: Duration::from_secs(60),
+        recycle_bin_retention: Duration::from_secs(bin_days * 86_400),
+        migrate: !over.no_migrate,
+        admin_token,
+        admin_email: Email::parse("admin@herald.local").expect("valid default"),
+        idle_poll: Duration::from_secs(1),
+        server: crate::server::ServerLimits {
+            max_connections: connections,
+            trusted_proxies: proxies.into(),
+            ..crate::server::ServerLimits::default()
+        },
+        backpressure: Backpressure::parse(&s.backpressure_lag)?,
+    })
 }
 
 #[cfg(test)]
@@ -291,10 +191,9 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beats_defaults() {
-        let file: FileConfig = toml::from_str(
+        let file = FileConfig::from_toml(
             "listen = \"0.0.0.0:9000\"\ncallback_timeout = 5\nretry_schedule = \"1s\"",
-        )
-        .unwrap();
+        );
         let over = Overrides {
             callback_timeout: Some(7),
             ..Default::default()
@@ -303,7 +202,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.callback_timeout, Duration::from_secs(7));
         assert_eq!(c.retry_schedule.max_attempts(), 2);
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.database_url, Settings::default().database_url);
     }
 
     #[test]
@@ -342,12 +241,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("timeout"));
-        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+        assert!(resolve(FileConfig::from_toml("listn = \"x\""), Overrides::default()).is_err());
     }
 
     #[test]
     fn allowed_networks_come_from_the_file_or_the_flags() {
-        let file: FileConfig = toml::from_str("allowed_networks = [\"10.20.0.0/16\"]").unwrap();
+        let file = FileConfig::from_toml("allowed_networks = [\"10.20.0.0/16\"]");
         let c = resolve(file, Overrides::default()).unwrap();
         assert_eq!(
             c.allowed_networks,
@@ -375,14 +274,14 @@ mod tests {
     fn backpressure_is_on_by_default_and_layered_like_the_rest() {
         let c = resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(c.backpressure, Backpressure::DEFAULT);
-        let file: FileConfig = toml::from_str("backpressure_lag = \"off\"").unwrap();
+        let file = FileConfig::from_toml("backpressure_lag = \"off\"");
         let c = resolve(file, Overrides::default()).unwrap();
         assert_eq!(c.backpressure, Backpressure::Off);
         let over = Overrides {
             backpressure_lag: Some("250ms".into()),
             ..Default::default()
         };
-        let file: FileConfig = toml::from_str("backpressure_lag = \"off\"").unwrap();
+        let file = FileConfig::from_toml("backpressure_lag = \"off\"");
         assert_eq!(
             resolve(file, over).unwrap().backpressure,
             Backpressure::AtLag(Duration::from_millis(250))
@@ -397,8 +296,7 @@ mod tests {
 
     #[test]
     fn trusted_proxies_are_cidrs_and_a_bad_one_is_named() {
-        let file: FileConfig =
-            toml::from_str("trusted_proxies = [\"127.0.0.1/32\", \"10.1.2.3/8\"]").unwrap();
+        let file = FileConfig::from_toml("trusted_proxies = [\"127.0.0.1/32\", \"10.1.2.3/8\"]");
         let c = resolve(file, Overrides::default()).unwrap();
         assert_eq!(
             c.server.trusted_proxies.to_vec(),
