@@ -7,6 +7,7 @@ use crate::service::Herald;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 routes! {
     get "/webhooks" => read, Manager;
@@ -209,11 +210,19 @@ async fn replace(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<SettingsBody>,
-) -> Result<Json<SettingsBody>> {
+) -> Result<Json<Value>> {
     // Reading first checks the role before validating, so a `user` learns nothing from
     // validation errors, and gives the format to keep when the body has none.
     let current = herald.webhook_settings(&caller).await?;
     let settings = body.parse(herald.egress(), current.format)?;
     let saved = herald.save_webhook_settings(&caller, &settings).await?;
-    Ok(Json(SettingsBody::from(&saved)))
+    // URLs taken out whose deliveries are still pending: named, so the client can cancel them
+    // (`POST /deliveries/cancel` with the URL) or let them go.
+    let removed = herald.pending_to_removed(&caller, &current, &saved).await?;
+    let mut answer =
+        serde_json::to_value(SettingsBody::from(&saved)).map_err(|e| Error::Internal(e.into()))?;
+    if !removed.is_empty() {
+        answer["pendingToRemovedUrls"] = json!(removed);
+    }
+    Ok(Json(answer))
 }

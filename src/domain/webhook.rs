@@ -291,6 +291,14 @@ impl WebhookSettings {
     /// Blank entries are skipped (a trailing newline in a text box is no error), duplicates within
     /// one event are removed keeping the first, and more than [`MAX_URLS_PER_EVENT`] distinct URLs
     /// is a problem of its own.
+    /// Every URL any event lists, as configured, each once.
+    pub fn all_urls(&self) -> std::collections::BTreeSet<&str> {
+        [&self.created, &self.updated, &self.deleted]
+            .into_iter()
+            .flat_map(|e| e.urls.iter().map(CallbackUrl::as_str))
+            .collect()
+    }
+
     pub fn parse(raw: [(bool, &[String]); 3]) -> Result<Self, UrlProblems> {
         Self::parse_with(raw, |_| Ok(()))
     }

@@ -163,19 +163,29 @@ impl Herald {
         Ok(())
     }
 
-    /// Redelivers every delivery matching a filter (at least one criterion); returns how many.
-    pub async fn redeliver_matching(
+    /// The filter of a bulk action, which needs at least one criterion; `None` when it can
+    /// match nothing.
+    async fn bulk_filter(
         &self,
         caller: &Caller,
         search: &DeliverySearch,
-    ) -> Result<u64> {
+    ) -> Result<Option<DeliveryFilter>> {
         require_webhook_manager(caller)?;
         if search.is_empty() {
             return Err(Error::Invalid(
                 "give at least one of status, eventType, instanceId, url, since, until".into(),
             ));
         }
-        let Some(filter) = self.log_filter(caller, search).await? else {
+        self.log_filter(caller, search).await
+    }
+
+    /// Redelivers every delivery matching a filter (at least one criterion); returns how many.
+    pub async fn redeliver_matching(
+        &self,
+        caller: &Caller,
+        search: &DeliverySearch,
+    ) -> Result<u64> {
+        let Some(filter) = self.bulk_filter(caller, search).await? else {
             return Ok(0);
         };
         let n = self
@@ -220,13 +230,7 @@ impl Herald {
     /// Cancels every pending delivery matching a filter (at least one criterion) whose attempt
     /// is not under way; returns how many.
     pub async fn cancel_matching(&self, caller: &Caller, search: &DeliverySearch) -> Result<u64> {
-        require_webhook_manager(caller)?;
-        if search.is_empty() {
-            return Err(Error::Invalid(
-                "give at least one of status, eventType, instanceId, url, since, until".into(),
-            ));
-        }
-        let Some(filter) = self.log_filter(caller, search).await? else {
+        let Some(filter) = self.bulk_filter(caller, search).await? else {
             return Ok(0);
         };
         let n = self

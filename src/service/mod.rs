@@ -12,6 +12,7 @@ mod webhooks;
 pub use deliveries::{DeliverySearch, SearchText};
 pub use idempotency::KEY_LIFETIME;
 pub use readiness::WorkerRunning;
+pub use webhooks::{PENDING_COUNTED, RemovedUrl};
 
 use crate::delivery::CallbackClient;
 use crate::domain::TokenHash;

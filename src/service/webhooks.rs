@@ -21,6 +21,53 @@ impl Herald {
         Ok(self.store.webhook_settings(caller.workspace_id).await?)
     }
 
+    /// The URLs `before` listed that `after` does not, each with how many of its deliveries are
+    /// still pending (counted up to [`PENDING_COUNTED`]), for those with any: what saving
+    /// settings offers to cancel.
+    pub async fn pending_to_removed(
+        &self,
+        caller: &Caller,
+        before: &WebhookSettings,
+        after: &WebhookSettings,
+    ) -> Result<Vec<RemovedUrl>> {
+        require_webhook_manager(caller)?;
+        let kept = after.all_urls();
+        let mut out = Vec::new();
+        for url in before.all_urls().difference(&kept) {
+            let pending = self.pending_to(caller, url).await?;
+            if pending > 0 {
+                out.push(RemovedUrl {
+                    url: (*url).to_owned(),
+                    shown: crate::domain::webhook::redact(url),
+                    pending,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pending_to(&self, caller: &Caller, url: &str) -> Result<usize> {
+        let filter = pending_to_filter(url);
+        let page = self
+            .store
+            .deliveries(caller.workspace_id, &filter, None, PENDING_COUNTED as i64)
+            .await?;
+        Ok(page.items.len())
+    }
+
+    /// Cancels every pending delivery to `url`, exactly as it was configured (those being
+    /// attempted right now go ahead); how many.
+    pub async fn cancel_pending_to(&self, caller: &Caller, url: &str) -> Result<u64> {
+        require_webhook_manager(caller)?;
+        let filter = pending_to_filter(url);
+        let n = self
+            .store
+            .cancel_matching(caller.workspace_id, &filter, Millis::now())
+            .await?;
+        tracing::info!(by = %caller.email, url = %crate::domain::webhook::redact(url), deliveries = n, "pending deliveries to a removed URL cancelled");
+        Ok(n)
+    }
+
     /// Calls `url` now with a test callback of `event` (instance `herald-test-<n>`, header
     /// `webhook-test: true`), logs it like any delivery, and returns the outcome.
     pub async fn test_callback(
@@ -157,4 +204,30 @@ impl Herald {
         }
         Ok(enabled)
     }
+}
+
+/// The pending deliveries to one URL exactly as configured.
+fn pending_to_filter(url: &str) -> crate::storage::DeliveryFilter {
+    crate::storage::DeliveryFilter {
+        status: Some(crate::domain::DeliveryStatus::Pending),
+        urls: Some(crate::storage::ExactUrls::new([url])),
+        ..Default::default()
+    }
+}
+
+/// The most pending deliveries counted per removed URL.
+pub const PENDING_COUNTED: usize = 1000;
+
+/// A URL the settings no longer list, with deliveries still pending to it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedUrl {
+    /// As configured (credentials included): what a cancel names.
+    #[serde(skip)]
+    pub url: String,
+    /// As shown, without credentials.
+    #[serde(rename = "url")]
+    pub shown: String,
+    /// Pending deliveries to it, up to [`PENDING_COUNTED`].
+    pub pending: usize,
 }

@@ -187,14 +187,34 @@ pub(crate) use not_behind_an_earlier;
 
 const NOT_BEHIND_AN_EARLIER: &str = not_behind_an_earlier!();
 
-/// Which deliveries may be cancelled: pending, and not in flight (`$1`: now). An attempt under
-/// way is on the wire and cannot be called back.
+/// Which deliveries may be cancelled: pending, and not in flight (the placeholder given holds
+/// now). An attempt under way is on the wire and cannot be called back.
 macro_rules! cancellable {
-    () => {
-        "status = 'pending' AND (lease_until IS NULL OR lease_until <= $1)"
+    ($now:literal) => {
+        concat!(
+            "status = 'pending' AND (lease_until IS NULL OR lease_until <= ",
+            $now,
+            ")"
+        )
     };
 }
 pub(crate) use cancellable;
+
+/// The delivery log's filter (`DeliveryFilter`), as the listing, bulk redelivery and bulk
+/// cancellation all apply it: `$1` the workspace, `$2` status, `$3` event type, `$4` instance,
+/// `$5` the exact URLs, `$6` since, `$7` until; a NULL criterion matches everything.
+macro_rules! log_filter {
+    () => {
+        "workspace_id = $1
+           AND ($2 IS NULL OR status = $2)
+           AND ($3 IS NULL OR event_type = $3)
+           AND ($4 IS NULL OR instance_id = $4)
+           AND ($5 IS NULL OR replace($5, ' ' || url || ' ', '') <> $5)
+           AND ($6 IS NULL OR created_at >= $6)
+           AND ($7 IS NULL OR created_at < $7)"
+    };
+}
+pub(crate) use log_filter;
 
 /// The queue-statistics query (`?1`/`$1`: now). Counting reads the pending rows' index: about
 /// a tenth of a second with a million pending, once per scrape.

@@ -11,6 +11,32 @@ fn retry_in_a_minute(c: &mut herald::Config) {
     c.retry_schedule = herald::domain::RetrySchedule::parse("1m").unwrap();
 }
 
+/// Adds `dev@example.com` as a developer and signs them in: their session cookie.
+async fn developer_session(app: &TestApp) -> String {
+    let (status, body) = app
+        .post(
+            "/api/v1/users",
+            json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    session_cookie(app, "dev@example.com").await
+}
+
+/// Posts a UI form as the holder of `cookie`; the page that comes back.
+async fn post_form(app: &TestApp, cookie: &str, path: &str, fields: &[(&str, &str)]) -> String {
+    reqwest::Client::new()
+        .post(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The deliveries of one instance, by event.
 async fn delivery_of(app: &TestApp, instance: &str, event: &str) -> Value {
     app.deliveries(&format!("instanceId={instance}&eventType={event}"))
@@ -218,13 +244,6 @@ on_both_backends!(
 #[tokio::test]
 async fn a_developer_cancels_in_the_ui_one_delivery_or_all_a_filter_matches() {
     let app = TestApp::spawn_with(retry_in_a_minute).await;
-    let (status, body) = app
-        .post(
-            "/api/v1/users",
-            json!({"email": "dev@example.com", "role": "developer", "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let rx = Receiver::start().await;
     rx.behave("/down", Behaviour::Status(503));
     app.configure(&[&rx.url("/down")], &[], &[]).await;
@@ -238,7 +257,7 @@ async fn a_developer_cancels_in_the_ui_one_delivery_or_all_a_filter_matches() {
         (list.len() == 3 && list.iter().all(|d| d["attemptCount"] == 1)).then_some(())
     })
     .await;
-    let cookie = session_cookie(&app, "dev@example.com").await;
+    let cookie = developer_session(&app).await;
     let http = reqwest::Client::new();
 
     let one = app.deliveries("").await.remove(0);
@@ -249,16 +268,7 @@ async fn a_developer_cancels_in_the_ui_one_delivery_or_all_a_filter_matches() {
             .contains("id=\"cancel-delivery\"")
     );
     let csrf = csrf_token(&app, &cookie, &path).await;
-    let html = http
-        .post(format!("{}{path}/cancel", app.base))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = post_form(&app, &cookie, &format!("{path}/cancel"), &[("csrf", &csrf)]).await;
     assert!(
         html.contains("Cancelled: this delivery will not be sent"),
         "{html}"
@@ -281,21 +291,13 @@ async fn a_developer_cancels_in_the_ui_one_delivery_or_all_a_filter_matches() {
         "no bulk cancel without a filter"
     );
     let csrf = csrf_token(&app, &cookie, list).await;
-    let html = http
-        .post(format!("{}/ui/admin/deliveries/cancel", app.base))
-        .header("cookie", &cookie)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("status", "pending"),
-            ("eventType", ""),
-            ("url", ""),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("status", "pending"),
+        ("eventType", ""),
+        ("url", ""),
+    ];
+    let html = post_form(&app, &cookie, "/ui/admin/deliveries/cancel", &fields).await;
     assert!(html.contains("Cancelled 2 pending deliveries."), "{html}");
     assert_eq!(app.deliveries("status=cancelled").await.len(), 3);
     // Without the page's token, nothing happens.
@@ -307,4 +309,67 @@ async fn a_developer_cancels_in_the_ui_one_delivery_or_all_a_filter_matches() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// Taking a URL out of the settings leaves its queued callbacks pending: the API names them in
+/// its answer, and the Developer page offers to cancel them.
+#[tokio::test]
+async fn removing_a_url_offers_to_cancel_what_is_still_pending_for_it() {
+    let app = TestApp::spawn_with(retry_in_a_minute).await;
+    let rx = Receiver::start().await;
+    rx.behave("/old", Behaviour::Status(503));
+    let (old, new) = (rx.url("/old"), rx.url("/new"));
+    app.configure(&[&old, &new], &[], &[]).await;
+    app.process("expense").await;
+    for n in 0..3 {
+        app.instance("expense", json!({ "n": n })).await;
+    }
+    eventually("three failed first attempts to the old URL", || async {
+        let list = app.deliveries("status=pending").await;
+        (list.len() == 3 && list.iter().all(|d| d["attemptCount"] == 1)).then_some(())
+    })
+    .await;
+
+    let off = json!({"enabled": false, "urls": []});
+    let (status, body) = app
+        .put(
+            "/api/v1/webhooks",
+            json!({"created": {"enabled": true, "urls": [new]}, "updated": off, "deleted": off}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["pendingToRemovedUrls"],
+        json!([{"url": old, "pending": 3}]),
+        "{body}"
+    );
+    // Saved again unchanged, nothing was removed: nothing to offer.
+    let (_, body) = app
+        .put(
+            "/api/v1/webhooks",
+            json!({"created": {"enabled": true, "urls": [new]}, "updated": off, "deleted": off}),
+        )
+        .await;
+    assert!(body.get("pendingToRemovedUrls").is_none(), "{body}");
+
+    // In the UI: put the old URL back, then take it out in the dialog.
+    app.configure(&[&old, &new], &[], &[]).await;
+    let cookie = developer_session(&app).await;
+    let csrf = csrf_token(&app, &cookie, "/ui/admin/developer").await;
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("created_enabled", "on"),
+        ("created_urls", new.as_str()),
+        ("updated_urls", ""),
+        ("deleted_urls", ""),
+        ("format", "kianda"),
+    ];
+    let html = post_form(&app, &cookie, "/ui/admin/developer/webhooks", &fields).await;
+    assert!(html.contains("id=\"removed-urls\""), "{html}");
+    assert!(html.contains("3 pending"), "{html}");
+    let fields = [("csrf", csrf.as_str()), ("url", old.as_str())];
+    let html = post_form(&app, &cookie, "/ui/admin/developer/cancel-removed", &fields).await;
+    assert!(html.contains("Cancelled 3 pending deliveries to"), "{html}");
+    assert_eq!(app.deliveries("status=cancelled").await.len(), 3);
+    assert!(app.deliveries("status=pending").await.is_empty());
 }

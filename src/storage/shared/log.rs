@@ -63,17 +63,11 @@ macro_rules! delivery_log {
                 filter: &DeliveryFilter,
                 now: Millis,
             ) -> Result<u64> {
-                let done = sqlx::query(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8
-                     WHERE workspace_id = $1
-                       AND ($2 IS NULL OR status = $2)
-                       AND ($3 IS NULL OR event_type = $3)
-                       AND ($4 IS NULL OR instance_id = $4)
-                       AND ($5 IS NULL OR replace($5, ' ' || url || ' ', '') <> $5)
-                       AND ($6 IS NULL OR created_at >= $6)
-                       AND ($7 IS NULL OR created_at < $7)
-                       AND NOT test",
-                )
+                let done = sqlx::query(concat!(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8 WHERE ",
+                    $crate::storage::queue_sql::log_filter!(),
+                    " AND NOT test"
+                ))
                 .bind(workspace.0)
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.event_type.map(|e| e.as_str()))
@@ -97,18 +91,11 @@ macro_rules! delivery_log {
                 cursor: Option<i64>,
                 limit: i64,
             ) -> Result<Page<DeliveryRecord>> {
-                let rows: Vec<$crate::storage::shared::DeliveryRow> = sqlx::query_as(
-                    "SELECT * FROM deliveries
-                     WHERE workspace_id = $1
-                       AND ($2 IS NULL OR status = $2)
-                       AND ($3 IS NULL OR event_type = $3)
-                       AND ($4 IS NULL OR instance_id = $4)
-                       AND ($5 IS NULL OR replace($5, ' ' || url || ' ', '') <> $5)
-                       AND ($6 IS NULL OR created_at >= $6)
-                       AND ($7 IS NULL OR created_at < $7)
-                       AND ($8 IS NULL OR id < $8)
-                     ORDER BY id DESC LIMIT $9",
-                )
+                let rows: Vec<$crate::storage::shared::DeliveryRow> = sqlx::query_as(concat!(
+                    "SELECT * FROM deliveries WHERE ",
+                    $crate::storage::queue_sql::log_filter!(),
+                    " AND ($8 IS NULL OR id < $8) ORDER BY id DESC LIMIT $9"
+                ))
                 .bind(workspace.0)
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.event_type.map(|e| e.as_str()))
@@ -166,7 +153,7 @@ macro_rules! delivery_log {
                 let done = sqlx::query(concat!(
                     "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $1
                      WHERE workspace_id = $2 AND webhook_id = $3 AND ",
-                    $crate::storage::queue_sql::cancellable!()
+                    $crate::storage::queue_sql::cancellable!("$1")
                 ))
                 .bind(now.0)
                 .bind(workspace.0)
@@ -207,18 +194,11 @@ macro_rules! delivery_log {
                 now: Millis,
             ) -> Result<u64> {
                 let done = sqlx::query(concat!(
-                    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $1
-                     WHERE workspace_id = $2
-                       AND ($3 IS NULL OR status = $3)
-                       AND ($4 IS NULL OR event_type = $4)
-                       AND ($5 IS NULL OR instance_id = $5)
-                       AND ($6 IS NULL OR replace($6, ' ' || url || ' ', '') <> $6)
-                       AND ($7 IS NULL OR created_at >= $7)
-                       AND ($8 IS NULL OR created_at < $8)
-                       AND NOT test AND ",
-                    $crate::storage::queue_sql::cancellable!()
+                    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $8 WHERE ",
+                    $crate::storage::queue_sql::log_filter!(),
+                    " AND NOT test AND ",
+                    $crate::storage::queue_sql::cancellable!("$8")
                 ))
-                .bind(now.0)
                 .bind(workspace.0)
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.event_type.map(|e| e.as_str()))
@@ -226,6 +206,7 @@ macro_rules! delivery_log {
                 .bind(filter.urls.as_ref().map(|u| u.as_str()))
                 .bind(filter.since.map(|t| t.0))
                 .bind(filter.until.map(|t| t.0))
+                .bind(now.0)
                 .execute(self.writes())
                 .await?;
                 if done.rows_affected() > 0 {

@@ -14,6 +14,8 @@ pub(super) struct DeveloperView {
     test: Value,
     flash: String,
     flash_bad: bool,
+    /// URLs just taken out whose deliveries are still pending: offered for cancelling.
+    removed: Vec<crate::service::RemovedUrl>,
 }
 
 pub(super) async fn developer(State(herald): State<Herald>, UiSession(s): UiSession) -> Response {
@@ -99,6 +101,10 @@ pub(super) async fn developer_page(
             test => view.test,
             flash => view.flash,
             flash_bad => view.flash_bad,
+            removed => view.removed.iter().map(|r| json!({
+                "url": r.url, "shown": r.shown, "pending": r.pending,
+                "more": r.pending >= crate::service::PENDING_COUNTED,
+            })).collect::<Vec<_>>(),
         },
     );
     if !view.problems.is_empty() {
@@ -139,16 +145,19 @@ pub(super) async fn save_webhooks(
         )
         .map_err(Error::InvalidUrls)?;
         settings.format = format;
-        herald.save_webhook_settings(&s.caller, &settings).await
+        let before = herald.webhook_settings(&s.caller).await?;
+        let saved = herald.save_webhook_settings(&s.caller, &settings).await?;
+        herald.pending_to_removed(&s.caller, &before, &saved).await
     }
     .await;
     match result {
-        Ok(_) => {
+        Ok(removed) => {
             developer_page(
                 &herald,
                 &s,
                 DeveloperView {
                     flash: "Instance Callback URLs saved.".into(),
+                    removed,
                     ..Default::default()
                 },
             )
@@ -285,4 +294,36 @@ pub(super) async fn send_test(
         },
     )
     .await
+}
+
+/// Cancels the pending deliveries to a URL the settings no longer list (the offer made when
+/// they were saved without it).
+pub(super) async fn cancel_removed(
+    State(herald): State<Herald>,
+    UiSession(s): UiSession,
+    Form(form): Form<Fields>,
+) -> Response {
+    if let Some(r) = check_csrf(&s, &form) {
+        return r;
+    }
+    let url = field(&form, "url");
+    match herald.cancel_pending_to(&s.caller, url).await {
+        Ok(n) => {
+            let shown = crate::domain::webhook::redact(url);
+            let flash = match n {
+                1 => format!("Cancelled 1 pending delivery to {shown}."),
+                n => format!("Cancelled {n} pending deliveries to {shown}."),
+            };
+            developer_page(
+                &herald,
+                &s,
+                DeveloperView {
+                    flash,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Err(e) => error_page(Some(&s), e),
+    }
 }

@@ -48,6 +48,7 @@ pub fn router() -> Router<Herald> {
         .route("/ui/admin/developer/secret/rotate", post(rotate_secret))
         .route("/ui/admin/developer/test", post(send_test))
         .route("/ui/admin/developer/enable", post(enable_url))
+        .route("/ui/admin/developer/cancel-removed", post(cancel_removed))
         .route("/ui/admin/deliveries", get(deliveries))
         .route("/ui/admin/deliveries/{id}", get(delivery))
         .route("/ui/admin/deliveries/cancel", post(cancel_matching))
