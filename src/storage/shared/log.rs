@@ -6,6 +6,34 @@ macro_rules! delivery_log {
         #[allow(unused_imports)] // Each expansion imports it; one per module is used.
         use $crate::storage::shared::Pools as _;
 
+        impl $store {
+            /// Runs `sql`, an update of the deliveries the log's filter matches (`$1`–`$7`, now
+            /// as `$8`), and wakes the workers when it changed any; how many.
+            async fn update_matching(
+                &self,
+                sql: &'static str,
+                workspace: WorkspaceId,
+                filter: &DeliveryFilter,
+                now: Millis,
+            ) -> Result<u64> {
+                let done = sqlx::query(sql)
+                    .bind(workspace.0)
+                    .bind(filter.status.map(|s| s.as_str()))
+                    .bind(filter.event_type.map(|e| e.as_str()))
+                    .bind(filter.instance_id.as_deref())
+                    .bind(filter.urls.as_ref().map(|u| u.as_str()))
+                    .bind(filter.since.map(|t| t.0))
+                    .bind(filter.until.map(|t| t.0))
+                    .bind(now.0)
+                    .execute(self.writes())
+                    .await?;
+                if done.rows_affected() > 0 {
+                    self.announce_due().await?;
+                }
+                Ok(done.rows_affected())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::storage::DeliveryLog for $store {
             async fn hourly_outcomes(
@@ -63,25 +91,17 @@ macro_rules! delivery_log {
                 filter: &DeliveryFilter,
                 now: Millis,
             ) -> Result<u64> {
-                let done = sqlx::query(concat!(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8 WHERE ",
-                    $crate::storage::queue_sql::log_filter!(),
-                    " AND NOT test"
-                ))
-                .bind(workspace.0)
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(filter.event_type.map(|e| e.as_str()))
-                .bind(filter.instance_id.as_deref())
-                .bind(filter.urls.as_ref().map(|u| u.as_str()))
-                .bind(filter.since.map(|t| t.0))
-                .bind(filter.until.map(|t| t.0))
-                .bind(now.0)
-                .execute(self.writes())
-                .await?;
-                if done.rows_affected() > 0 {
-                    self.announce_due().await?;
-                }
-                Ok(done.rows_affected())
+                self.update_matching(
+                    concat!(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = $8, updated_at = $8 WHERE ",
+                        $crate::storage::queue_sql::log_filter!(),
+                        " AND NOT test"
+                    ),
+                    workspace,
+                    filter,
+                    now,
+                )
+                .await
             }
 
             async fn deliveries(
@@ -193,26 +213,18 @@ macro_rules! delivery_log {
                 filter: &DeliveryFilter,
                 now: Millis,
             ) -> Result<u64> {
-                let done = sqlx::query(concat!(
-                    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $8 WHERE ",
-                    $crate::storage::queue_sql::log_filter!(),
-                    " AND NOT test AND ",
-                    $crate::storage::queue_sql::cancellable!("$8")
-                ))
-                .bind(workspace.0)
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(filter.event_type.map(|e| e.as_str()))
-                .bind(filter.instance_id.as_deref())
-                .bind(filter.urls.as_ref().map(|u| u.as_str()))
-                .bind(filter.since.map(|t| t.0))
-                .bind(filter.until.map(|t| t.0))
-                .bind(now.0)
-                .execute(self.writes())
-                .await?;
-                if done.rows_affected() > 0 {
-                    self.announce_due().await?;
-                }
-                Ok(done.rows_affected())
+                self.update_matching(
+                    concat!(
+                        "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $8 WHERE ",
+                        $crate::storage::queue_sql::log_filter!(),
+                        " AND NOT test AND ",
+                        $crate::storage::queue_sql::cancellable!("$8")
+                    ),
+                    workspace,
+                    filter,
+                    now,
+                )
+                .await
             }
 
             async fn redeliver(
