@@ -5,6 +5,7 @@ use crate::helpers::*;
 use crate::web::{PASSWORD, csrf_token, page, session_cookie};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// A failed attempt is retried only after a minute: long enough to act on it meanwhile.
 fn retry_in_a_minute(c: &mut herald::Config) {
@@ -160,7 +161,7 @@ on_both_backends!(
 
 #[tokio::test]
 async fn an_attempt_under_way_cannot_be_cancelled_and_unknown_ids_are_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|c| c.callback_timeout = Duration::from_secs(60)).await;
     let rx = Receiver::start().await;
     rx.behave("/hang", Behaviour::Hang);
     app.configure(&[&rx.url("/hang")], &[], &[]).await;
@@ -191,7 +192,8 @@ async fn an_attempt_under_way_cannot_be_cancelled_and_unknown_ids_are_not_found(
 
 /// Every pending delivery to one URL, except those under way, and nothing else.
 async fn cancelling_by_filter_takes_only_what_matches(db: TestDb) {
-    let app = TestApp::spawn_on(db, |_| {}).await;
+    // The hanging attempts stay under way for the whole test.
+    let app = TestApp::spawn_on(db, |c| c.callback_timeout = Duration::from_secs(60)).await;
     let rx = Receiver::start().await;
     rx.behave("/hang", Behaviour::Hang);
     let (hang, ok) = (rx.url("/hang"), rx.url("/ok"));
@@ -200,8 +202,12 @@ async fn cancelling_by_filter_takes_only_what_matches(db: TestDb) {
     for n in 0..20 {
         app.instance("expense", json!({ "n": n })).await;
     }
-    rx.wait_for(Some("/ok"), 20).await;
     rx.wait_for(Some("/hang"), 1).await;
+    // The other URL's callbacks have all arrived and their results are stored.
+    eventually("every callback to the other URL succeeded", || async {
+        (app.deliveries("status=succeeded").await.len() == 20).then_some(())
+    })
+    .await;
 
     let (status, body) = app.post("/api/v1/deliveries/cancel", json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
