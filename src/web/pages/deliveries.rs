@@ -11,6 +11,18 @@ pub(super) struct DeliveryQuery {
     cursor: Option<i64>,
 }
 
+impl DeliveryQuery {
+    /// The list's filters, parsed.
+    fn search(&self) -> Result<DeliverySearch, Error> {
+        DeliverySearch::parse(SearchText {
+            status: self.status.as_deref(),
+            event_type: self.event_type.as_deref(),
+            url: self.url.as_deref(),
+            ..SearchText::default()
+        })
+    }
+}
+
 pub(super) async fn deliveries(
     State(herald): State<Herald>,
     UiSession(s): UiSession,
@@ -36,12 +48,7 @@ pub(super) async fn cancel_matching(
         cursor: None,
     };
     let result = async {
-        let search = DeliverySearch::parse(SearchText {
-            status: q.status.as_deref(),
-            event_type: q.event_type.as_deref(),
-            url: q.url.as_deref(),
-            ..SearchText::default()
-        })?;
+        let search = q.search()?;
         herald.cancel_matching(&s.caller, &search).await
     }
     .await;
@@ -67,12 +74,7 @@ async fn deliveries_page(
         return r;
     }
     let result = async {
-        let search = DeliverySearch::parse(SearchText {
-            status: q.status.as_deref(),
-            event_type: q.event_type.as_deref(),
-            url: q.url.as_deref(),
-            ..SearchText::default()
-        })?;
+        let search = q.search()?;
         let page = herald.deliveries(&s.caller, &search, q.cursor, 50).await?;
         let chart = herald.hourly_outcomes(&s.caller).await?;
         Ok::<_, Error>((page, chart))
