@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite: unit tests, the storage conformance suite on SQLite and
-# PostgreSQL, API integration tests, the fleet test, and the signature checks with the official
-# Standard Webhooks library.
+# PostgreSQL, API integration tests, the fleet test, the signature checks with the official
+# Standard Webhooks library, and Schemathesis against the OpenAPI document.
 #
 # It installs or starts what the tests need. Nothing is skipped silently: when PostgreSQL cannot
 # be reached the PostgreSQL tests fail (set HERALD_TEST_SKIP_POSTGRES=1 to skip them on purpose,
@@ -39,6 +39,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     if [ "$(id -u)" = "0" ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
     $apt_get update -q
     DEBIAN_FRONTEND=noninteractive $apt_get install -y -q chromium chromium-driver
+fi
+
+# The API conformance test runs Schemathesis from PyPI, in a virtual environment of its own.
+schemathesis_venv=target/schemathesis
+wanted=$(cat tests/schemathesis/requirements.txt)
+if ! "$schemathesis_venv/bin/pip" freeze 2>/dev/null | grep -qxF "$wanted"; then
+    echo "installing $wanted into $schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r tests/schemathesis/requirements.txt
 fi
 
 cargo test --workspace --all-targets --locked "$@"

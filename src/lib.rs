@@ -31,10 +31,7 @@ pub fn router(herald: service::Herald) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))
         .route(api::METRICS.path, get(api::metrics))
-        .merge(api::router().layer(axum::middleware::from_fn_with_state(
-            herald.clone(),
-            api::idempotency::layer,
-        )))
+        .merge(api::router(herald.clone()))
         .merge(web::router())
         .with_state(herald)
 }

@@ -2,8 +2,9 @@
 
 use super::Paging;
 use super::extract::{ApiQuery, Auth};
+use super::schema::{ErrorBody, Page};
 use crate::domain::webhook::redact;
-use crate::domain::{DeliveryId, DeliveryStatus, EventType, Millis};
+use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventType, InstanceId, Millis};
 use crate::error::Result;
 use crate::service::{DeliverySearch, Herald, SearchText};
 use crate::storage::{AttemptRecord, DeliveryRecord};
@@ -11,7 +12,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 routes! {
     get "/deliveries" => list, Manager;
@@ -22,64 +22,99 @@ routes! {
     post "/deliveries/cancel" => cancel_matching, Manager;
 }
 
-#[derive(Deserialize)]
+/// Which deliveries a bulk action takes: all that match every field given (at least one).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct BulkBody {
+    #[schema(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    #[schema(value_type = Option<EventType>)]
     event_type: Option<String>,
+    #[schema(value_type = Option<InstanceId>)]
     instance_id: Option<String>,
+    /// A piece of the URL, as shown (without credentials).
     url: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[schema(value_type = Option<Millis>)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[schema(value_type = Option<Millis>)]
     until: Option<String>,
 }
 
 impl BulkBody {
     fn search(&self) -> Result<DeliverySearch> {
-        DeliverySearch::parse(SearchText {
-            status: self.status.as_deref(),
-            event_type: self.event_type.as_deref(),
-            instance_id: self.instance_id.as_deref(),
-            url: self.url.as_deref(),
-            since: self.since.as_deref(),
-            until: self.until.as_deref(),
-        })
+        DeliverySearch::parse(
+            SearchText {
+                status: self.status.as_deref(),
+                event_type: self.event_type.as_deref(),
+                instance_id: self.instance_id.as_deref(),
+                url: self.url.as_deref(),
+                since: self.since.as_deref(),
+                until: self.until.as_deref(),
+            }
+            .strict()?,
+        )
     }
 }
 
+/// How many deliveries a bulk redelivery made pending again.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Redelivered {
+    redelivered: u64,
+}
+
 /// Redelivers every delivery that matches a filter.
+#[utoipa::path(post, path = "/deliveries/redeliver", request_body = BulkBody, responses(
+    (status = 202, description = "The matching deliveries are pending again.", body = Redelivered),
+))]
 async fn redeliver_matching(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
-) -> Result<(StatusCode, Json<Value>)> {
-    let n = herald.redeliver_matching(&caller, &body.search()?).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))))
+) -> Result<(StatusCode, Json<Redelivered>)> {
+    let redelivered = herald.redeliver_matching(&caller, &body.search()?).await?;
+    Ok((StatusCode::ACCEPTED, Json(Redelivered { redelivered })))
 }
 
-/// Cancels one pending delivery: `409` when it is finished or its attempt is under way.
+/// Cancels one pending delivery.
+#[utoipa::path(post, path = "/deliveries/{id}/cancel", params(("id" = DeliveryId, Path, description = "The delivery's ID.")), responses(
+    (status = 200, description = "The delivery, cancelled.", body = DeliveryView),
+    (status = 404, description = "No such delivery.", body = ErrorBody),
+    (status = 409, description = "The delivery is finished or its attempt is under way.", body = ErrorBody),
+))]
 async fn cancel(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DeliveryView>> {
     let id = DeliveryId::parse(&id)?;
     herald.cancel_delivery(&caller, &id).await?;
     let (delivery, _) = herald.delivery(&caller, &id).await?;
-    Ok(Json(json!(deliveries_view(delivery))))
+    Ok(Json(deliveries_view(delivery)))
+}
+
+/// How many deliveries a bulk cancellation called off.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Cancelled {
+    cancelled: u64,
 }
 
 /// Cancels every pending delivery that matches a filter and is not being attempted right now.
+#[utoipa::path(post, path = "/deliveries/cancel", request_body = BulkBody, responses(
+    (status = 200, description = "How many were cancelled.", body = Cancelled),
+))]
 async fn cancel_matching(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
-) -> Result<Json<Value>> {
-    let n = herald.cancel_matching(&caller, &body.search()?).await?;
-    Ok(Json(json!({"cancelled": n})))
+) -> Result<Json<Cancelled>> {
+    let cancelled = herald.cancel_matching(&caller, &body.search()?).await?;
+    Ok(Json(Cancelled { cancelled }))
 }
 
 /// A delivery as the log shows it; the URL never carries credentials.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryView {
     id: DeliveryId,
@@ -90,6 +125,7 @@ pub struct DeliveryView {
     status: DeliveryStatus,
     /// Held back because its URL is paused by the circuit breaker.
     paused: bool,
+    /// Sent by `POST /webhooks/test`.
     test: bool,
     attempt_count: i64,
     next_attempt_at: Option<Millis>,
@@ -133,12 +169,12 @@ impl From<DeliveryRecord> for DeliveryView {
 }
 
 /// One attempt in the log.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     started_at: Millis,
     duration_ms: i64,
-    outcome: &'static str,
+    outcome: AttemptOutcome,
     status_code: Option<i64>,
     error: Option<String>,
     response_excerpt: Option<String>,
@@ -150,7 +186,7 @@ impl From<AttemptRecord> for AttemptView {
         Self {
             started_at: a.started_at,
             duration_ms: a.duration_ms,
-            outcome: a.outcome.as_str(),
+            outcome: a.outcome,
             status_code: a.status_code,
             error: a.error,
             response_excerpt: a.response_excerpt,
@@ -159,16 +195,30 @@ impl From<AttemptRecord> for AttemptView {
     }
 }
 
-#[derive(Deserialize)]
+/// The log's filter: deliveries that match every field given, newest first.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<EventType>)]
     event_type: Option<String>,
+    #[param(value_type = Option<InstanceId>)]
     instance_id: Option<String>,
+    /// A piece of the URL, as shown (without credentials).
     url: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
+    /// How many items a page holds: 1 to 200, 50 when not given.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// The previous page's `nextCursor`.
+    #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
 }
 
@@ -191,39 +241,71 @@ impl Filter {
     }
 }
 
+/// The delivery log.
+#[utoipa::path(get, path = "/deliveries", params(Filter), responses(
+    (status = 200, description = "A page of deliveries.", body = Page<DeliveryView>),
+))]
 async fn list(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiQuery(filter): ApiQuery<Filter>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<DeliveryView>>> {
     let (search, cursor, limit) = filter.parse()?;
     let page = herald.deliveries(&caller, &search, cursor, limit).await?;
     let items: Vec<DeliveryView> = page.items.into_iter().map(Into::into).collect();
-    Ok(Json(super::page_json(items, page.next_cursor)))
+    Ok(Json(Page::new(items, page.next_cursor)))
 }
 
+/// A delivery with every attempt, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    attempts: Vec<AttemptView>,
+}
+
+/// One delivery with its attempts.
+#[utoipa::path(get, path = "/deliveries/{id}", params(("id" = DeliveryId, Path, description = "The delivery's ID.")), responses(
+    (status = 200, description = "The delivery.", body = DeliveryDetail),
+    (status = 404, description = "No such delivery.", body = ErrorBody),
+))]
 async fn read(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DeliveryDetail>> {
     let id = DeliveryId::parse(&id)?;
     let (delivery, attempts) = herald.delivery(&caller, &id).await?;
-    let mut body = serde_json::to_value(DeliveryView::from(delivery)).unwrap_or_default();
-    let attempts: Vec<AttemptView> = attempts.into_iter().map(Into::into).collect();
-    body["attempts"] = json!(attempts);
-    Ok(Json(body))
+    Ok(Json(DeliveryDetail {
+        delivery: delivery.into(),
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }))
 }
 
+/// A delivery made pending again.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Redelivery {
+    id: DeliveryId,
+    status: DeliveryStatus,
+}
+
+/// Sends a delivery again, with the same `webhook-id`, whatever its state.
+#[utoipa::path(post, path = "/deliveries/{id}/redeliver", params(("id" = DeliveryId, Path, description = "The delivery's ID.")), responses(
+    (status = 202, description = "The delivery is pending again.", body = Redelivery),
+    (status = 404, description = "No such delivery.", body = ErrorBody),
+))]
 async fn redeliver(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Redelivery>)> {
     let id = DeliveryId::parse(&id)?;
     herald.redeliver(&caller, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "status": "pending"})),
+        Json(Redelivery {
+            id,
+            status: DeliveryStatus::Pending,
+        }),
     ))
 }

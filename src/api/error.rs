@@ -1,10 +1,10 @@
 //! Turns [`Error`] into HTTP: a stable JSON body `{"code", "message"}` (plus `errors` for bad
 //! callback URLs). Internal errors are logged with their causes and answered with an opaque 500.
 
+use super::schema::ErrorBody;
 use crate::error::Error;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 impl Error {
     /// The HTTP status and machine code of this error.
@@ -31,12 +31,17 @@ impl IntoResponse for Error {
         let body = match &self {
             Error::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
-                json!({"code": code, "message": "an internal error occurred; the server log has the details"})
+                ErrorBody::new(
+                    code,
+                    "an internal error occurred; the server log has the details",
+                )
             }
-            Error::InvalidUrls(problems) => {
-                json!({"code": code, "message": self.to_string(), "errors": problems.shown, "errorCount": problems.total})
-            }
-            other => json!({"code": code, "message": other.to_string()}),
+            Error::InvalidUrls(problems) => ErrorBody {
+                errors: Some(problems.shown.clone()),
+                error_count: Some(problems.total),
+                ..ErrorBody::new(code, self.to_string())
+            },
+            other => ErrorBody::new(code, other.to_string()),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(value) = self.retry_after() {
@@ -77,7 +82,7 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         (
             self.status,
-            axum::Json(json!({"code": self.code, "message": self.message})),
+            axum::Json(ErrorBody::new(self.code, self.message)),
         )
             .into_response()
     }

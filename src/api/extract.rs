@@ -54,13 +54,24 @@ fn json_rejection(rejection: JsonRejection) -> HttpError {
     }
 }
 
-/// `axum::extract::Query` with Herald's error body (400) on a bad query string.
+/// `axum::extract::Query` with Herald's error body: 400 on a bad query string, 422 on an empty
+/// value.
 pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // An empty value is refused rather than read as "not given", so what the API takes is
+        // what its OpenAPI document says (a number, an enum value, a time).
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        if let Some((name, _)) = url::form_urlencoded::parse(query).find(|(_, v)| v.is_empty()) {
+            return Err(HttpError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_query",
+                message: format!("`{name}` is empty; leave it out instead"),
+            });
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(rejection) => Err(query_rejection(rejection)),

@@ -2,6 +2,7 @@
 
 use super::Paging;
 use super::extract::{ApiJson, ApiQuery, Auth};
+use super::schema::{ErrorBody, Page};
 use crate::domain::{InstanceData, InstanceId, InstanceStatus, ProcessName};
 use crate::error::{Error, Result};
 use crate::service::{Herald, InstanceChange};
@@ -25,7 +26,12 @@ routes! {
 }
 
 /// Deletes an instance in the recycle bin for good (it would be purged after the retention
-/// anyway): 204, 404 for no such instance, 409 for one that is not in the bin.
+/// anyway).
+#[utoipa::path(delete, path = "/recycle-bin/{id}", params(("id" = InstanceId, Path, description = "The instance's ID.")), responses(
+    (status = 204, description = "Purged."),
+    (status = 404, description = "No such instance.", body = ErrorBody),
+    (status = 409, description = "The instance is not in the recycle bin.", body = ErrorBody),
+))]
 async fn purge(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -36,20 +42,30 @@ async fn purge(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A new instance.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewInstance {
+    /// The instance's fields; `{}` when not given.
     #[serde(default)]
+    #[schema(value_type = Option<InstanceData>)]
     data: Option<Value>,
+    /// One line of 1 to 64 characters; `Active` when not given.
     #[serde(default)]
+    #[schema(example = "Active")]
     status: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A change to an instance: its fields merged, its status replaced.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Patch {
+    /// A JSON merge patch (RFC 7396) of the instance's fields: a field given replaces the
+    /// stored one, `null` removes it.
     #[serde(default)]
+    #[schema(value_type = Option<InstanceData>)]
     data: Option<Value>,
+    /// One line of 1 to 64 characters.
     #[serde(default)]
     status: Option<String>,
 }
@@ -64,6 +80,11 @@ fn with_etag(status: StatusCode, instance: InstanceRecord) -> Response {
     response
 }
 
+/// Creates an instance of a process; its `created` callbacks are queued in the same commit.
+#[utoipa::path(post, path = "/processes/{name}/instances", params(("name" = ProcessName, Path, description = "The process's name.")), request_body = NewInstance, responses(
+    (status = 201, description = "The new instance; `ETag` is its version.", body = InstanceRecord, headers(("ETag" = String, description = "The instance's version, for `If-Match`."))),
+    (status = 404, description = "No such process.", body = ErrorBody),
+))]
 async fn create(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -86,18 +107,28 @@ async fn create(
     Ok(with_etag(StatusCode::CREATED, created))
 }
 
+/// Lists a process's instances, newest first.
+#[utoipa::path(get, path = "/processes/{name}/instances", params(("name" = ProcessName, Path, description = "The process's name."), Paging), responses(
+    (status = 200, description = "A page of instances.", body = Page<InstanceRecord>),
+    (status = 404, description = "No such process.", body = ErrorBody),
+))]
 async fn list(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     Path(name): Path<String>,
     ApiQuery(paging): ApiQuery<Paging>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<InstanceRecord>>> {
     let process = ProcessName::parse(&name)?;
     let (cursor, limit) = paging.parse()?;
     let page = herald.instances(&caller, &process, cursor, limit).await?;
-    Ok(Json(super::page_json(page.items, page.next_cursor)))
+    Ok(Json(Page::new(page.items, page.next_cursor)))
 }
 
+/// Reads one instance.
+#[utoipa::path(get, path = "/instances/{id}", params(("id" = InstanceId, Path, description = "The instance's ID.")), responses(
+    (status = 200, description = "The instance; `ETag` is its version.", body = InstanceRecord, headers(("ETag" = String, description = "The instance's version, for `If-Match`."))),
+    (status = 404, description = "No such instance (or it is in the recycle bin).", body = ErrorBody),
+))]
 async fn read(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -110,20 +141,40 @@ async fn read(
     ))
 }
 
-/// Parses `If-Match: 3`, `If-Match: "3"` or `If-Match: W/"3"`.
+/// Parses `If-Match: 3`, `If-Match: "3"`, `If-Match: W/"3"` or `If-Match: *` (any version).
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or_default().trim();
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<i64>().map(Some).map_err(|_| {
-        Error::Invalid(format!(
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let version = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    let digits = (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
+    match version.parse::<i64>() {
+        Ok(n) if digits => Ok(Some(n)),
+        _ => Err(Error::Invalid(format!(
             "If-Match must be an instance version such as \"3\", not `{text}`"
-        ))
-    })
+        ))),
+    }
 }
 
+/// Changes an instance; its `updated` callbacks are queued in the same commit.
+#[utoipa::path(patch, path = "/instances/{id}",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's ID."),
+        ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?("[0-9]{1,18}"|[0-9]{1,18}))$"#, description = "Change only if the instance is still at this version (its `ETag`); `*` for any."),
+    ),
+    request_body = Patch, responses(
+    (status = 200, description = "The changed instance; `ETag` is its new version.", body = InstanceRecord, headers(("ETag" = String, description = "The instance's version, for `If-Match`."))),
+    (status = 404, description = "No such instance.", body = ErrorBody),
+    (status = 412, description = "The instance is no longer at the `If-Match` version.", body = ErrorBody),
+))]
 async fn update(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -145,6 +196,11 @@ async fn update(
     Ok(with_etag(StatusCode::OK, updated.instance))
 }
 
+/// Moves an instance to the recycle bin; its `deleted` callbacks are queued in the same commit.
+#[utoipa::path(delete, path = "/instances/{id}", params(("id" = InstanceId, Path, description = "The instance's ID.")), responses(
+    (status = 204, description = "Deleted."),
+    (status = 404, description = "No such instance.", body = ErrorBody),
+))]
 async fn remove(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -155,6 +211,12 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Brings an instance back from the recycle bin; its `created` callbacks fire again.
+#[utoipa::path(post, path = "/instances/{id}/restore", params(("id" = InstanceId, Path, description = "The instance's ID.")), responses(
+    (status = 200, description = "The restored instance.", body = InstanceRecord, headers(("ETag" = String, description = "The instance's version, for `If-Match`."))),
+    (status = 404, description = "No such instance.", body = ErrorBody),
+    (status = 409, description = "The instance is not in the recycle bin.", body = ErrorBody),
+))]
 async fn restore(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -167,12 +229,16 @@ async fn restore(
     ))
 }
 
+/// Lists deleted instances, most recently deleted first; each is purged after the retention.
+#[utoipa::path(get, path = "/recycle-bin", params(Paging), responses(
+    (status = 200, description = "A page of deleted instances.", body = Page<InstanceRecord>),
+))]
 async fn recycle_bin(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiQuery(paging): ApiQuery<Paging>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<InstanceRecord>>> {
     let (cursor, limit) = paging.parse()?;
     let page = herald.recycle_bin(&caller, cursor, limit).await?;
-    Ok(Json(super::page_json(page.items, page.next_cursor)))
+    Ok(Json(Page::new(page.items, page.next_cursor)))
 }

@@ -36,6 +36,14 @@ macro_rules! routes {
         pub(super) fn router() -> axum::Router<crate::service::Herald> {
             axum::Router::new()$(.route($path, axum::routing::$method($handler)))+
         }
+
+        /// This module's part of the OpenAPI document, from its handlers' `#[utoipa::path]`.
+        pub(super) fn openapi() -> utoipa::openapi::OpenApi {
+            #[derive(utoipa::OpenApi)]
+            #[openapi(paths($($handler),+))]
+            struct Doc;
+            <Doc as utoipa::OpenApi>::openapi()
+        }
     };
 }
 
@@ -45,7 +53,9 @@ pub mod error;
 mod extract;
 pub mod idempotency;
 mod instances;
+pub mod openapi;
 mod processes;
+pub mod schema;
 mod users;
 mod webhooks;
 
@@ -54,7 +64,7 @@ use crate::service::Herald;
 use axum::Router;
 use axum::http::StatusCode;
 use error::HttpError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `GET /readyz`, for load balancers and orchestrators, without a token: 200 when this node
@@ -96,14 +106,21 @@ pub fn routes() -> Vec<(&'static str, String, Access)> {
         .collect()
 }
 
-/// All API routes, with JSON answers for unknown routes and methods.
-pub fn router() -> Router<Herald> {
+/// All API routes, with JSON answers for unknown routes and methods. `Idempotency-Key` is
+/// honoured on the routes themselves only, so an unknown route or method gets its 404 or 405
+/// whatever key it carries.
+pub fn router(herald: Herald) -> Router<Herald> {
     let v1 = Router::new()
         .merge(webhooks::router())
         .merge(processes::router())
         .merge(instances::router())
         .merge(deliveries::router())
         .merge(users::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            herald,
+            idempotency::layer,
+        ))
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .method_not_allowed_fallback(|| async {
             HttpError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
@@ -138,10 +155,15 @@ pub async fn metrics(
 }
 
 /// `?limit=&cursor=` of a list.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Paging {
+    /// How many items a page holds: 1 to 200, 50 when not given.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// The previous page's `nextCursor`.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -165,15 +187,15 @@ impl Paging {
         };
         let cursor = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(text.parse::<i64>().map_err(|_| {
-                Error::Invalid("`cursor` is not a cursor this API returned".into())
-            })?),
+            Some(text) => Some(
+                text.parse::<i64>()
+                    .ok()
+                    .filter(|_| text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        Error::Invalid("`cursor` is not a cursor this API returned".into())
+                    })?,
+            ),
         };
         Ok((cursor, limit))
     }
-}
-
-/// `{"items": [...], "nextCursor": "..." | null}`.
-pub(crate) fn page_json<T: Serialize>(items: Vec<T>, next_cursor: Option<i64>) -> Value {
-    json!({"items": items, "nextCursor": next_cursor.map(|c| c.to_string())})
 }

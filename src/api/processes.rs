@@ -1,6 +1,7 @@
 //! `/api/v1/processes`: create, list and read processes.
 
 use super::extract::{ApiJson, Auth};
+use super::schema::{ErrorBody, Items};
 use crate::domain::{Millis, ProcessName, ProcessTitle};
 use crate::error::Result;
 use crate::service::Herald;
@@ -16,15 +17,19 @@ routes! {
     get "/processes/{name}" => read, Member;
 }
 
-#[derive(Deserialize)]
+/// A new process.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewProcess {
+    #[schema(value_type = ProcessName)]
     name: String,
+    /// One line, at most 200 characters.
+    #[schema(example = "Leave request")]
     title: String,
 }
 
 /// A process as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessView {
     name: String,
@@ -46,6 +51,11 @@ impl From<ProcessRecord> for ProcessView {
     }
 }
 
+/// Creates a process.
+#[utoipa::path(post, path = "/processes", request_body = NewProcess, responses(
+    (status = 201, description = "The new process.", body = ProcessView),
+    (status = 409, description = "A process of this name exists.", body = ErrorBody),
+))]
 async fn create(
     State(herald): State<Herald>,
     Auth(caller): Auth,
@@ -57,16 +67,28 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
-async fn list(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<serde_json::Value>> {
+/// Lists every process.
+#[utoipa::path(get, path = "/processes", responses(
+    (status = 200, description = "Every process.", body = Items<ProcessView>),
+))]
+async fn list(
+    State(herald): State<Herald>,
+    Auth(caller): Auth,
+) -> Result<Json<Items<ProcessView>>> {
     let items: Vec<ProcessView> = herald
         .processes(&caller)
         .await?
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
+/// Reads one process.
+#[utoipa::path(get, path = "/processes/{name}", params(("name" = ProcessName, Path, description = "The process's name.")), responses(
+    (status = 200, description = "The process.", body = ProcessView),
+    (status = 404, description = "No such process.", body = ErrorBody),
+))]
 async fn read(
     State(herald): State<Herald>,
     Auth(caller): Auth,

@@ -1,13 +1,15 @@
 //! `GET/PUT /api/v1/webhooks`: the "Instance Callback URLs" settings.
 
 use super::extract::{ApiJson, Auth};
-use crate::domain::{CallbackFormat, EventType, WebhookSettings};
+use super::schema::ErrorBody;
+use crate::domain::{
+    AttemptOutcome, CallbackFormat, DeliveryId, EventType, Millis, WebhookSettings,
+};
 use crate::error::{Error, Result};
-use crate::service::Herald;
+use crate::service::{Herald, RemovedUrl};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 routes! {
     get "/webhooks" => read, Manager;
@@ -19,139 +21,237 @@ routes! {
     post "/webhooks/secret/rotate" => rotate, Manager;
 }
 
-fn keys_json(keys: &crate::domain::SigningKeys) -> serde_json::Value {
-    serde_json::json!({
-        "secret": keys.current.expose(),
-        "previousSecret": keys.previous.as_ref().map(|p| p.expose()),
-    })
+/// The signing secrets receivers verify callbacks with.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SigningSecrets {
+    /// Signs every callback (`whsec_` and base64).
+    secret: String,
+    /// The secret before the last rotation, which also signs callbacks for 24 hours after it.
+    previous_secret: Option<String>,
+}
+
+impl From<crate::domain::SigningKeys> for SigningSecrets {
+    fn from(keys: crate::domain::SigningKeys) -> Self {
+        Self {
+            secret: keys.current.expose().to_owned(),
+            previous_secret: keys.previous.as_ref().map(|p| p.expose().to_owned()),
+        }
+    }
 }
 
 /// The signing secret receivers verify callbacks with (and the previous one while it still signs).
-async fn secret(
-    State(herald): State<Herald>,
-    Auth(caller): Auth,
-) -> Result<Json<serde_json::Value>> {
-    Ok(Json(keys_json(&herald.signing_keys(&caller).await?)))
+#[utoipa::path(get, path = "/webhooks/secret", responses(
+    (status = 200, description = "The signing secrets.", body = SigningSecrets),
+))]
+async fn secret(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<SigningSecrets>> {
+    Ok(Json(herald.signing_keys(&caller).await?.into()))
 }
 
 /// Replaces the signing secret; for 24 hours callbacks carry signatures with both.
-async fn rotate(
-    State(herald): State<Herald>,
-    Auth(caller): Auth,
-) -> Result<Json<serde_json::Value>> {
-    Ok(Json(keys_json(
-        &herald.rotate_signing_secret(&caller).await?,
-    )))
+#[utoipa::path(post, path = "/webhooks/secret/rotate", responses(
+    (status = 200, description = "The new secret and the one it replaces.", body = SigningSecrets),
+))]
+async fn rotate(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<SigningSecrets>> {
+    Ok(Json(herald.rotate_signing_secret(&caller).await?.into()))
 }
 
-#[derive(Deserialize)]
+/// A test callback to send now.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TestBody {
+    #[schema(value_type = EventType)]
     event_type: String,
+    #[schema(example = "https://hooks.example.com/herald")]
     url: String,
 }
 
+/// What a test callback came to.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TestOutcome {
+    delivery_id: DeliveryId,
+    event_type: EventType,
+    /// The made-up instance the test callback names.
+    instance_id: String,
+    /// The URL called, without credentials.
+    url: String,
+    succeeded: bool,
+    outcome: AttemptOutcome,
+    status_code: Option<i64>,
+    duration_ms: i64,
+    error: Option<String>,
+    /// The start of the receiver's answer.
+    response_excerpt: Option<String>,
+}
+
 /// Calls a URL now with a test callback and answers with the outcome.
+#[utoipa::path(post, path = "/webhooks/test", request_body = TestBody, responses(
+    (status = 200, description = "The attempt's outcome, whether the receiver took it or not.", body = TestOutcome),
+))]
 async fn test(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<TestBody>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<TestOutcome>> {
     let event = EventType::parse(&body.event_type)?;
     let url = crate::domain::CallbackUrl::parse(&body.url)
         .map_err(|e| Error::Invalid(format!("url: {e}")))?;
     let outcome = herald.test_callback(&caller, event, &url).await?;
-    let a = &outcome.attempt;
-    Ok(Json(serde_json::json!({
-        "deliveryId": outcome.delivery_id,
-        "eventType": event,
-        "instanceId": outcome.instance_id,
-        "url": url.redacted(),
-        "succeeded": a.outcome == crate::domain::AttemptOutcome::Success,
-        "outcome": a.outcome.as_str(),
-        "statusCode": a.status_code,
-        "durationMs": a.duration_ms,
-        "error": a.error,
-        "responseExcerpt": a.response_excerpt,
-    })))
+    let a = outcome.attempt;
+    Ok(Json(TestOutcome {
+        delivery_id: outcome.delivery_id,
+        event_type: event,
+        instance_id: outcome.instance_id,
+        url: url.redacted(),
+        succeeded: a.outcome == AttemptOutcome::Success,
+        outcome: a.outcome,
+        status_code: a.status_code,
+        duration_ms: a.duration_ms,
+        error: a.error,
+        response_excerpt: a.response_excerpt,
+    }))
 }
 
-/// The health of each destination URL that has failed at least once.
-async fn health(
-    State(herald): State<Herald>,
-    Auth(caller): Auth,
-) -> Result<Json<serde_json::Value>> {
-    let items: Vec<serde_json::Value> = herald
+/// Where a destination URL stands.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum DestinationState {
+    /// Its last attempt succeeded.
+    Healthy,
+    /// Its last attempts failed, but the breaker is closed.
+    Failing,
+    /// The circuit breaker holds its deliveries until `pausedUntil`.
+    Paused,
+    /// Its receiver answered 410 Gone; no new callbacks are queued to it.
+    Disabled,
+}
+
+/// One destination URL that has failed at least once.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DestinationHealth {
+    /// Without credentials.
+    url: String,
+    state: DestinationState,
+    consecutive_failures: i64,
+    paused_until: Option<Millis>,
+    last_success_at: Option<Millis>,
+    last_failure_at: Option<Millis>,
+    last_error: Option<String>,
+    disabled_at: Option<Millis>,
+    disabled_reason: Option<String>,
+}
+
+/// How many requests Herald lets one receiving host have at once.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct HostConcurrency {
+    host: String,
+    /// The adaptive limit now.
+    concurrency_limit: usize,
+    in_flight: usize,
+    /// The most the limit may reach (`--max-per-host`).
+    ceiling: usize,
+}
+
+/// The health of the destinations and the receiving hosts.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    items: Vec<DestinationHealth>,
+    hosts: Vec<HostConcurrency>,
+}
+
+/// The health of each destination URL that has failed at least once, and each host's
+/// concurrency limit.
+#[utoipa::path(get, path = "/webhooks/health", responses(
+    (status = 200, description = "Destinations and hosts.", body = Health),
+))]
+async fn health(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<Health>> {
+    let items = herald
         .destinations(&caller)
         .await?
         .into_iter()
         .map(|d| {
             let state = match (&d.disabled, d.open) {
-                (Some(_), _) => "disabled",
-                (None, true) => "paused",
+                (Some(_), _) => DestinationState::Disabled,
+                (None, true) => DestinationState::Paused,
                 // Its breaker is closed, but its last attempts failed.
-                (None, false) if d.consecutive_failures > 0 => "failing",
-                (None, false) => "healthy",
+                (None, false) if d.consecutive_failures > 0 => DestinationState::Failing,
+                (None, false) => DestinationState::Healthy,
             };
-            serde_json::json!({
-                "url": crate::domain::webhook::redact(&d.url),
-                "state": state,
-                "consecutiveFailures": d.consecutive_failures,
-                "pausedUntil": d.paused_until.filter(|_| d.open),
-                "lastSuccessAt": d.last_success_at,
-                "lastFailureAt": d.last_failure_at,
-                "lastError": d.last_error,
-                "disabledAt": d.disabled.as_ref().map(|(at, _)| *at),
-                "disabledReason": d.disabled.as_ref().map(|(_, why)| why),
-            })
+            let (disabled_at, disabled_reason) = d.disabled.unzip();
+            DestinationHealth {
+                url: crate::domain::webhook::redact(&d.url),
+                state,
+                consecutive_failures: d.consecutive_failures,
+                paused_until: d.paused_until.filter(|_| d.open),
+                last_success_at: d.last_success_at,
+                last_failure_at: d.last_failure_at,
+                last_error: d.last_error,
+                disabled_at,
+                disabled_reason,
+            }
         })
         .collect();
     let ceiling = herald.per_host_ceiling();
-    let hosts: Vec<serde_json::Value> = herald
+    let hosts = herald
         .host_concurrency(&caller)
         .await?
         .into_iter()
-        .map(|h| {
-            serde_json::json!({
-                "host": h.host,
-                "concurrencyLimit": h.limit,
-                "inFlight": h.in_flight,
-                "ceiling": ceiling,
-            })
+        .map(|h| HostConcurrency {
+            host: h.host,
+            concurrency_limit: h.limit,
+            in_flight: h.in_flight,
+            ceiling,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items, "hosts": hosts })))
+    Ok(Json(Health { items, hosts }))
 }
 
 /// The body of `POST /webhooks/enable`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnableBody {
+    /// The URL as configured.
     url: String,
+}
+
+/// How many destinations were disabled and are now enabled.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Enabled {
+    enabled: usize,
 }
 
 /// Enables a URL disabled because its receiver answered 410 Gone (as saving the settings with
 /// it does): new events queue callbacks to it again.
+#[utoipa::path(post, path = "/webhooks/enable", request_body = EnableBody, responses(
+    (status = 200, description = "How many destinations were enabled.", body = Enabled),
+    (status = 404, description = "No disabled URL is this one.", body = ErrorBody),
+))]
 async fn enable(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<EnableBody>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<Enabled>> {
     let enabled = herald.enable_destination(&caller, &body.url).await?;
-    Ok(Json(serde_json::json!({ "enabled": enabled })))
+    Ok(Json(Enabled { enabled }))
 }
 
 /// One event's slider and URLs, as the API shows and takes them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
+    /// The slider: whether this event is sent at all.
     pub enabled: bool,
+    /// The callback URLs, one per line in the dialog; each gets every event of this type.
+    #[schema(example = json!(["https://hooks.example.com/herald"]))]
     pub urls: Vec<String>,
 }
 
 /// The settings body: `created`, `updated`, `deleted` and the callback `format` (which a client
 /// may omit when saving, keeping the current one).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     pub created: EventBody,
@@ -201,16 +301,36 @@ impl SettingsBody {
     }
 }
 
+/// The settings after a save, and the URLs taken out that still have deliveries pending.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SavedSettings {
+    #[serde(flatten)]
+    settings: SettingsBody,
+    /// Cancel them with `POST /deliveries/cancel` and the URL, or let them go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pending_to_removed_urls: Vec<RemovedUrl>,
+}
+
+/// The "Instance Callback URLs" settings.
+#[utoipa::path(get, path = "/webhooks", responses(
+    (status = 200, description = "The settings.", body = SettingsBody),
+))]
 async fn read(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json<SettingsBody>> {
     let settings = herald.webhook_settings(&caller).await?;
     Ok(Json(SettingsBody::from(&settings)))
 }
 
+/// Saves the settings: every URL is checked first, and nothing is saved when any is wrong.
+#[utoipa::path(put, path = "/webhooks", request_body = SettingsBody, responses(
+    (status = 200, description = "The settings as saved.", body = SavedSettings),
+    (status = 422, description = "What is wrong with which URL (`errors`), or another invalid value.", body = ErrorBody),
+))]
 async fn replace(
     State(herald): State<Herald>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<SettingsBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SavedSettings>> {
     // Reading first checks the role before validating, so a `user` learns nothing from
     // validation errors, and gives the format to keep when the body has none.
     let current = herald.webhook_settings(&caller).await?;
@@ -218,11 +338,9 @@ async fn replace(
     let saved = herald.save_webhook_settings(&caller, &settings).await?;
     // URLs taken out whose deliveries are still pending: named, so the client can cancel them
     // (`POST /deliveries/cancel` with the URL) or let them go.
-    let removed = herald.pending_to_removed(&caller, &current, &saved).await?;
-    let mut answer =
-        serde_json::to_value(SettingsBody::from(&saved)).map_err(|e| Error::Internal(e.into()))?;
-    if !removed.is_empty() {
-        answer["pendingToRemovedUrls"] = json!(removed);
-    }
-    Ok(Json(answer))
+    let pending_to_removed_urls = herald.pending_to_removed(&caller, &current, &saved).await?;
+    Ok(Json(SavedSettings {
+        settings: SettingsBody::from(&saved),
+        pending_to_removed_urls,
+    }))
 }

@@ -16,6 +16,8 @@ pub struct DeliveryId(String);
 
 impl DeliveryId {
     pub const PREFIX: &'static str = "msg_";
+    /// What [`DeliveryId::parse`] takes, as a regular expression (for the OpenAPI document).
+    pub const PATTERN: &'static str = "^msg_[0-9a-fA-F]{32}$";
 
     pub fn generate() -> Self {
         Self(format!("{}{}", Self::PREFIX, uuid::Uuid::now_v7().simple()))
@@ -64,7 +66,7 @@ impl fmt::Display for DeliveryId {
 }
 
 /// Where a delivery stands. `Pending` covers waiting, leased and scheduled for retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
@@ -99,7 +101,7 @@ impl DeliveryStatus {
 }
 
 /// What one attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Success,

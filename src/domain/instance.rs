@@ -21,6 +21,10 @@ impl InstanceId {
         }
     }
 
+    /// What [`InstanceId::parse`] takes, as a regular expression (for the OpenAPI document),
+    /// besides the process name's length and the number's range.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9]*(-[a-z0-9]+)*-[1-9][0-9]{0,18}$";
+
     /// Parses `<process-name>-<n>`.
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         let bad = || {
@@ -228,6 +232,32 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// Strings that match a documented pattern.
+    fn matching(pattern: &str) -> impl Strategy<Value = String> {
+        let body = pattern.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(body).expect("a pattern proptest can generate from")
+    }
+
+    proptest! {
+        /// The OpenAPI document's patterns never promise what parsing refuses (beyond the
+        /// lengths and ranges they leave to parsing).
+        #[test]
+        fn the_documented_patterns_parse(
+            name in matching(ProcessName::PATTERN),
+            id in matching(InstanceId::PATTERN),
+            delivery in matching(crate::domain::DeliveryId::PATTERN),
+        ) {
+            if name.len() <= ProcessName::MAX_LEN {
+                prop_assert!(ProcessName::parse(&name).is_ok(), "{name}");
+            }
+            let (process, number) = id.rsplit_once('-').expect("a hyphen");
+            if process.len() <= ProcessName::MAX_LEN && number.parse::<i64>().is_ok() {
+                prop_assert!(InstanceId::parse(&id).is_ok(), "{id}");
+            }
+            prop_assert!(crate::domain::DeliveryId::parse(&delivery).is_ok(), "{delivery}");
+        }
+    }
 
     #[test]
     fn instance_ids() {

@@ -10,6 +10,9 @@ pub struct ProcessName(String);
 impl ProcessName {
     /// Longest name accepted.
     pub const MAX_LEN: usize = 64;
+    /// What [`ProcessName::parse`] takes, as a regular expression (for the OpenAPI document),
+    /// besides the length.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9]*(-[a-z0-9]+)*$";
 
     /// Parses a name, saying which rule it breaks.
     pub fn parse(text: &str) -> Result<Self, Invalid> {

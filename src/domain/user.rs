@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A user's system role. Only administrators and developers configure webhooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Administrator,

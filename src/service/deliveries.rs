@@ -16,6 +16,30 @@ pub struct SearchText<'a> {
     pub until: Option<&'a str>,
 }
 
+impl SearchText<'_> {
+    /// Refuses an empty field, for the API, where a filter left out is absent (the UI's forms
+    /// send empty fields for "any").
+    pub fn strict(self) -> Result<Self> {
+        let fields = [
+            ("status", self.status),
+            ("eventType", self.event_type),
+            ("instanceId", self.instance_id),
+            ("url", self.url),
+            ("since", self.since),
+            ("until", self.until),
+        ];
+        match fields
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(str::is_empty))
+        {
+            Some((name, _)) => Err(Error::Invalid(format!(
+                "`{name}` is empty; leave it out instead"
+            ))),
+            None => Ok(self),
+        }
+    }
+}
+
 /// The delivery log's filters, parsed. `url` is a piece of a URL as Herald shows it, without
 /// credentials or fragment, so a filter can never probe what the listing hides (issue 19,
 /// item 9).

@@ -219,7 +219,7 @@ fn pending_to_filter(url: &str) -> crate::storage::DeliveryFilter {
 pub const PENDING_COUNTED: usize = 1000;
 
 /// A URL the settings no longer list, with deliveries still pending to it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemovedUrl {
     /// As configured (credentials included): what a cancel names.

@@ -73,7 +73,7 @@ impl UserChange {
 }
 
 /// A user as listings show it (never the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRecord {
     pub email: String,
@@ -96,7 +96,7 @@ pub struct ProcessRecord {
 
 /// A stored instance. Its JSON form (camelCase) is what the API returns and what the event
 /// snapshot keeps.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecord {
     pub id: InstanceId,

@@ -77,32 +77,37 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
+/// A compiled-in asset, cached for five minutes.
+fn asset(content_type: &'static str, body: &'static str) -> axum::routing::MethodRouter<Herald> {
+    axum::routing::get(move || async move {
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            body,
+        )
+    })
+}
+
 /// All UI routes and assets.
 pub fn router() -> Router<Herald> {
+    const JS: &str = "text/javascript; charset=utf-8";
     pages::router()
         .route(
             "/assets/app.css",
-            axum::routing::get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-                        (header::CACHE_CONTROL, "max-age=300"),
-                    ],
-                    include_str!("assets/app.css"),
-                )
-            }),
+            asset("text/css; charset=utf-8", include_str!("assets/app.css")),
         )
+        .route("/assets/app.js", asset(JS, include_str!("assets/app.js")))
         .route(
-            "/assets/app.js",
-            axum::routing::get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                        (header::CACHE_CONTROL, "max-age=300"),
-                    ],
-                    include_str!("assets/app.js"),
-                )
-            }),
+            "/assets/api-reference.js",
+            asset(JS, include_str!("assets/api-reference.js")),
+        )
+        // The API reference, rendered in the browser from `/api/v1/openapi.json`; like the
+        // document, it needs no sign-in.
+        .route(
+            "/api/docs",
+            axum::routing::get(|| async { Html(include_str!("assets/api.html")) }),
         )
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A headless Chromium with its own ChromeDriver and profile, closed on drop.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    async fn start(width: u32, height: u32) -> Self {
+    pub(crate) async fn start(width: u32, height: u32) -> Self {
         let chrome =
             std::env::var("HERALD_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let driver_path = std::env::var("HERALD_TEST_CHROMEDRIVER")
@@ -82,7 +82,7 @@ impl Browser {
         }
     }
 
-    fn c(&self) -> &Client {
+    pub(crate) fn c(&self) -> &Client {
         self.client.as_ref().unwrap()
     }
 
@@ -112,7 +112,7 @@ impl Browser {
         self.wait_for_text("h1", "Processes").await;
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.c()
             .find(Locator::Css(css))
             .await
@@ -123,7 +123,7 @@ impl Browser {
     }
 
     /// Waits until an element matching `css` contains `text`.
-    async fn wait_for_text(&self, css: &str, text: &str) {
+    pub(crate) async fn wait_for_text(&self, css: &str, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(found) = self.c().find_all(Locator::Css(css)).await {
@@ -163,14 +163,14 @@ impl Browser {
             == json!(true)
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.c().screenshot().await.unwrap();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(client) = self.client.take() {
             let _ = client.close().await;
         }

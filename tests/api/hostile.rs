@@ -163,3 +163,44 @@ on_both_backends!(
     #[tokio::test]
     hostile_strings_read_back_exactly
 );
+
+/// An empty query value or filter field is refused, naming it, instead of being read as "not
+/// given": what the API takes is what its OpenAPI document says. A cursor is only digits.
+#[tokio::test]
+async fn empty_and_malformed_filters_are_refused_by_name() {
+    let app = TestApp::spawn().await;
+    app.process("p").await;
+    for (path, named) in [
+        ("/api/v1/deliveries?status=", "`status`"),
+        ("/api/v1/deliveries?limit=5&until=", "`until`"),
+        ("/api/v1/processes/p/instances?cursor=", "`cursor`"),
+        ("/api/v1/processes/p/instances?cursor=%2B5", "`cursor`"),
+        ("/api/v1/recycle-bin?cursor=-1", "`cursor`"),
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(named),
+            "{path}: {body}"
+        );
+    }
+    for action in ["cancel", "redeliver"] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/deliveries/{action}"),
+                json!({"instanceId": "p-1", "status": ""}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("`status`"),
+            "{body}"
+        );
+    }
+    let (status, body) = app.get("/api/v1/processes/p/instances?cursor=12").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a cursor of digits is taken: {body}"
+    );
+}

@@ -164,3 +164,43 @@ async fn a_refused_write_is_answered_the_same_on_retry() {
     }
     assert_eq!(replayed, [false, true]);
 }
+
+/// A key on a method no route takes gets the 405 and is not spent: the same key then works
+/// for the write it was meant for (Schemathesis found a 405 stored as the key's answer).
+#[tokio::test]
+async fn a_key_on_an_unknown_method_is_not_spent() {
+    let app = TestApp::spawn().await;
+    let admin = app.token.clone();
+    let body = json!({"name": "p", "title": "P"});
+    let (status, _, err) = keyed(
+        &app,
+        Method::PUT,
+        "/api/v1/processes",
+        &admin,
+        "key-1",
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{err}");
+    let (status, _, err) = keyed(
+        &app,
+        Method::DELETE,
+        "/api/v1/no-such-route",
+        &admin,
+        "key-1",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    let (status, headers, created) = keyed(
+        &app,
+        Method::POST,
+        "/api/v1/processes",
+        &admin,
+        "key-1",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(!headers.contains_key("idempotent-replayed"));
+}

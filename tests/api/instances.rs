@@ -118,6 +118,33 @@ async fn instances_are_numbered_per_process_and_versioned() {
     assert_eq!(status, StatusCode::OK, "{ok}");
     assert_eq!(ok["status"], "Approval");
     assert_eq!(headers["etag"], "\"3\"");
+    for (if_match, expected) in [
+        ("*", StatusCode::OK),
+        ("W/\"4\"", StatusCode::OK),
+        ("", StatusCode::UNPROCESSABLE_ENTITY),
+        ("\"\"4\"\"", StatusCode::UNPROCESSABLE_ENTITY),
+        ("-4", StatusCode::UNPROCESSABLE_ENTITY),
+        ("four", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (status, _, body) = app
+            .call_full(
+                Method::PATCH,
+                "/api/v1/instances/leave-request-3",
+                Some(&app.token),
+                Some(json!({"status": format!("Seen {if_match}")})),
+                &[("if-match", if_match)],
+            )
+            .await;
+        assert_eq!(status, expected, "If-Match: {if_match}: {body}");
+        if status != StatusCode::OK {
+            assert!(
+                body["message"].as_str().unwrap().contains("If-Match"),
+                "{body}"
+            );
+        }
+    }
+    let (_, now) = app.get("/api/v1/instances/leave-request-3").await;
+    assert_eq!(now["version"], 5, "two changes taken, four refused");
 
     let (_, page1) = app
         .get("/api/v1/processes/leave-request/instances?limit=2")

@@ -10,6 +10,7 @@ mod concurrency;
 mod db;
 mod backpressure;
 mod cancel;
+mod conformance;
 mod delivery;
 mod fanout;
 mod faults;
