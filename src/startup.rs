@@ -72,7 +72,11 @@ pub async fn bootstrap(
         password_hash: password.hash(),
     };
     let created = store
-        .bootstrap(DEFAULT_WORKSPACE, &admin, &token.hash())
+        .bootstrap(
+            DEFAULT_WORKSPACE,
+            &admin,
+            &crate::storage::NewToken::first(&token),
+        )
         .await
         .context("creating the first workspace")?;
     if !created && config.admin_token.is_some() {

@@ -1,12 +1,12 @@
 //! Extractors whose rejections use Herald's JSON error body, and the caller's identity.
 
 use super::error::HttpError;
-use crate::domain::ApiToken;
+use crate::domain::{ApiToken, TokenScope};
 use crate::error::Error;
 use crate::service::Herald;
 use crate::storage::Caller;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -88,7 +88,8 @@ fn query_rejection(rejection: QueryRejection) -> HttpError {
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`. A handler that takes one
-/// can only be reached with a valid token of an active user.
+/// can only be reached with a valid, unexpired token of an active user whose scope allows the
+/// route (read from the route tables by the matched path).
 pub struct Auth(pub Caller);
 
 impl FromRequestParts<Herald> for Auth {
@@ -99,7 +100,25 @@ impl FromRequestParts<Herald> for Auth {
         herald: &Herald,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or(Error::Unauthenticated)?;
-        Ok(Self(herald.authenticate(&token).await?))
+        let caller = herald.authenticate(&token).await?;
+        if caller.scope != TokenScope::All {
+            let method = parts.method.as_str().to_ascii_lowercase();
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            let area = route.and_then(|path| super::area(&method, path));
+            let write = parts.method != axum::http::Method::GET;
+            if !area.is_some_and(|area| caller.scope.allows(area, write)) {
+                return Err(Error::Forbidden(format!(
+                    "this token's scope, `{}`, does not allow {} {}",
+                    caller.scope,
+                    parts.method,
+                    route.unwrap_or("this route")
+                )));
+            }
+        }
+        Ok(Self(caller))
     }
 }
 

@@ -56,9 +56,11 @@ mod instances;
 pub mod openapi;
 mod processes;
 pub mod schema;
+mod tokens;
 mod users;
 mod webhooks;
 
+use crate::domain::Area;
 use crate::error::{Error, Result};
 use crate::service::Herald;
 use axum::Router;
@@ -92,18 +94,43 @@ pub const METRICS: RouteSpec = RouteSpec {
 /// Every API route as a client calls it: the `/api/v1` routes with their prefix, and
 /// `/metrics`.
 pub fn routes() -> Vec<(&'static str, String, Access)> {
+    areas()
+        .into_iter()
+        .map(|(method, path, access, _)| (method, path, access))
+        .collect()
+}
+
+/// Every API route with what it works on, for token scopes: the one list `routes` and
+/// [`area`] read.
+pub(crate) fn areas() -> Vec<(&'static str, String, Access, Area)> {
     let v1 = [
-        webhooks::ROUTES,
-        processes::ROUTES,
-        instances::ROUTES,
-        deliveries::ROUTES,
-        users::ROUTES,
+        (webhooks::ROUTES, Area::Webhooks),
+        (processes::ROUTES, Area::Instances),
+        (instances::ROUTES, Area::Instances),
+        (deliveries::ROUTES, Area::Webhooks),
+        (users::ROUTES, Area::Users),
+        (tokens::ROUTES, Area::Tokens),
     ];
     v1.into_iter()
-        .flatten()
-        .map(|r| (r.method, format!("/api/v1{}", r.path), r.access))
-        .chain([(METRICS.method, METRICS.path.to_owned(), METRICS.access)])
+        .flat_map(|(routes, area)| routes.iter().map(move |r| (r, area)))
+        .map(|(r, area)| (r.method, format!("/api/v1{}", r.path), r.access, area))
+        .chain([(
+            METRICS.method,
+            METRICS.path.to_owned(),
+            METRICS.access,
+            Area::Webhooks,
+        )])
         .collect()
+}
+
+/// What the route of `method` (lower case) and matched `path` works on.
+pub(crate) fn area(method: &str, path: &str) -> Option<Area> {
+    static AREAS: std::sync::LazyLock<Vec<(&'static str, String, Access, Area)>> =
+        std::sync::LazyLock::new(areas);
+    AREAS
+        .iter()
+        .find(|(m, p, _, _)| *m == method && p == path)
+        .map(|(_, _, _, area)| *area)
 }
 
 /// All API routes, with JSON answers for unknown routes and methods. `Idempotency-Key` is
@@ -116,6 +143,7 @@ pub fn router(herald: Herald) -> Router<Herald> {
         .merge(instances::router())
         .merge(deliveries::router())
         .merge(users::router())
+        .merge(tokens::router())
         .route_layer(axum::middleware::from_fn_with_state(
             herald,
             idempotency::layer,

@@ -5,7 +5,8 @@
 //! can give, and `Idempotency-Key` on writes.
 
 use super::schema::ErrorBody;
-use super::{Access, deliveries, instances, processes, users, webhooks};
+use super::{Access, deliveries, instances, processes, tokens, users, webhooks};
+use crate::domain::{Area, TokenScope};
 use std::sync::LazyLock;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn, PathItem};
@@ -29,7 +30,7 @@ answered as the first time and done once. Errors are `{\"code\", \"message\"}` w
 `code`.";
 
 /// The resource modules and the tag their routes carry.
-fn parts() -> [(&'static str, &'static str, OpenApi); 5] {
+fn parts() -> [(&'static str, &'static str, OpenApi); 6] {
     [
         (
             "processes",
@@ -55,6 +56,11 @@ fn parts() -> [(&'static str, &'static str, OpenApi); 5] {
             "users",
             "The workspace's users and their roles.",
             users::openapi(),
+        ),
+        (
+            "tokens",
+            "The caller's own API tokens: named, scoped, optionally expiring.",
+            tokens::openapi(),
         ),
     ]
 }
@@ -111,12 +117,12 @@ fn build() -> OpenApi {
         super::METRICS.path.to_owned(),
         PathItem::new(HttpMethod::Get, metrics_operation()),
     );
-    for (method, path, access) in super::routes() {
+    for (method, path, access, area) in super::areas() {
         let Some(item) = doc.paths.paths.get_mut(&path) else {
             continue; // The test of the document names any route it lacks.
         };
         if let Some((_, operation)) = operations_mut(item).find(|(m, _)| *m == method) {
-            shared_answers(operation, method, access);
+            shared_answers(operation, method, access, area);
         }
     }
     doc
@@ -145,8 +151,9 @@ fn components() -> Components {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "An API token: `herald users add` or the Users page give one per user, \
-                     or the operator's `HERALD_ADMIN_TOKEN`.",
+                    "An API token: each user gets one with their account (`herald users add`, \
+                     the Users page, or the operator's `HERALD_ADMIN_TOKEN` for the first \
+                     administrator) and makes more with `POST /api/v1/tokens`.",
                 ))
                 .build(),
         )),
@@ -249,7 +256,7 @@ fn error_response(description: &str, retry_after: bool) -> Response {
 
 /// Adds what every route shares to one operation: the error answers it can give beyond its
 /// own, `Idempotency-Key` on writes, and who may call it.
-fn shared_answers(operation: &mut Operation, method: &str, access: Access) {
+fn shared_answers(operation: &mut Operation, method: &str, access: Access, area: Area) {
     let write = method != "get";
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let takes_input = operation.request_body.is_some() || !parameters.is_empty();
@@ -314,11 +321,19 @@ fn shared_answers(operation: &mut Operation, method: &str, access: Access) {
         Access::Manager => "administrators and developers",
         Access::Administrator => "administrators",
     };
+    let scopes: Vec<String> = TokenScope::ALL
+        .into_iter()
+        .filter(|scope| scope.allows(area, write))
+        .map(|scope| format!("`{scope}`"))
+        .collect();
     let description = operation.description.take().unwrap_or_default();
     operation.description = Some(
-        format!("{description}\n\nWho may call: {who}.")
-            .trim_start()
-            .to_owned(),
+        format!(
+            "{description}\n\nWho may call: {who}, with a token of scope {}.",
+            scopes.join(" or ")
+        )
+        .trim_start()
+        .to_owned(),
     );
 }
 

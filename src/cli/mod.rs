@@ -1,5 +1,6 @@
 //! The command line: `herald serve | migrate | backup | users … | config …`.
 
+mod tokens;
 mod users;
 
 use crate::config::{self, FileConfig, Overrides};
@@ -46,6 +47,9 @@ enum Command {
     /// Manage users: add, list, set-role, deactivate, reactivate, reset-password.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Manage a user's API tokens: list, create, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Print an example configuration, or check the one in use without starting.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -150,6 +154,7 @@ impl Cli {
             Command::Serve(args) => serve(file, args).await,
             Command::Migrate(db) => migrate(file, db).await,
             Command::Users(command) => command.run(file).await,
+            Command::Tokens(command) => command.run(file).await,
             Command::Config(ConfigCommand::Example) => {
                 print!("{}", config::example());
                 Ok(())

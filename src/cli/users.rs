@@ -6,7 +6,7 @@ use super::{DbArgs, database_url};
 use crate::config::FileConfig;
 use crate::domain::{ApiToken, DisplayName, Email, Password, Role};
 use crate::startup::{self, DEFAULT_WORKSPACE};
-use crate::storage::{self, NewUser, Store, UserChange, WorkspaceId};
+use crate::storage::{self, NewToken, NewUser, Store, UserChange, WorkspaceId};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::sync::Arc;
@@ -87,7 +87,10 @@ impl UsersCommand {
 }
 
 /// The store, migrated, and its default workspace.
-async fn open(file: &FileConfig, db: DbArgs) -> anyhow::Result<(Arc<dyn Store>, WorkspaceId)> {
+pub(super) async fn open(
+    file: &FileConfig,
+    db: DbArgs,
+) -> anyhow::Result<(Arc<dyn Store>, WorkspaceId)> {
     startup::install_tls_provider();
     let url = database_url(file, db)?;
     let store = storage::open(&url).await?;
@@ -112,7 +115,7 @@ async fn add(file: FileConfig, args: AddUserArgs) -> anyhow::Result<()> {
         password_hash: password.hash(),
     };
     let id = store.create_user(workspace, &user).await?;
-    store.add_token(id, &token.hash()).await?;
+    store.add_token(id, &NewToken::first(&token)).await?;
     println!("added {} as {role} (shown once):", email.as_str());
     println!("  password:  {}", password.expose());
     println!("  API token: {}", token.expose());

@@ -12,6 +12,7 @@ pub mod process;
 pub mod retry;
 pub mod signing;
 pub mod text;
+pub mod token;
 pub mod user;
 pub mod webhook;
 
@@ -23,6 +24,7 @@ pub use instance::{InstanceData, InstanceId, InstanceStatus, UniqueId};
 pub use process::{ProcessName, ProcessTitle};
 pub use retry::{MAX_RETRY_AFTER, NextStep, RetrySchedule, next_step};
 pub use signing::{SigningKeys, SigningSecret};
+pub use token::{Area, TokenLifetime, TokenName, TokenScope};
 pub use user::{ApiToken, DisplayName, Email, Password, Role, TokenHash};
 pub use webhook::{
     CallbackFormat, CallbackUrl, EventType, UrlProblem, UrlProblems, WebhookSettings,

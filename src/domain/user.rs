@@ -169,6 +169,17 @@ impl ApiToken {
         &self.0
     }
 
+    /// What lists show of the token: `hrld_` and the next four characters of a generated
+    /// one (24 of its 238 bits); nothing of one an operator chose, which may be short.
+    pub fn shown_prefix(&self) -> String {
+        let generated = self.0.len() == Self::PREFIX.len() + 40 && self.0.starts_with(Self::PREFIX);
+        if generated {
+            self.0[..Self::PREFIX.len() + 4].to_owned()
+        } else {
+            String::new()
+        }
+    }
+
     /// The SHA-256 of the token: what storage keeps and looks up. A fast hash is right here
     /// because tokens are long random strings, not guessable passwords.
     pub fn hash(&self) -> TokenHash {

@@ -1,20 +1,34 @@
 //! Tokens, users, browser sessions.
 
 use super::*;
+use crate::storage::NewToken;
 
 impl Herald {
-    /// Resolves an API token to its caller.
+    /// Resolves an API token to its caller (an expired token is no token), and writes down
+    /// that it was used, at most once a minute per token and node, off the request's path.
     pub async fn authenticate(&self, token: &crate::domain::ApiToken) -> Result<Caller> {
         let hash = token.hash();
-        if let Some(caller) = self.callers.get(&hash) {
-            return Ok(caller);
+        let now = Millis::now();
+        let caller = match self.callers.get(&hash, now) {
+            Some(caller) => caller,
+            None => {
+                let (caller, expires) = self
+                    .store
+                    .caller_by_token(&hash, now)
+                    .await?
+                    .ok_or(Error::Unauthenticated)?;
+                self.callers.put(hash.clone(), caller.clone(), expires);
+                caller
+            }
+        };
+        if self.callers.touch_due(&hash) {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.touch_token(&hash, now).await {
+                    tracing::debug!(%error, "noting a token's use failed");
+                }
+            });
         }
-        let caller = self
-            .store
-            .caller_by_token(&hash)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
-        self.callers.put(hash, caller.clone());
         Ok(caller)
     }
 
@@ -50,7 +64,7 @@ impl Herald {
                 other => other,
             })?;
         let token = ApiToken::generate();
-        self.store.add_token(id, &token.hash()).await?;
+        self.store.add_token(id, &NewToken::first(&token)).await?;
         tracing::info!(by = %caller.email, email = %request.email.as_str(), role = %request.role, "user added");
         Ok(CreatedUser {
             user: UserRecord {

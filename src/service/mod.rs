@@ -7,11 +7,13 @@ mod idempotency;
 mod instances;
 pub mod login_guard;
 mod readiness;
+mod tokens;
 mod webhooks;
 
 pub use deliveries::{DeliverySearch, SearchText};
 pub use idempotency::KEY_LIFETIME;
 pub use readiness::WorkerRunning;
+pub use tokens::CreatedToken;
 pub use webhooks::{PENDING_COUNTED, RemovedUrl};
 
 use crate::delivery::CallbackClient;
@@ -54,11 +56,19 @@ pub struct Herald {
 /// within this time.
 pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often a token's `lastUsedAt` is written at most, per node.
+pub const TOKEN_TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A cached token: when it was looked up, its caller, and when the token expires.
+type CachedCaller = (std::time::Instant, Caller, Option<Millis>);
+
 /// API tokens resolved in the last [`TOKEN_CACHE_TTL`], so a busy client costs no query per
 /// request. Keyed by the token's hash; only successful lookups are kept.
 #[derive(Default)]
 struct CallerCache {
-    entries: std::sync::Mutex<std::collections::HashMap<TokenHash, (std::time::Instant, Caller)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<TokenHash, CachedCaller>>,
+    /// When each token's use was last written down by this node.
+    touched: std::sync::Mutex<std::collections::HashMap<TokenHash, std::time::Instant>>,
 }
 
 impl CallerCache {
@@ -66,20 +76,38 @@ impl CallerCache {
     /// grow memory).
     const MAX_ENTRIES: usize = 10_000;
 
-    fn get(&self, hash: &TokenHash) -> Option<Caller> {
+    fn get(&self, hash: &TokenHash, now: Millis) -> Option<Caller> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(hash)
-            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE_TTL)
-            .map(|(_, caller)| caller.clone())
+            .filter(|(at, _, expires)| {
+                at.elapsed() < TOKEN_CACHE_TTL && expires.is_none_or(|e| e > now)
+            })
+            .map(|(_, caller, _)| caller.clone())
     }
 
-    fn put(&self, hash: TokenHash, caller: Caller) {
+    fn put(&self, hash: TokenHash, caller: Caller, expires: Option<Millis>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(hash, (std::time::Instant::now(), caller));
+        entries.insert(hash, (std::time::Instant::now(), caller, expires));
+    }
+
+    /// Whether this token's use is due to be written down, marking it written if so.
+    fn touch_due(&self, hash: &TokenHash) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        if touched
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < TOKEN_TOUCH_EVERY)
+        {
+            return false;
+        }
+        if touched.len() >= Self::MAX_ENTRIES {
+            touched.clear();
+        }
+        touched.insert(hash.clone(), std::time::Instant::now());
+        true
     }
 
     fn clear(&self) {

@@ -2,8 +2,9 @@
 //! SQL and no backend type.
 
 use crate::domain::{
-    AttemptOutcome, CallbackFormat, DeliveryId, DeliveryStatus, Email, EventType, InstanceData,
-    InstanceId, InstanceStatus, Millis, NextStep, ProcessName, Role, Signal,
+    ApiToken, AttemptOutcome, CallbackFormat, DeliveryId, DeliveryStatus, Email, EventType,
+    InstanceData, InstanceId, InstanceStatus, Millis, NextStep, ProcessName, Role, Signal,
+    TokenHash, TokenName, TokenScope,
 };
 
 /// Internal numeric key of a workspace.
@@ -14,13 +15,66 @@ pub struct WorkspaceId(pub i64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UserId(pub i64);
 
-/// Who is calling: resolved from an API token (or, later, a session).
+/// Who is calling: resolved from an API token or a browser session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: UserId,
     pub workspace_id: WorkspaceId,
     pub email: String,
     pub role: Role,
+    /// What the token may do within the role; a session may do all the role allows.
+    pub scope: TokenScope,
+}
+
+/// A token to store: its hash and what its holder sees of it.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub hash: TokenHash,
+    pub name: TokenName,
+    /// The first characters of a generated token, or empty for one an operator chose.
+    pub prefix: String,
+    pub scope: TokenScope,
+    pub expires_at: Option<Millis>,
+}
+
+impl NewToken {
+    /// The stored form of `token`, with what its holder named and scoped it.
+    pub fn of(
+        token: &ApiToken,
+        name: TokenName,
+        scope: TokenScope,
+        expires_at: Option<Millis>,
+    ) -> Self {
+        Self {
+            hash: token.hash(),
+            name,
+            prefix: token.shown_prefix(),
+            scope,
+            expires_at,
+        }
+    }
+
+    /// The token a new user gets with their account: every right of the role, no expiry.
+    pub fn first(token: &ApiToken) -> Self {
+        Self::of(token, TokenName::first(), TokenScope::All, None)
+    }
+}
+
+/// A token as its holder's list shows it: never the secret, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    /// What `DELETE /tokens/{id}` takes.
+    pub id: i64,
+    pub name: String,
+    /// The token's first characters (`hrld_` and four more), to tell it apart; empty for a
+    /// token an operator chose.
+    pub prefix: String,
+    pub scope: TokenScope,
+    pub created_at: Millis,
+    /// To the minute: a token's use is written down at most once a minute.
+    pub last_used_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
 }
 
 /// A user to create.

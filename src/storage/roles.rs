@@ -43,7 +43,7 @@ pub trait Schema: Send + Sync + 'static {
 pub trait Accounts: Send + Sync + 'static {
     /// Creates the workspace `name` with its first administrator and token, unless a workspace
     /// already exists. Returns whether it created anything. Safe to race from several nodes.
-    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &TokenHash) -> Result<bool>;
+    async fn bootstrap(&self, name: &str, admin: &NewUser, token: &NewToken) -> Result<bool>;
 
     /// The ID of a workspace by name.
     async fn workspace_id(&self, name: &str) -> Result<Option<WorkspaceId>>;
@@ -81,11 +81,25 @@ pub trait Accounts: Send + Sync + 'static {
     /// Ends a session.
     async fn delete_session(&self, token: &TokenHash) -> Result<()>;
 
-    /// Stores a token (its hash) for a user.
-    async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()>;
+    /// Stores a token (its hash) for a user; returns its ID.
+    async fn add_token(&self, user: UserId, token: &NewToken) -> Result<i64>;
 
-    /// The active user holding this token.
-    async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>>;
+    /// A user's tokens, newest first.
+    async fn tokens(&self, user: UserId) -> Result<Vec<TokenRecord>>;
+
+    /// Deletes one of a user's tokens; `false` if the user holds no token of this ID.
+    async fn revoke_token(&self, user: UserId, id: i64) -> Result<bool>;
+
+    /// Notes that a token was used at `at`.
+    async fn touch_token(&self, token: &TokenHash, at: Millis) -> Result<()>;
+
+    /// The active user holding this token, if it has not expired by `now`, with the token's
+    /// scope and expiry.
+    async fn caller_by_token(
+        &self,
+        token: &TokenHash,
+        now: Millis,
+    ) -> Result<Option<(Caller, Option<Millis>)>>;
 }
 
 /// The callback settings and the signing secrets of a workspace.

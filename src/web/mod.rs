@@ -25,7 +25,7 @@ pub const SESSION_COOKIE: &str = "herald_session";
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let templates: [(&str, &str); 12] = [
+    let templates: [(&str, &str); 13] = [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
         ("error.html", include_str!("templates/error.html")),
@@ -38,6 +38,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("delivery.html", include_str!("templates/delivery.html")),
         ("recycle.html", include_str!("templates/recycle.html")),
         ("users.html", include_str!("templates/users.html")),
+        ("tokens.html", include_str!("templates/tokens.html")),
     ];
     for (name, source) in templates {
         env.add_template(name, source)

@@ -86,7 +86,7 @@ impl Browser {
         self.client.as_ref().unwrap()
     }
 
-    async fn login(&self, app: &TestApp, email: &str) {
+    pub(crate) async fn login(&self, app: &TestApp, email: &str) {
         self.c().goto(&format!("{}/login", app.base)).await.unwrap();
         self.c()
             .find(Locator::Css("#email"))
@@ -142,7 +142,7 @@ impl Browser {
         }
     }
 
-    async fn click_link(&self, text: &str) {
+    pub(crate) async fn click_link(&self, text: &str) {
         self.c()
             .find(Locator::LinkText(text))
             .await
@@ -184,7 +184,7 @@ impl Drop for Browser {
     }
 }
 
-async fn user(app: &TestApp, email: &str, role: &str) {
+pub(crate) async fn user(app: &TestApp, email: &str, role: &str) {
     let (status, body) = app
         .post(
             "/api/v1/users",
@@ -219,7 +219,7 @@ async fn each_role_sees_its_own_sidebar() {
         ),
         (
             "user@example.com",
-            vec!["Processes"],
+            vec!["Processes", "API tokens", "API reference"],
             vec!["Administration", "Developer", "Users", "Recycle bin"],
         ),
     ];

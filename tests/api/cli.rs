@@ -605,3 +605,75 @@ fn listening_address(
         .expect("serve prints its address");
     (addr, lines)
 }
+
+#[test]
+fn api_tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let (mut child, _) = serve(&db, &[]);
+    terminate(&mut child);
+    let tokens = |args: &[&str]| {
+        let out = herald()
+            .current_dir(dir.path())
+            .arg("tokens")
+            .args(args)
+            .args(["--database", &db, "--email", "admin@herald.local"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = tokens(&[
+        "create",
+        "--name",
+        "reports",
+        "--scope",
+        "read",
+        "--expires-in-days",
+        "7",
+    ]);
+    assert!(ok, "{err}");
+    let secret = out
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|t| t.starts_with("hrld_"))
+        .unwrap_or_else(|| panic!("the token is printed: {out}"))
+        .to_owned();
+    let (ok, list, _) = tokens(&["list"]);
+    assert!(ok);
+    let line = list
+        .lines()
+        .find(|l| l.contains("\treports\t"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains(&format!("\t{}\tread\t", &secret[..9])),
+        "{line}"
+    );
+    assert!(!list.contains(&secret[9..]), "never the secret: {list}");
+    assert!(
+        line.contains("last used never") && !line.contains("expires never"),
+        "{line}"
+    );
+
+    let (mut child, addr) = serve(&db, &[]);
+    assert_eq!(
+        reqwest::blocking_get_status(&format!("http://{addr}/api/v1/processes"), &secret),
+        200
+    );
+    terminate(&mut child);
+
+    let id = line.split('\t').next().unwrap();
+    let (ok, out, _) = tokens(&["revoke", "--id", id]);
+    assert!(ok && out.contains(&format!("token {id} revoked")), "{out}");
+    let (ok, _, err) = tokens(&["revoke", "--id", id]);
+    assert!(
+        !ok && err.contains(&format!("holds no token {id}")),
+        "{err}"
+    );
+    let (ok, _, err) = tokens(&["create", "--name", "x", "--scope", "root"]);
+    assert!(!ok && err.contains("not a token scope"), "{err}");
+}

@@ -69,7 +69,7 @@ async fn the_reference_page_renders_every_operation() {
         browser
             .text("#op-instances_create")
             .await
-            .contains("Who may call: any active user.")
+            .contains("Who may call: any active user, with a token of scope all or instances.")
     );
     browser.screenshot("api-reference").await;
     browser.close().await;

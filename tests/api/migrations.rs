@@ -2,12 +2,12 @@
 //! node refuses a schema newer than it knows, however it was recorded.
 
 use crate::db::TestDb;
-use crate::storage::{behind_herald, create, process, settings, setup};
+use crate::storage::{behind_herald, create, process, settings};
 use herald::domain::ProcessName;
 use herald::storage::{DeliveryFilter, Store};
 
 /// The newest migration of this build.
-pub(crate) const LATEST: i64 = 9;
+pub(crate) const LATEST: i64 = 10;
 
 /// Migrations 1 to 6 of each backend, as the earlier runner applied them.
 const SQLITE_UP_TO_6: [&str; 6] = [
@@ -43,6 +43,23 @@ const LEGACY_RECORD: &str = "CREATE TABLE herald_schema (version BIGINT PRIMARY 
          (1, 'initial', 0), (2, 'held_index', 0), (3, 'held_by_id', 0), (4, 'no_due_index', 0),
          (5, 'no_foreign_keys_on_the_queue', 0), (6, 'prune_indexes', 0);";
 
+/// The first administrator and their token as a build before migration 10 wrote them
+/// (the token is `conformance-token-123456`).
+const LEGACY_ACCOUNT: &str = "INSERT INTO workspaces (name, created_at) VALUES ('default', 0);
+     INSERT INTO users (workspace_id, email, display_name, role, password_hash, created_at)
+         SELECT id, 'admin@example.com', 'Admin', 'administrator', 'x', 0 FROM workspaces;
+     INSERT INTO api_tokens (user_id, token_hash, created_at)
+         SELECT id, '671d0c9ae34e154a1613e3534aae1a2ec49209756dd51d25add9c93bc86d9e61', 0 FROM users;";
+
+/// The workspace of [`LEGACY_ACCOUNT`], written behind the old store's back.
+async fn legacy_setup(
+    db: &TestDb,
+    old: &std::sync::Arc<dyn Store>,
+) -> herald::storage::WorkspaceId {
+    db.execute(LEGACY_ACCOUNT).await;
+    old.workspace_id("default").await.unwrap().unwrap()
+}
+
 /// A database at version 6, made as the earlier runner made it, with an administrator, a token
 /// and a process in it; then today's node migrates it and works on it.
 async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
@@ -61,7 +78,7 @@ async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
         err.contains("version 6") && err.contains(&format!("needs {LATEST}")),
         "{err}"
     );
-    let ws = setup(&old).await;
+    let ws = legacy_setup(&db, &old).await;
     let p = process(&old, ws, "kept").await;
     drop(old);
 
@@ -70,6 +87,26 @@ async fn a_database_of_the_earlier_runner_upgrades_in_place(db: TestDb) {
     // What was there is still there, and what version 7 added works: a URL disabled by a 410
     // is skipped (its `destinations` columns are new).
     assert!(store.process(ws, &p).await.unwrap().is_some());
+    // The token made before migration 10 works as it did: every right of the role, no expiry.
+    let token = herald::domain::ApiToken::parse("conformance-token-123456").unwrap();
+    let (caller, expires) = store
+        .caller_by_token(&token.hash(), herald::domain::Millis::now())
+        .await
+        .unwrap()
+        .expect("the old token still resolves");
+    assert_eq!(
+        (caller.scope, expires),
+        (herald::domain::TokenScope::All, None)
+    );
+    let listed = store.tokens(caller.user_id).await.unwrap();
+    assert_eq!(
+        (
+            listed.len(),
+            listed[0].name.as_str(),
+            listed[0].prefix.as_str()
+        ),
+        (1, "first token", "")
+    );
     store
         .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
         .await
@@ -121,7 +158,7 @@ async fn the_deliveries_table_keeps_every_row_and_attempt_through_migration_9(db
     db.execute(LEGACY_RECORD).await;
     db.execute("INSERT INTO herald_schema (version, name, applied_at) VALUES (7, 'disabled_destinations', 0), (8, 'idempotency_keys', 0)")
         .await;
-    let ws = setup(&old).await;
+    let ws = legacy_setup(&db, &old).await;
     let p = process(&old, ws, "kept").await;
     old.save_webhook_settings(
         ws,

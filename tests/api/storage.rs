@@ -4,12 +4,13 @@
 use crate::db::{TestDb, postgres_skipped};
 use herald::domain::{
     AttemptOutcome, BreakerPolicy, CallbackUrl, DeliveryStatus, Email, EventType, InstanceData,
-    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, Signal, WebhookSettings,
+    InstanceId, InstanceStatus, Millis, ProcessName, ProcessTitle, Role, Signal, TokenName,
+    TokenScope, WebhookSettings,
 };
 use herald::storage::{
     AttemptRecord, AttemptResult, BREAKER_CHUNK, BreakerStep, ClaimRequest, DeliveryFilter,
-    ExactUrls, HELD, HOLD_CHUNK, InstanceUpdate, NewUser, NextStep, Pruned, Store, Unfinished,
-    UserChange, WorkspaceId, Written,
+    ExactUrls, HELD, HOLD_CHUNK, InstanceUpdate, NewToken, NewUser, NextStep, Pruned, Store,
+    Unfinished, UserChange, UserId, WorkspaceId, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ pub(crate) async fn setup(store: &Arc<dyn Store>) -> WorkspaceId {
     let token = herald::domain::ApiToken::parse("conformance-token-123456").unwrap();
     assert!(
         store
-            .bootstrap("default", &admin, &token.hash())
+            .bootstrap("default", &admin, &NewToken::first(&token))
             .await
             .unwrap()
     );
@@ -178,27 +179,29 @@ async fn bootstrap_happens_once_and_tokens_resolve(store: Arc<dyn Store>) {
     let token = herald::domain::ApiToken::generate();
     assert!(
         !store
-            .bootstrap("default", &again, &token.hash())
+            .bootstrap("default", &again, &NewToken::first(&token))
             .await
             .unwrap(),
         "only the first bootstrap creates"
     );
-    let caller = store
+    let now = Millis::now();
+    let (caller, expires) = store
         .caller_by_token(
             &herald::domain::ApiToken::parse("conformance-token-123456")
                 .unwrap()
                 .hash(),
+            now,
         )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (caller.workspace_id, caller.role),
-        (ws, Role::Administrator)
+        (caller.workspace_id, caller.role, caller.scope, expires),
+        (ws, Role::Administrator, TokenScope::All, None)
     );
     assert!(
         store
-            .caller_by_token(&token.hash())
+            .caller_by_token(&token.hash(), now)
             .await
             .unwrap()
             .is_none()
@@ -211,15 +214,66 @@ async fn bootstrap_happens_once_and_tokens_resolve(store: Arc<dyn Store>) {
         password_hash: "x".into(),
     };
     let id = store.create_user(ws, &dev).await.unwrap();
-    store.add_token(id, &token.hash()).await.unwrap();
-    assert_eq!(
+    let first = store.add_token(id, &NewToken::first(&token)).await.unwrap();
+    let (caller, _) = store
+        .caller_by_token(&token.hash(), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(caller.role, Role::Developer);
+    // A second, scoped token that expires: resolved until then, never after.
+    let scoped = herald::domain::ApiToken::generate();
+    let until = Millis(now.0 + 60_000);
+    let name = TokenName::parse("reports").unwrap();
+    let second = store
+        .add_token(
+            id,
+            &NewToken::of(&scoped, name, TokenScope::Read, Some(until)),
+        )
+        .await
+        .unwrap();
+    let (caller, expires) = store
+        .caller_by_token(&scoped.hash(), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((caller.scope, expires), (TokenScope::Read, Some(until)));
+    assert!(
         store
-            .caller_by_token(&token.hash())
+            .caller_by_token(&scoped.hash(), until)
             .await
             .unwrap()
+            .is_none(),
+        "expired at `until`"
+    );
+    store.touch_token(&scoped.hash(), now).await.unwrap();
+    let listed = store.tokens(id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.id, t.name.as_str(), t.scope, t.last_used_at, t.expires_at))
+            .collect::<Vec<_>>(),
+        [
+            (second, "reports", TokenScope::Read, Some(now), Some(until)),
+            (first, "first token", TokenScope::All, None, None),
+        ]
+    );
+    assert_eq!(listed[0].prefix, scoped.expose()[..9]);
+    assert!(store.revoke_token(id, second).await.unwrap());
+    assert!(!store.revoke_token(id, second).await.unwrap(), "once");
+    assert!(
+        !store
+            .revoke_token(UserId(id.0 + 1000), first)
+            .await
+            .unwrap(),
+        "only its holder's"
+    );
+    assert!(
+        store
+            .caller_by_token(&scoped.hash(), now)
+            .await
             .unwrap()
-            .role,
-        Role::Developer
+            .is_none()
     );
     assert!(matches!(
         store.create_user(ws, &dev).await,

@@ -12,7 +12,7 @@ macro_rules! accounts {
                 &self,
                 name: &str,
                 admin: &NewUser,
-                token: &TokenHash,
+                token: &$crate::storage::NewToken,
             ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 // Nodes starting together on an empty database: one bootstraps, the others see
@@ -44,14 +44,16 @@ macro_rules! accounts {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(user)
-                .bind(token.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query($crate::storage::shared::INSERT_TOKEN)
+                    .bind(user)
+                    .bind(token.hash.as_str())
+                    .bind(now)
+                    .bind(token.name.as_str())
+                    .bind(&token.prefix)
+                    .bind(token.scope.as_str())
+                    .bind(token.expires_at.map(|t| t.0))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -219,14 +221,23 @@ macro_rules! accounts {
                 Ok(())
             }
 
-            async fn add_token(&self, user: UserId, token: &TokenHash) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
-                )
+            async fn add_token(
+                &self,
+                user: UserId,
+                token: &$crate::storage::NewToken,
+            ) -> Result<i64> {
+                let id: i64 = sqlx::query_scalar(concat!(
+                    $crate::storage::shared::insert_token!(),
+                    " RETURNING id"
+                ))
                 .bind(user.0)
-                .bind(token.as_str())
+                .bind(token.hash.as_str())
                 .bind(Millis::now().0)
-                .execute(self.writes())
+                .bind(token.name.as_str())
+                .bind(&token.prefix)
+                .bind(token.scope.as_str())
+                .bind(token.expires_at.map(|t| t.0))
+                .fetch_one(self.writes())
                 .await
                 .map_err(|e| {
                     if $crate::storage::shared::is_unique_violation(&e) {
@@ -235,20 +246,56 @@ macro_rules! accounts {
                         e.into()
                     }
                 })?;
+                Ok(id)
+            }
+
+            async fn tokens(&self, user: UserId) -> Result<Vec<$crate::storage::TokenRecord>> {
+                use $crate::storage::shared::TokenRow;
+                let rows: Vec<TokenRow> = sqlx::query_as(
+                    "SELECT id, name, prefix, scope, created_at, last_used_at, expires_at
+                     FROM api_tokens WHERE user_id = $1 ORDER BY id DESC",
+                )
+                .bind(user.0)
+                .fetch_all(self.reads())
+                .await?;
+                rows.into_iter().map(TokenRow::record).collect()
+            }
+
+            async fn revoke_token(&self, user: UserId, id: i64) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND id = $2")
+                    .bind(user.0)
+                    .bind(id)
+                    .execute(self.writes())
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_token(&self, token: &TokenHash, at: Millis) -> Result<()> {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2")
+                    .bind(at.0)
+                    .bind(token.as_str())
+                    .execute(self.writes())
+                    .await?;
                 Ok(())
             }
 
-            async fn caller_by_token(&self, token: &TokenHash) -> Result<Option<Caller>> {
-                use $crate::storage::shared::CallerRow;
-                let row: Option<CallerRow> = sqlx::query_as(
-                    "SELECT u.id, u.workspace_id, u.email, u.role
+            async fn caller_by_token(
+                &self,
+                token: &TokenHash,
+                now: Millis,
+            ) -> Result<Option<(Caller, Option<Millis>)>> {
+                use $crate::storage::shared::TokenCallerRow;
+                let row: Option<TokenCallerRow> = sqlx::query_as(
+                    "SELECT u.id, u.workspace_id, u.email, u.role, t.scope, t.expires_at
                      FROM api_tokens t JOIN users u ON u.id = t.user_id
-                     WHERE t.token_hash = $1 AND u.active",
+                     WHERE t.token_hash = $1 AND u.active
+                       AND (t.expires_at IS NULL OR t.expires_at > $2)",
                 )
                 .bind(token.as_str())
+                .bind(now.0)
                 .fetch_optional(self.reads())
                 .await?;
-                row.map(CallerRow::caller).transpose()
+                row.map(TokenCallerRow::caller).transpose()
             }
         }
     };

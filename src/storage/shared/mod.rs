@@ -22,12 +22,12 @@ pub(crate) use queue::queue_upkeep;
 pub(crate) use settings::settings;
 
 use super::{
-    AttemptRecord, Caller, DeliveryRecord, InstanceRecord, Page, ProcessRecord, Result, UserId,
-    UserRecord, WorkspaceId,
+    AttemptRecord, Caller, DeliveryRecord, InstanceRecord, Page, ProcessRecord, Result,
+    TokenRecord, UserId, UserRecord, WorkspaceId,
 };
 use crate::domain::{
     AttemptOutcome, DeliveryId, DeliveryStatus, EventType, InstanceData, InstanceId, Millis,
-    ProcessName, Role,
+    ProcessName, Role, TokenScope,
 };
 
 /// Where a backend runs the shared statements: reads, single writes, and write transactions
@@ -117,12 +117,70 @@ pub(crate) struct CallerRow {
 }
 
 impl CallerRow {
+    /// The caller, with every right of the role (a session's).
     pub fn caller(self) -> Result<Caller> {
         Ok(Caller {
             user_id: UserId(self.id),
             workspace_id: WorkspaceId(self.workspace_id),
             email: self.email,
             role: Role::parse(&self.role).map_err(|e| unknown("role", e))?,
+            scope: TokenScope::All,
+        })
+    }
+}
+
+/// The one text that stores a token, for bootstrap and for `add_token`.
+macro_rules! insert_token {
+    () => {
+        "INSERT INTO api_tokens (user_id, token_hash, created_at, name, prefix, scope, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    };
+}
+pub(crate) use insert_token;
+pub(crate) const INSERT_TOKEN: &str = insert_token!();
+
+/// The caller a token resolves to, with its scope and expiry.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenCallerRow {
+    #[sqlx(flatten)]
+    caller: CallerRow,
+    scope: String,
+    expires_at: Option<i64>,
+}
+
+impl TokenCallerRow {
+    pub fn caller(self) -> Result<(Caller, Option<Millis>)> {
+        let scope = TokenScope::parse(&self.scope).map_err(|e| unknown("token scope", e))?;
+        let caller = Caller {
+            scope,
+            ..self.caller.caller()?
+        };
+        Ok((caller, self.expires_at.map(Millis)))
+    }
+}
+
+/// A token as its holder's list shows it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    scope: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    expires_at: Option<i64>,
+}
+
+impl TokenRow {
+    pub fn record(self) -> Result<TokenRecord> {
+        Ok(TokenRecord {
+            id: self.id,
+            name: self.name,
+            prefix: self.prefix,
+            scope: TokenScope::parse(&self.scope).map_err(|e| unknown("token scope", e))?,
+            created_at: Millis(self.created_at),
+            last_used_at: self.last_used_at.map(Millis),
+            expires_at: self.expires_at.map(Millis),
         })
     }
 }

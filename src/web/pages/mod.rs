@@ -22,12 +22,14 @@ mod deliveries;
 mod developer;
 mod instances;
 mod login;
+mod tokens;
 mod users;
 
 use deliveries::*;
 use developer::*;
 use instances::*;
 use login::*;
+use tokens::*;
 use users::*;
 
 type Fields = Vec<(String, String)>;
@@ -59,6 +61,8 @@ pub fn router() -> Router<Herald> {
         .route("/ui/admin/recycle-bin/{id}/purge", post(purge))
         .route("/ui/admin/users", get(users).post(create_user))
         .route("/ui/admin/users/change", post(change_user))
+        .route("/ui/tokens", get(tokens).post(create_token))
+        .route("/ui/tokens/revoke", post(revoke_token))
 }
 
 fn field<'a>(form: &'a Fields, name: &str) -> &'a str {
