@@ -1,5 +1,7 @@
-//! What one node has done, for Prometheus: counters and a histogram kept in memory (atomics, no
-//! lock on the hot path), and the state of the queue read from the database when scraped.
+//! What one node has done, for Prometheus: `prometheus-client`'s counters and histograms kept
+//! in memory (atomics; a labelled family takes a shared read lock), and what is read when
+//! scraped (the queue from the database, the hosts' limits, the write gate), encoded as
+//! OpenMetrics text with the names Herald has always used.
 //!
 //! Counters are per node and start at zero when the process starts, as Prometheus expects; the
 //! queue gauges describe the whole database, so every node of a fleet reports the same values.
@@ -7,62 +9,47 @@
 use crate::delivery::HostConcurrency;
 use crate::domain::{AttemptOutcome, EventType};
 use crate::storage::QueueStats;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram as Buckets;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+/// The media type of [`Metrics::render`]'s text (OpenMetrics, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A Prometheus histogram of durations, in seconds.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Counts per bucket of [`DURATION_BUCKETS`] (not cumulative), then the `+Inf` bucket.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
+/// A histogram of durations, in seconds.
+#[derive(Debug, Clone)]
+pub struct Histogram(Buckets);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self(Buckets::new(DURATION_BUCKETS))
+    }
 }
 
 impl Histogram {
     pub fn observe(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|upper| seconds <= *upper)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, "histogram", help);
-        let mut cumulative = 0;
-        for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{upper}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        self.0.observe(took.as_secs_f64());
     }
 }
 
-const OUTCOMES: [AttemptOutcome; 9] = AttemptOutcome::ALL;
+/// A counter family by one label.
+type ByLabel = Family<[(&'static str, &'static str); 1], Counter>;
 
 /// The node's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    events: [AtomicU64; 3],
-    attempts: [AtomicU64; OUTCOMES.len()],
+    events: ByLabel,
+    attempts: ByLabel,
     attempt_duration: Histogram,
     /// How long each claim on the queue took.
     pub claim_duration: Histogram,
@@ -71,26 +58,40 @@ pub struct Metrics {
     /// How long each instance change took to commit with its event and deliveries.
     pub instance_write_duration: Histogram,
     in_flight: AtomicI64,
-    claims: AtomicU64,
-    claimed: AtomicU64,
-    deliveries_succeeded: AtomicU64,
-    deliveries_failed: AtomicU64,
-    retries_scheduled: AtomicU64,
+    claims: Counter,
+    claimed: Counter,
+    deliveries_succeeded: Counter,
+    deliveries_failed: Counter,
+    retries_scheduled: Counter,
 }
 
-fn event_index(event: EventType) -> usize {
-    match event {
-        EventType::Created => 0,
-        EventType::Updated => 1,
-        EventType::Deleted => 2,
+impl Default for Metrics {
+    /// Every label value is there from the start, so each series exists at 0 before its first
+    /// event (as `rate()` and alerts want).
+    fn default() -> Self {
+        let events = ByLabel::default();
+        for event in EventType::ALL {
+            let _ = events.get_or_create(&[("event_type", event.as_str())]);
+        }
+        let attempts = ByLabel::default();
+        for outcome in AttemptOutcome::ALL {
+            let _ = attempts.get_or_create(&[("outcome", outcome.as_str())]);
+        }
+        Self {
+            events,
+            attempts,
+            attempt_duration: Histogram::default(),
+            claim_duration: Histogram::default(),
+            results_duration: Histogram::default(),
+            instance_write_duration: Histogram::default(),
+            in_flight: AtomicI64::new(0),
+            claims: Counter::default(),
+            claimed: Counter::default(),
+            deliveries_succeeded: Counter::default(),
+            deliveries_failed: Counter::default(),
+            retries_scheduled: Counter::default(),
+        }
     }
-}
-
-fn outcome_index(outcome: AttemptOutcome) -> usize {
-    OUTCOMES
-        .iter()
-        .position(|o| *o == outcome)
-        .unwrap_or(OUTCOMES.len() - 1)
 }
 
 /// What became of a delivery after one attempt.
@@ -104,13 +105,15 @@ pub enum AttemptEnd {
 impl Metrics {
     /// An instance change was committed with its event.
     pub fn event(&self, event: EventType) {
-        self.events[event_index(event)].fetch_add(1, Ordering::Relaxed);
+        self.events
+            .get_or_create(&[("event_type", event.as_str())])
+            .inc();
     }
 
     /// A claim returned `n` deliveries.
     pub fn claimed(&self, n: usize) {
-        self.claims.fetch_add(1, Ordering::Relaxed);
-        self.claimed.fetch_add(n as u64, Ordering::Relaxed);
+        self.claims.inc();
+        self.claimed.inc_by(n as u64);
     }
 
     /// An attempt started.
@@ -126,245 +129,171 @@ impl Metrics {
     /// An attempt ended after `took`.
     pub fn attempt_finished(&self, outcome: AttemptOutcome, took: Duration, end: AttemptEnd) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.attempts[outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
+        self.attempts
+            .get_or_create(&[("outcome", outcome.as_str())])
+            .inc();
         self.attempt_duration.observe(took);
         match end {
             AttemptEnd::Succeeded => &self.deliveries_succeeded,
             AttemptEnd::Failed => &self.deliveries_failed,
             AttemptEnd::Retrying => &self.retries_scheduled,
         }
-        .fetch_add(1, Ordering::Relaxed);
+        .inc();
     }
 
-    /// The Prometheus text exposition (version 0.0.4) of these counters and of `queue`.
+    /// The OpenMetrics text of these counters and of what is read at scrape time: the queue,
+    /// the hosts' limits and the write gate. Help texts are written without a final stop,
+    /// which the encoder adds.
     pub fn render(
         &self,
         queue: &QueueStats,
         hosts: &[HostConcurrency],
         gate: &crate::delivery::WriteGate,
     ) -> String {
-        let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-        header(
-            &mut out,
-            "herald_events_total",
-            "counter",
-            "Instance changes committed by this node, each queuing one delivery per enabled URL.",
+        let mut r = Registry::default();
+        r.register(
+            "herald_events",
+            "Instance changes committed by this node, each queuing one delivery per enabled URL",
+            self.events.clone(),
         );
-        for event in EventType::ALL {
-            let _ = writeln!(
-                out,
-                "herald_events_total{{event_type=\"{}\"}} {}",
-                event.as_str(),
-                load(&self.events[event_index(event)])
-            );
-        }
-
-        header(
-            &mut out,
-            "herald_callback_attempts_total",
-            "counter",
-            "Callback attempts made by this node, by outcome.",
+        r.register(
+            "herald_callback_attempts",
+            "Callback attempts made by this node, by outcome",
+            self.attempts.clone(),
         );
-        for (i, outcome) in OUTCOMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "herald_callback_attempts_total{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                load(&self.attempts[i])
-            );
-        }
-
-        self.attempt_duration.render(
-            &mut out,
-            "herald_callback_attempt_duration_seconds",
-            "Time from sending a callback to its answer, error or timeout.",
-        );
-        self.claim_duration.render(
-            &mut out,
-            "herald_claim_duration_seconds",
-            "Time each claim of due deliveries took in the database.",
-        );
-        self.results_duration.render(
-            &mut out,
-            "herald_results_write_duration_seconds",
-            "Time storing each batch of attempt results took.",
-        );
-        self.instance_write_duration.render(
-            &mut out,
-            "herald_instance_write_duration_seconds",
-            "Time from handing an instance change to storage until it was committed with its event and deliveries (waiting for the group commit included).",
-        );
-
-        for (name, help, value) in [
+        for (name, help, histogram) in [
             (
-                "herald_deliveries_succeeded_total",
-                "Deliveries this node completed with a 2xx answer.",
+                "herald_callback_attempt_duration_seconds",
+                "Time from sending a callback to its answer, error or timeout",
+                &self.attempt_duration,
+            ),
+            (
+                "herald_claim_duration_seconds",
+                "Time each claim of due deliveries took in the database",
+                &self.claim_duration,
+            ),
+            (
+                "herald_results_write_duration_seconds",
+                "Time storing each batch of attempt results took",
+                &self.results_duration,
+            ),
+            (
+                "herald_instance_write_duration_seconds",
+                "Time from handing an instance change to storage until it was committed with its event and deliveries (waiting for the group commit included)",
+                &self.instance_write_duration,
+            ),
+        ] {
+            r.register(name, help, histogram.0.clone());
+        }
+        for (name, help, counter) in [
+            (
+                "herald_deliveries_succeeded",
+                "Deliveries this node completed with a 2xx answer",
                 &self.deliveries_succeeded,
             ),
             (
-                "herald_deliveries_failed_total",
-                "Deliveries this node gave up on: retries exhausted, 410 Gone, or a failed test callback.",
+                "herald_deliveries_failed",
+                "Deliveries this node gave up on: retries exhausted, 410 Gone, or a failed test callback",
                 &self.deliveries_failed,
             ),
             (
-                "herald_delivery_retries_scheduled_total",
-                "Failed attempts this node scheduled a retry for.",
+                "herald_delivery_retries_scheduled",
+                "Failed attempts this node scheduled a retry for",
                 &self.retries_scheduled,
             ),
             (
-                "herald_claims_total",
-                "Claims this node's worker made on the delivery queue.",
+                "herald_claims",
+                "Claims this node's worker made on the delivery queue",
                 &self.claims,
             ),
             (
-                "herald_claimed_deliveries_total",
-                "Deliveries this node's worker claimed.",
+                "herald_claimed_deliveries",
+                "Deliveries this node's worker claimed",
                 &self.claimed,
             ),
         ] {
-            header(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", load(value));
+            r.register(name, help, counter.clone());
         }
 
-        header(
-            &mut out,
+        let count = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        r.register(
             "herald_callbacks_in_flight",
-            "gauge",
-            "Callback attempts this node is waiting on now.",
+            "Callback attempts this node is waiting on now",
+            ConstGauge::new(self.in_flight().max(0)),
         );
-        let _ = writeln!(
-            out,
-            "herald_callbacks_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed).max(0)
-        );
-
-        header(
-            &mut out,
+        r.register(
             "herald_deliveries_pending",
-            "gauge",
-            "Deliveries waiting in the queue (all nodes), including those held by a paused URL.",
+            "Deliveries waiting in the queue (all nodes), including those held by a paused URL",
+            count(queue.pending),
         );
-        let _ = writeln!(out, "herald_deliveries_pending {}", queue.pending);
-        header(
-            &mut out,
+        r.register(
             "herald_deliveries_due",
-            "gauge",
-            "Pending deliveries that could be sent now: due, not in flight, not waiting behind an earlier delivery of their instance.",
+            "Pending deliveries that could be sent now: due, not in flight, not waiting behind an earlier delivery of their instance",
+            count(queue.due),
         );
-        let _ = writeln!(out, "herald_deliveries_due {}", queue.due);
-        header(
-            &mut out,
+        r.register(
             "herald_deliveries_waiting_behind_earlier",
-            "gauge",
-            "Due deliveries that wait for an earlier delivery of their instance and URL, which is being retried (per-instance order).",
+            "Due deliveries that wait for an earlier delivery of their instance and URL, which is being retried (per-instance order)",
+            count(queue.waiting_behind_earlier),
         );
-        let _ = writeln!(
-            out,
-            "herald_deliveries_waiting_behind_earlier {}",
-            queue.waiting_behind_earlier
-        );
-        header(
-            &mut out,
+        r.register(
             "herald_deliveries_held",
-            "gauge",
-            "Deliveries held back by a paused URL's circuit breaker.",
+            "Deliveries held back by a paused URL's circuit breaker",
+            count(queue.held),
         );
-        let _ = writeln!(out, "herald_deliveries_held {}", queue.held);
-        header(
-            &mut out,
+        r.register(
             "herald_queue_lag_seconds",
-            "gauge",
-            "How long the oldest delivery that could be sent has been waiting past its time (0 when none is); held deliveries and those waiting behind an earlier one do not count.",
+            "How long the oldest delivery that could be sent has been waiting past its time (0 when none is); held deliveries and those waiting behind an earlier one do not count",
+            ConstGauge::new(queue.oldest_due_lag.as_secs_f64()),
         );
-        let _ = writeln!(
-            out,
-            "herald_queue_lag_seconds {}",
-            queue.oldest_due_lag.as_secs_f64()
-        );
-        header(
-            &mut out,
+        r.register(
             "herald_destinations_paused",
-            "gauge",
-            "Callback URLs whose circuit breaker is open.",
+            "Callback URLs whose circuit breaker is open",
+            count(queue.paused_urls),
         );
-        let _ = writeln!(out, "herald_destinations_paused {}", queue.paused_urls);
-
-        header(
-            &mut out,
+        r.register(
             "herald_worker_lag_seconds",
-            "gauge",
-            "How late this node's worker started its latest deliveries, counting only hosts whose receiver is not holding them back; writes wait while it is over the backpressure lag.",
-        );
-        let _ = writeln!(
-            out,
-            "herald_worker_lag_seconds {}",
-            gate.lag().as_secs_f64()
+            "How late this node's worker started its latest deliveries, counting only hosts whose receiver is not holding them back; writes wait while it is over the backpressure lag",
+            ConstGauge::new(gate.lag().as_secs_f64()),
         );
         let (paced, waited) = gate.paced();
-        header(
-            &mut out,
-            "herald_writes_paced_total",
-            "counter",
-            "Instance writes that waited for this node's worker to catch up (backpressure).",
+        r.register(
+            "herald_writes_paced",
+            "Instance writes that waited for this node's worker to catch up (backpressure)",
+            ConstCounter::new(paced),
         );
-        let _ = writeln!(out, "herald_writes_paced_total {paced}");
-        header(
-            &mut out,
-            "herald_write_pacing_seconds_total",
-            "counter",
-            "Time instance writes spent waiting for this node's worker to catch up.",
-        );
-        let _ = writeln!(
-            out,
-            "herald_write_pacing_seconds_total {}",
-            waited.as_secs_f64()
+        r.register(
+            "herald_write_pacing_seconds",
+            "Time instance writes spent waiting for this node's worker to catch up",
+            ConstCounter::new(waited.as_secs_f64()),
         );
 
-        header(
-            &mut out,
+        let limits = Family::<[(&'static str, String); 1], Gauge>::default();
+        let in_flight = Family::<[(&'static str, String); 1], Gauge>::default();
+        for h in hosts {
+            let host = [("host", h.host.clone())];
+            limits
+                .get_or_create(&host)
+                .set(i64::try_from(h.limit).unwrap_or(i64::MAX));
+            in_flight
+                .get_or_create(&host)
+                .set(i64::try_from(h.in_flight).unwrap_or(i64::MAX));
+        }
+        r.register(
             "herald_host_concurrency_limit",
-            "gauge",
-            "Callbacks this node allows at once to a receiving host now (its adaptive limit).",
+            "Callbacks this node allows at once to a receiving host now (its adaptive limit)",
+            limits,
         );
-        for h in hosts {
-            let _ = writeln!(
-                out,
-                "herald_host_concurrency_limit{{host=\"{}\"}} {}",
-                label(&h.host),
-                h.limit
-            );
-        }
-        header(
-            &mut out,
+        r.register(
             "herald_host_callbacks_in_flight",
-            "gauge",
-            "Callbacks this node is waiting on now, per receiving host.",
+            "Callbacks this node is waiting on now, per receiving host",
+            in_flight,
         );
-        for h in hosts {
-            let _ = writeln!(
-                out,
-                "herald_host_callbacks_in_flight{{host=\"{}\"}} {}",
-                label(&h.host),
-                h.in_flight
-            );
-        }
+
+        let mut out = String::with_capacity(8192);
+        encode(&mut out, &r).expect("writing to a String cannot fail");
         out
     }
-}
-
-/// A label value as the text format wants it (backslash, quote and newline escaped).
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]
@@ -402,7 +331,13 @@ mod tests {
         assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(text.contains("herald_callback_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("herald_callback_attempt_duration_seconds_count 2\n"));
-        assert!(text.contains("herald_callback_attempt_duration_seconds_sum 0.043\n"));
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("herald_callback_attempt_duration_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 0.043).abs() < 1e-9, "{sum}");
         assert!(text.contains("herald_callback_attempts_total{outcome=\"http_status\"} 1\n"));
         assert!(text.contains("herald_callbacks_in_flight 1\n"));
         assert!(text.contains("herald_delivery_retries_scheduled_total 1\n"));
@@ -423,6 +358,7 @@ mod tests {
         );
         assert!(text.contains("herald_host_concurrency_limit{host=\"odd\\\"host:80\"} 12\n"));
         assert!(text.contains("herald_host_callbacks_in_flight{host=\"odd\\\"host:80\"} 3\n"));
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line
                 .split(['{', ' '])
@@ -430,11 +366,18 @@ mod tests {
                 .unwrap()
                 .trim_end_matches("_bucket")
                 .trim_end_matches("_sum")
-                .trim_end_matches("_count");
+                .trim_end_matches("_count")
+                .trim_end_matches("_total");
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "no TYPE line for {name}"
             );
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP line for {name}"
+            );
         }
+        assert!(!text.contains(".."), "one stop after each help text");
+        assert!(text.contains("herald_events_total{event_type=\"deleted\"} 0\n"));
     }
 }

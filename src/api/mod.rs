@@ -165,7 +165,7 @@ pub fn router(herald: Herald) -> Router<Herald> {
     })
 }
 
-/// `GET /metrics`: this node's counters and the queue's state in Prometheus's text format, for
+/// `GET /metrics`: this node's counters and the queue's state in OpenMetrics text, for
 /// an administrator's or developer's token (`Authorization: Bearer`, as Prometheus's
 /// `authorization` setting sends it).
 pub async fn metrics(
@@ -176,7 +176,7 @@ pub async fn metrics(
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
         text,
     ))

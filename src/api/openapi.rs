@@ -340,7 +340,7 @@ fn shared_answers(operation: &mut Operation, method: &str, access: Access, area:
 fn metrics_operation() -> Operation {
     let mut operation = Operation::new();
     operation.operation_id = Some("metrics".to_owned());
-    operation.summary = Some("This node's metrics in Prometheus's text format.".to_owned());
+    operation.summary = Some("This node's metrics in OpenMetrics text, for Prometheus.".to_owned());
     operation.tags = Some(vec!["operations".to_owned()]);
     operation.responses.responses.insert(
         "200".to_owned(),
@@ -348,7 +348,7 @@ fn metrics_operation() -> Operation {
             ResponseBuilder::new()
                 .description("Counters, gauges and histograms of this node and the queue.")
                 .content(
-                    "text/plain",
+                    "application/openmetrics-text",
                     ContentBuilder::new()
                         .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                         .build(),

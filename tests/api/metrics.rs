@@ -13,7 +13,7 @@ pub(crate) async fn scrape(app: &TestApp) -> String {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         headers["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     body.as_str().expect("plain text").to_owned()
 }
