@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod startup;
 pub mod storage;
+pub mod telemetry;
 pub mod web;
 
 pub use config::Config;
@@ -33,5 +34,6 @@ pub fn router(herald: service::Herald) -> Router {
         .route(api::METRICS.path, get(api::metrics))
         .merge(api::router(herald.clone()))
         .merge(web::router())
+        .route_layer(axum::middleware::from_fn(telemetry::request_span))
         .with_state(herald)
 }

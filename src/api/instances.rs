@@ -72,6 +72,7 @@ struct Patch {
 
 /// The instance with its version as an `ETag`, for `If-Match`.
 fn with_etag(status: StatusCode, instance: InstanceRecord) -> Response {
+    crate::telemetry::record_instance(&instance.id);
     let etag = HeaderValue::from_str(&format!("\"{}\"", instance.version)).ok();
     let mut response = (status, Json(instance)).into_response();
     if let Some(etag) = etag {
@@ -208,6 +209,7 @@ async fn remove(
 ) -> Result<StatusCode> {
     let id = InstanceId::parse(&id)?;
     herald.delete_instance(&caller, &id).await?;
+    crate::telemetry::record_instance(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// How the worker behaves.
 #[derive(Debug, Clone)]
@@ -186,8 +187,12 @@ impl Worker {
                 default_room: rooms.default,
             };
             let started = std::time::Instant::now();
-            let claim = self.store.claim_due(request).await;
+            let span = tracing::info_span!("claim", limit = free, claimed = tracing::field::Empty);
+            let claim = self.store.claim_due(request).instrument(span.clone()).await;
             self.metrics.claim_duration.observe(started.elapsed());
+            if let Ok(claimed) = &claim {
+                span.record("claimed", claimed.len());
+            }
             let claimed = match claim {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -357,6 +362,17 @@ pub async fn attempt(
     retry: &RetrySchedule,
     node: &str,
 ) -> AttemptResult {
+    let span = tracing::info_span!(
+        "callback attempt",
+        otel.kind = "client",
+        webhook.id = %delivery.id,
+        url = %crate::domain::webhook::redact(&delivery.url),
+        instance.id = %delivery.instance_id,
+        event.type = delivery.event_type.as_str(),
+        attempt = delivery.attempts + 1,
+        outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
     let result = match CallbackUrl::parse(&delivery.url) {
         Ok(url) => {
             let cb = Callback {
@@ -371,7 +387,7 @@ pub async fn attempt(
                 instance: delivery.instance.as_deref(),
                 keys,
             };
-            client.send(&cb).await
+            client.send(&cb).instrument(span.clone()).await
         }
         // Stored URLs were validated when saved; this only guards against hand-edited rows.
         Err(why) => Attempt {
@@ -384,6 +400,10 @@ pub async fn attempt(
             retry_after: None,
         },
     };
+    span.record("outcome", result.outcome.as_str());
+    if let Some(code) = result.status_code {
+        span.record("http.response.status_code", code);
+    }
     let signal = Signal::of(result.outcome, result.status_code, result.retry_after);
     let next = next_step(
         signal,

@@ -19,6 +19,7 @@ use super::{InstanceRecord, InstanceUpdate, Result, StorageError, WorkspaceId, W
 use crate::domain::{EventType, InstanceData, InstanceId, InstanceStatus, Millis, ProcessName};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 /// The most writes committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -74,6 +75,8 @@ pub trait BatchWriter: Send + Sync + 'static {
 struct Job {
     write: InstanceWrite,
     reply: oneshot::Sender<Result<WriteOutcome>>,
+    /// The request's span, which the group commit's span links to (for traces).
+    span: tracing::Span,
 }
 
 /// The handle a store keeps to its writer task. Dropping it (with the store) ends the task once
@@ -171,7 +174,11 @@ impl GroupCommit {
     pub async fn submit(&self, write: InstanceWrite) -> Result<WriteOutcome> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| StorageError::WriterStopped)?;
         answer.await.map_err(|_| StorageError::WriterStopped)?
@@ -194,9 +201,11 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
         if batch.is_empty() {
             continue;
         }
+        let span = tracing::info_span!("group commit", writes = batch.len());
+        crate::telemetry::link_from(&span, batch.iter().map(|job| &job.span));
         let (writes, replies): (Vec<InstanceWrite>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
-        match writer.apply(&writes).await {
+        match writer.apply(&writes).instrument(span).await {
             Ok(outcomes) => {
                 debug_assert_eq!(outcomes.len(), replies.len());
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -29,6 +29,7 @@ mod signing;
 mod slow_clients;
 mod storage;
 mod stored_values;
+mod telemetry;
 mod tokens;
 mod users;
 mod web;
