@@ -114,6 +114,8 @@ async fn conforms(db: TestDb) {
     let receiver = Receiver::start().await;
     let app = TestApp::spawn_on(db, |_| {}).await;
     seed(&app, &receiver).await;
+    let (_, tokens) = app.get("/api/v1/tokens").await;
+    let own_token = tokens["items"][0]["id"].to_string();
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis");
     let report = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(&schemathesis)
@@ -133,6 +135,7 @@ async fn conforms(db: TestDb) {
         .args(["--max-examples", "40", "--workers", "1", "--seed", "1"])
         .args(["--no-color", "--request-timeout", "20"])
         .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("HERALD_CONFORMANCE_TOKEN_ID", &own_token)
         .env("PYTHONPATH", hooks)
         .env("HOME", report.path())
         .current_dir(report.path())
@@ -150,6 +153,12 @@ async fn conforms(db: TestDb) {
     assert!(
         stdout.contains(&format!("{operations} selected / {operations} total")),
         "every operation was tested:\n{stdout}"
+    );
+    let (status, _) = app.get("/api/v1/processes").await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "the run kept its token to the end, so it tested more than 401s"
     );
 }
 
