@@ -155,3 +155,59 @@ pub async fn request_span(
 pub fn record_instance(id: &crate::domain::InstanceId) {
     tracing::Span::current().record("instance.id", id.as_str());
 }
+
+/// The W3C `traceparent` of `span`, for a delivery to keep; `None` when tracing is off.
+pub fn trace_parent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let context = context.span().span_context().clone();
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Links `span` to the span a stored `traceparent` names (a callback attempt to the request
+/// that queued it). A malformed value is ignored: traces never fail a delivery.
+pub fn link_to_parent(span: &tracing::Span, trace_parent: &str) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
+    let mut parts = trace_parent.split('-');
+    let (Some("00"), Some(trace), Some(id), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return;
+    };
+    let (Ok(trace), Ok(id), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(id),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return;
+    };
+    let context = SpanContext::new(
+        trace,
+        id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}

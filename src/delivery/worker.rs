@@ -373,6 +373,9 @@ pub async fn attempt(
         outcome = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
+    if let Some(parent) = &delivery.trace_parent {
+        crate::telemetry::link_to_parent(&span, parent);
+    }
     let result = match CallbackUrl::parse(&delivery.url) {
         Ok(url) => {
             let cb = Callback {

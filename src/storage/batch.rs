@@ -104,11 +104,13 @@ pub(crate) static RESTORE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Applies `writes` in order through `s`, at `now`, with the events and deliveries they fire:
-/// one outcome per write. The caller opened the transaction and commits it.
+/// Applies `writes` in order through `s`, at `now`, with the events and deliveries they fire
+/// (each delivery keeping its write's `traces` entry): one outcome per write. The caller
+/// opened the transaction and commits it.
 pub(crate) async fn apply<S: BatchStatements>(
     s: &mut S,
     writes: &[InstanceWrite],
+    traces: &[Option<String>],
     now: Millis,
 ) -> Result<Vec<WriteOutcome>> {
     // The next number of each process the batch creates in, and the process's key.
@@ -179,7 +181,7 @@ pub(crate) async fn apply<S: BatchStatements>(
         };
         outcomes.push(outcome);
     }
-    let fired = group::fired(writes, &outcomes);
+    let fired = group::fired(writes, traces, &outcomes);
     let pairs = Fanout::pairs(&fired);
     let targets = if pairs.is_empty() {
         Vec::new()

@@ -43,6 +43,8 @@ pub struct NewEvent<'a> {
     pub record: &'a InstanceRecord,
     /// The instance as the event keeps it (`None` for `deleted`).
     pub snapshot: Option<String>,
+    /// The `traceparent` of the request that made the event, which its deliveries keep.
+    pub trace_parent: Option<&'a str>,
 }
 
 /// A delivery to insert: of the event at `event` in [`Fanout::events`], to `target`.
@@ -66,12 +68,12 @@ impl<'a> Fanout<'a> {
     /// Plans the rows of `fired` (see [`group::fired`]), written at `now`, given the targets of
     /// each workspace's event type as the transaction reads them.
     pub fn plan(
-        fired: &[(WorkspaceId, EventType, &'a InstanceRecord)],
+        fired: &[group::Fired<'a>],
         now: Millis,
         mut targets: impl FnMut(WorkspaceId, EventType) -> &'a [Target],
     ) -> Self {
         let mut plan = Self::default();
-        for &(workspace, event_type, record) in fired {
+        for &(workspace, event_type, record, trace_parent) in fired {
             let urls = targets(workspace, event_type);
             if urls.is_empty() {
                 continue;
@@ -82,6 +84,7 @@ impl<'a> Fanout<'a> {
                 event_type,
                 record,
                 snapshot: group::snapshot(event_type, record),
+                trace_parent,
             });
             plan.deliveries
                 .extend(urls.iter().map(|target| NewDelivery {
@@ -95,11 +98,9 @@ impl<'a> Fanout<'a> {
 
     /// The distinct (workspace, event type) pairs of `fired`, in a fixed order: the targets a
     /// batch must read.
-    pub fn pairs(
-        fired: &[(WorkspaceId, EventType, &InstanceRecord)],
-    ) -> Vec<(WorkspaceId, EventType)> {
+    pub fn pairs(fired: &[group::Fired<'_>]) -> Vec<(WorkspaceId, EventType)> {
         let mut pairs: Vec<(WorkspaceId, EventType)> =
-            fired.iter().map(|&(w, e, _)| (w, e)).collect();
+            fired.iter().map(|&(w, e, _, _)| (w, e)).collect();
         pairs.sort_by_key(|(w, e)| (w.0, e.as_str()));
         pairs.dedup();
         pairs

@@ -69,7 +69,11 @@ pub enum WriteOutcome {
 pub trait BatchWriter: Send + Sync + 'static {
     /// Applies `writes` in order in one transaction, with their events and deliveries: all of
     /// them or, on error, none. Returns one outcome per write, in the same order.
-    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>>;
+    async fn apply(
+        &self,
+        writes: &[InstanceWrite],
+        traces: &[Option<String>],
+    ) -> Result<Vec<WriteOutcome>>;
 }
 
 struct Job {
@@ -203,9 +207,14 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
         }
         let span = tracing::info_span!("group commit", writes = batch.len());
         crate::telemetry::link_from(&span, batch.iter().map(|job| &job.span));
+        // Each write's request, as a `traceparent` its deliveries keep (none when tracing is off).
+        let traces: Vec<Option<String>> = batch
+            .iter()
+            .map(|job| crate::telemetry::trace_parent(&job.span))
+            .collect();
         let (writes, replies): (Vec<InstanceWrite>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
-        match writer.apply(&writes).instrument(span).await {
+        match writer.apply(&writes, &traces).instrument(span).await {
             Ok(outcomes) => {
                 debug_assert_eq!(outcomes.len(), replies.len());
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -240,12 +249,12 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>) {
                     error = %crate::error::error_chain(&error),
                     "a group commit failed; writing its requests one by one"
                 );
-                for (write, reply) in writes.iter().zip(replies) {
+                for ((write, trace), reply) in writes.iter().zip(&traces).zip(replies) {
                     if reply.is_closed() {
                         continue;
                     }
                     let outcome = writer
-                        .apply(std::slice::from_ref(write))
+                        .apply(std::slice::from_ref(write), std::slice::from_ref(trace))
                         .await
                         .map(|mut outcomes| outcomes.remove(0));
                     let _ = reply.send(outcome);
@@ -276,25 +285,31 @@ impl InstanceWrite {
     }
 }
 
-/// The events a batch fires: for each write that changed an instance, its workspace, event and
-/// the instance as written, in the order of the writes.
+/// The events a batch fires: for each write that changed an instance, its workspace, event, the
+/// instance as written and its request's `traceparent`, in the order of the writes.
 pub fn fired<'a>(
     writes: &'a [InstanceWrite],
+    traces: &'a [Option<String>],
     outcomes: &'a [WriteOutcome],
-) -> Vec<(WorkspaceId, EventType, &'a InstanceRecord)> {
+) -> Vec<Fired<'a>> {
     writes
         .iter()
         .zip(outcomes)
-        .filter_map(|(write, outcome)| {
+        .enumerate()
+        .filter_map(|(i, (write, outcome))| {
             let record = match outcome {
                 WriteOutcome::Created(Some(record)) => record,
                 WriteOutcome::Written(Written::Done(record)) => record.as_ref(),
                 _ => return None,
             };
-            Some((write.workspace(), write.event(), record))
+            let trace = traces.get(i).and_then(Option::as_deref);
+            Some((write.workspace(), write.event(), record, trace))
         })
         .collect()
 }
+
+/// One event a batch fires: workspace, event, the instance as written, its request's trace.
+pub type Fired<'a> = (WorkspaceId, EventType, &'a InstanceRecord, Option<&'a str>);
 
 /// The snapshot an event keeps: the instance as JSON, except for `deleted`.
 pub fn snapshot(event: EventType, record: &InstanceRecord) -> Option<String> {
@@ -364,7 +379,11 @@ mod tests {
 
     #[async_trait]
     impl BatchWriter for std::sync::Arc<Fake> {
-        async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+        async fn apply(
+            &self,
+            writes: &[InstanceWrite],
+            _traces: &[Option<String>],
+        ) -> Result<Vec<WriteOutcome>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.batches.lock().unwrap().push(writes.len());
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -470,7 +489,11 @@ mod tests {
 
     #[async_trait]
     impl BatchWriter for std::sync::Arc<Gated> {
-        async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+        async fn apply(
+            &self,
+            writes: &[InstanceWrite],
+            _traces: &[Option<String>],
+        ) -> Result<Vec<WriteOutcome>> {
             let first = self.seen.lock().unwrap().is_empty();
             for w in writes {
                 if let InstanceWrite::Delete { by, .. } = w {

@@ -187,6 +187,18 @@ pub(crate) use not_behind_an_earlier;
 
 const NOT_BEHIND_AN_EARLIER: &str = not_behind_an_earlier!();
 
+/// What every claim (and a test callback's insert) returns of a delivery, the columns
+/// `ClaimedRow` and the SQLite claim read: one text, so a new column reaches every claim.
+macro_rules! claimed_columns {
+    () => {
+        " RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host,
+                     attempts, next_attempt_at, created_at, format, trace_parent,
+                     CASE WHEN format = 'standard'
+                          THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance"
+    };
+}
+pub(crate) use claimed_columns;
+
 /// Which deliveries may be cancelled: pending, and not in flight (the placeholder given holds
 /// now). An attempt under way is on the wire and cannot be called back.
 macro_rules! cancellable {

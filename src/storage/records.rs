@@ -401,6 +401,8 @@ pub struct ClaimedDelivery {
     /// The instance as the API showed it at the event (JSON), for the standard format; `None`
     /// for `deleted` events and for the Kianda format.
     pub instance: Option<String>,
+    /// The W3C `traceparent` of the request that queued it, when traces were on.
+    pub trace_parent: Option<String>,
 }
 
 /// The result of one attempt, to be written back.

@@ -7,7 +7,7 @@ use herald::domain::ProcessName;
 use herald::storage::{DeliveryFilter, Store};
 
 /// The newest migration of this build.
-pub(crate) const LATEST: i64 = 10;
+pub(crate) const LATEST: i64 = 11;
 
 /// Migrations 1 to 6 of each backend, as the earlier runner applied them.
 const SQLITE_UP_TO_6: [&str; 6] = [
@@ -159,14 +159,27 @@ async fn the_deliveries_table_keeps_every_row_and_attempt_through_migration_9(db
     db.execute("INSERT INTO herald_schema (version, name, applied_at) VALUES (7, 'disabled_destinations', 0), (8, 'idempotency_keys', 0)")
         .await;
     let ws = legacy_setup(&db, &old).await;
-    let p = process(&old, ws, "kept").await;
+    process(&old, ws, "kept").await;
     old.save_webhook_settings(
         ws,
         &settings(&["https://a.example/", "https://b.example/"], &[], &[]),
     )
     .await
     .unwrap();
-    create(&old, ws, &p).await;
+    // One event with a pending delivery to each URL, as a build before migration 11 wrote them.
+    db.execute(
+        "INSERT INTO events (workspace_id, event_type, instance_id, process_name, occurred_at)
+             SELECT id, 'created', 'kept-1', 'kept', 1 FROM workspaces;
+         INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id,
+                                 process_name, url, host, status, attempts, next_attempt_at,
+                                 created_at, updated_at, format)
+             SELECT 'msg_0000000000000000000000000000000' || n, workspace_id, id, 'created',
+                    'kept-1', 'kept', u, h, 'pending', 0, 1, 1, 1, 'kianda'
+             FROM events, (SELECT 1 AS n, 'https://a.example/' AS u, 'a.example:443' AS h
+                           UNION ALL SELECT 2, 'https://b.example/', 'b.example:443') urls
+             ORDER BY n",
+    )
+    .await;
     db.execute(
         "INSERT INTO delivery_attempts (delivery_id, node, started_at, duration_ms, outcome)
          SELECT id, 'old-node', 1, 5, 'timeout' FROM deliveries",

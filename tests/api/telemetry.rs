@@ -1,6 +1,6 @@
 //! OpenTelemetry traces: the binary, given the standard `OTEL_*` variables, sends OTLP/HTTP
 //! spans to a collector (here one inside the test, taking OTLP's JSON form): the API request,
-//! the group commit linked to it, the claim and the callback attempt, with the webhook ID.
+//! the group commit and the callback attempt both linked to it, the claim, and the webhook ID.
 
 use crate::helpers::{ADMIN_TOKEN, Receiver, Remote, eventually};
 use axum::extract::State;
@@ -141,6 +141,17 @@ async fn one_event_is_traced_from_request_to_callback() {
     assert_eq!(attribute(attempt, "url"), Some(&json!(url)));
     assert_eq!(attribute(attempt, "event.type"), Some(&json!("created")));
     assert_eq!(attempt["kind"], 3, "a client span");
+    // The attempt links back to the request that queued it (through the delivery's stored
+    // `traceparent`), so a trace viewer leads from the callback to its request.
+    let links_to_request = attempt["links"].as_array().is_some_and(|links| {
+        links
+            .iter()
+            .any(|l| l["spanId"] == create["spanId"] && l["traceId"] == create["traceId"])
+    });
+    assert!(
+        links_to_request,
+        "the attempt does not link to its request: {attempt:#}"
+    );
     // The request and the attempt name the same instance.
     assert_eq!(attribute(create, "instance.id"), Some(&json!("trip-1")));
     assert_eq!(attribute(attempt, "instance.id"), Some(&json!("trip-1")));

@@ -247,9 +247,8 @@ const CLAIM_SQL: &str = concat!(
         ) picked
         WHERE h.host IS NOT NULL AND h.host <> ALL($6::text[])
         ORDER BY picked.next_attempt_at, picked.id
-        LIMIT $4))
-     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, next_attempt_at, created_at, format,
-               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance"
+        LIMIT $4))",
+    crate::storage::queue_sql::claimed_columns!()
 );
 
 /// Stores a batch of attempt results (see `record_attempts`): the attempt rows and the

@@ -36,11 +36,15 @@ struct NewInstances {
 
 #[async_trait]
 impl BatchWriter for PgWriter {
-    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+    async fn apply(
+        &self,
+        writes: &[InstanceWrite],
+        traces: &[Option<String>],
+    ) -> Result<Vec<WriteOutcome>> {
         let now = Millis::now();
         if let Some((workspace, process)) = creates_of_one_process(writes)
             && let Some(outcomes) = self
-                .create_in_one_statement(workspace, process, writes, now)
+                .create_in_one_statement(workspace, process, writes, traces, now)
                 .await?
         {
             return Ok(outcomes);
@@ -52,7 +56,7 @@ impl BatchWriter for PgWriter {
                 tx: &mut tx,
                 new: NewInstances::default(),
             };
-            batch::apply(&mut statements, writes, now).await?
+            batch::apply(&mut statements, writes, traces, now).await?
         };
         tx.commit().await?;
         Ok(outcomes)
@@ -229,6 +233,7 @@ impl PgWriter {
         workspace: WorkspaceId,
         process: &ProcessName,
         writes: &[InstanceWrite],
+        traces: &[Option<String>],
         now: Millis,
     ) -> Result<Option<Vec<WriteOutcome>>> {
         let key = (workspace.0, process.as_str().to_owned());
@@ -285,6 +290,7 @@ impl PgWriter {
                 .bind(&snapshots)
                 .bind(&webhook_ids)
                 .bind(CHANNEL)
+                .bind(traces)
                 .fetch_optional(&self.pool)
                 .await?;
         match answer {
@@ -327,7 +333,8 @@ static TARGETS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// `PgWriter::create_in_one_statement`). $1 workspace, $2 process name, $3 count, $4 the last
 /// number as known, $5 the URLs per event as known; per create: $6 number, $7 instance ID, $8
 /// unique ID, $9 data, $12 status, $13 author, $14 snapshot; $10 now, $11 `HELD`, $15 the
-/// webhook IDs ($5 per create), $16 channel. Answers whether it wrote, and the URL count; no
+/// webhook IDs ($5 per create), $16 channel, $17 each create's `traceparent`. Answers whether
+/// it wrote, and the URL count; no
 /// row when the process does not exist.
 static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -356,9 +363,9 @@ static CREATE_ONE_PROCESS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock
              ranked AS (SELECT targets.*, row_number() OVER (ORDER BY position) AS rank FROM targets),
              queued AS (
                 INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                        status, attempts, next_attempt_at, created_at, updated_at, format)
+                                        status, attempts, next_attempt_at, created_at, updated_at, format, trace_parent)
                 SELECT ($15::text[])[(n.ord - 1) * $5 + g.rank], $1, n.id, 'created', n.instance_id, $2, g.url, g.host,
-                       'pending', 0, g.next_attempt_at, $10, $10, g.format
+                       'pending', 0, g.next_attempt_at, $10, $10, g.format, ($17::text[])[n.ord]
                 FROM numbered n, ranked g
                 ORDER BY n.ord, g.rank
                 RETURNING 1),
@@ -388,11 +395,11 @@ static FIRE_SQL: &str = "WITH inst AS (
      numbered AS (SELECT ev.*, row_number() OVER (ORDER BY id) AS ord FROM ev),
      queued AS (
         INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                status, attempts, next_attempt_at, created_at, updated_at, format)
+                                status, attempts, next_attempt_at, created_at, updated_at, format, trace_parent)
         SELECT q.webhook_id, n.workspace_id, n.id, n.event_type, n.instance_id, n.process_name, q.url, q.host,
-               'pending', 0, q.next_at, $6, $6, q.format
-        FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::text[])
-             WITH ORDINALITY AS q(event, webhook_id, url, host, next_at, format, ord)
+               'pending', 0, q.next_at, $6, $6, q.format, q.trace_parent
+        FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[])
+             WITH ORDINALITY AS q(event, webhook_id, url, host, next_at, format, trace_parent, ord)
         JOIN numbered n ON n.ord = q.event
         ORDER BY q.ord
         RETURNING 1)
@@ -435,6 +442,10 @@ async fn fire(
         .iter()
         .map(|d| d.target.format.as_str())
         .collect();
+    let traces: Vec<Option<&str>> = deliveries
+        .iter()
+        .map(|d| events[d.event].trace_parent)
+        .collect();
     sqlx::query(FIRE_SQL)
         .bind(&workspaces)
         .bind(&types)
@@ -457,6 +468,7 @@ async fn fire(
         .bind(&hosts)
         .bind(&due)
         .bind(&formats)
+        .bind(&traces)
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -112,7 +112,9 @@ macro_rules! delivery_log {
                 limit: i64,
             ) -> Result<Page<DeliveryRecord>> {
                 let rows: Vec<$crate::storage::shared::DeliveryRow> = sqlx::query_as(concat!(
-                    "SELECT * FROM deliveries WHERE ",
+                    "SELECT ",
+                    $crate::storage::shared::delivery_columns!(),
+                    " FROM deliveries WHERE ",
                     $crate::storage::queue_sql::log_filter!(),
                     " AND ($8 IS NULL OR id < $8) ORDER BY id DESC LIMIT $9"
                 ))
@@ -141,9 +143,11 @@ macro_rules! delivery_log {
             ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
                 // One read transaction, so the delivery and its attempts are one consistent snapshot.
                 let mut tx = self.reads().begin().await?;
-                let row: Option<$crate::storage::shared::DeliveryRow> = sqlx::query_as(
-                    "SELECT * FROM deliveries WHERE workspace_id = $1 AND webhook_id = $2",
-                )
+                let row: Option<$crate::storage::shared::DeliveryRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::storage::shared::delivery_columns!(),
+                    " FROM deliveries WHERE workspace_id = $1 AND webhook_id = $2"
+                ))
                 .bind(workspace.0)
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)

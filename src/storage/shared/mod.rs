@@ -70,6 +70,7 @@ pub(crate) struct ClaimedRow {
     created_at: i64,
     format: String,
     instance: Option<String>,
+    trace_parent: Option<String>,
 }
 
 impl ClaimedRow {
@@ -93,6 +94,7 @@ impl ClaimedRow {
             occurred_at: Millis(self.created_at),
             format: super::format_from_stored(&self.format)?,
             instance: self.instance,
+            trace_parent: self.trace_parent,
         })
     }
 }
@@ -235,7 +237,17 @@ pub(crate) fn page<T>(mut items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> i64)
     Page { items, next_cursor }
 }
 
-/// A delivery as the log shows it (`SELECT *` from `deliveries`).
+/// The columns of [`DeliveryRow`], named: a `SELECT *` would break, with a statement prepared
+/// before a migration added a column, on a node that keeps running beside a newer one.
+macro_rules! delivery_columns {
+    () => {
+        "id, test, webhook_id, event_type, instance_id, process_name, url, status, attempts,
+         next_attempt_at, last_attempt_at, last_status_code, last_error, created_at"
+    };
+}
+pub(crate) use delivery_columns;
+
+/// A delivery as the log shows it (the columns of `delivery_columns!`).
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeliveryRow {
     id: i64,

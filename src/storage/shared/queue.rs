@@ -80,13 +80,13 @@ macro_rules! queue_upkeep {
                 .bind(request.now.0)
                 .fetch_one(&mut *tx)
                 .await?;
-                let row: $crate::storage::shared::ClaimedRow = sqlx::query_as(
+                let row: $crate::storage::shared::ClaimedRow = sqlx::query_as(concat!(
                     "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
                                              test, status, attempts, next_attempt_at, lease_until, leased_by, created_at, updated_at, format)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $12, 'pending', 0, $9, $10, $11, $9, $9,
-                             (SELECT webhook_format FROM workspaces WHERE id = $2))
-                     RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, next_attempt_at, created_at, format,
-                               CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
+                             (SELECT webhook_format FROM workspaces WHERE id = $2))",
+                    $crate::storage::queue_sql::claimed_columns!()
+                ),
                 )
                 .bind(DeliveryId::created_at(request.now).as_str())
                 .bind(workspace.0)

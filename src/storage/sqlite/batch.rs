@@ -144,8 +144,8 @@ impl BatchStatements for SqliteBatch<'_> {
         }
         let mut insert_delivery = self.0.prepare_cached(
             "INSERT INTO deliveries (webhook_id, workspace_id, event_id, event_type, instance_id, process_name, url, host,
-                                     status, attempts, next_attempt_at, created_at, updated_at, format)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?10, ?11)",
+                                     status, attempts, next_attempt_at, created_at, updated_at, format, trace_parent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?10, ?11, ?12)",
         )?;
         for delivery in &plan.deliveries {
             let event = &plan.events[delivery.event];
@@ -160,7 +160,8 @@ impl BatchStatements for SqliteBatch<'_> {
                 delivery.target.host,
                 delivery.target.next_attempt_at,
                 now.0,
-                delivery.target.format
+                delivery.target.format,
+                event.trace_parent
             ])?;
         }
         Ok(())

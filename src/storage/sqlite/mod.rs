@@ -202,11 +202,16 @@ struct SqliteWriter {
 
 #[async_trait]
 impl BatchWriter for SqliteWriter {
-    async fn apply(&self, writes: &[InstanceWrite]) -> Result<Vec<WriteOutcome>> {
+    async fn apply(
+        &self,
+        writes: &[InstanceWrite],
+        traces: &[Option<String>],
+    ) -> Result<Vec<WriteOutcome>> {
         let writes = writes.to_vec();
+        let traces = traces.to_vec();
         let _writing = self.write.acquire().await?;
         self.thread
-            .run(move |conn| writer::apply(conn, &writes))
+            .run(move |conn| writer::apply(conn, &writes, &traces))
             .await
     }
 }

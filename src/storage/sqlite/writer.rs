@@ -86,10 +86,11 @@ impl WriteThread {
 pub(super) fn apply(
     conn: &mut Connection,
     writes: &[InstanceWrite],
+    traces: &[Option<String>],
 ) -> Result<Vec<WriteOutcome>, StorageError> {
     let now = Millis::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let outcomes = run_ready(batch::apply(&mut SqliteBatch(&tx), writes, now))?;
+    let outcomes = run_ready(batch::apply(&mut SqliteBatch(&tx), writes, traces, now))?;
     tx.commit()?;
     Ok(outcomes)
 }
@@ -173,12 +174,11 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
     let ids = serde_json::to_string(&picked.iter().map(|(id, _)| id).collect::<Vec<_>>())
         .unwrap_or_default();
     let mut claimed = tx
-        .prepare_cached(
+        .prepare_cached(concat!(
             "UPDATE deliveries SET lease_until = ?1, leased_by = ?2
-             WHERE id IN (SELECT value FROM json_each(?3))
-             RETURNING id, workspace_id, test, webhook_id, event_type, instance_id, process_name, url, host, attempts, next_attempt_at, created_at, format,
-                       CASE WHEN format = 'standard' THEN (SELECT ev.instance FROM events ev WHERE ev.id = deliveries.event_id) END AS instance",
-        )?
+                 WHERE id IN (SELECT value FROM json_each(?3))",
+            crate::storage::queue_sql::claimed_columns!()
+        ))?
         .query_map(params![c.lease_until, c.node, ids], |r| {
             let key: i64 = r.get("id")?;
             let event_type = super::super::event_from_stored(&r.get::<_, String>("event_type")?);
@@ -202,6 +202,7 @@ pub(super) fn claim(conn: &mut Connection, c: &Claim) -> rusqlite::Result<Vec<Cl
                 occurred_at: Millis(r.get("created_at")?),
                 format,
                 instance: r.get("instance")?,
+                trace_parent: r.get("trace_parent")?,
             }))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?
