@@ -60,6 +60,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     claims: Counter,
     claimed: Counter,
+    given_back: Counter,
     deliveries_succeeded: Counter,
     deliveries_failed: Counter,
     retries_scheduled: Counter,
@@ -87,6 +88,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             claims: Counter::default(),
             claimed: Counter::default(),
+            given_back: Counter::default(),
             deliveries_succeeded: Counter::default(),
             deliveries_failed: Counter::default(),
             retries_scheduled: Counter::default(),
@@ -114,6 +116,11 @@ impl Metrics {
     pub fn claimed(&self, n: usize) {
         self.claims.inc();
         self.claimed.inc_by(n as u64);
+    }
+
+    /// Deliveries claimed ahead were given back unattempted.
+    pub fn given_back(&self, n: usize) {
+        self.given_back.inc_by(n as u64);
     }
 
     /// An attempt started.
@@ -211,6 +218,11 @@ impl Metrics {
                 "Deliveries this node's worker claimed",
                 &self.claimed,
             ),
+            (
+                "herald_deliveries_given_back",
+                "Deliveries claimed ahead that this node gave back unattempted: their receiver failed, their lease ran short, or the node stopped",
+                &self.given_back,
+            ),
         ] {
             r.register(name, help, counter.clone());
         }
@@ -270,8 +282,12 @@ impl Metrics {
 
         let limits = Family::<[(&'static str, String); 1], Gauge>::default();
         let in_flight = Family::<[(&'static str, String); 1], Gauge>::default();
+        let ahead = Family::<[(&'static str, String); 1], Gauge>::default();
         for h in hosts {
             let host = [("host", h.host.clone())];
+            ahead
+                .get_or_create(&host)
+                .set(i64::try_from(h.claimed_ahead).unwrap_or(i64::MAX));
             limits
                 .get_or_create(&host)
                 .set(i64::try_from(h.limit).unwrap_or(i64::MAX));
@@ -288,6 +304,11 @@ impl Metrics {
             "herald_host_callbacks_in_flight",
             "Callbacks this node is waiting on now, per receiving host",
             in_flight,
+        );
+        r.register(
+            "herald_host_deliveries_claimed_ahead",
+            "Deliveries this node has claimed ahead for a receiving host, each to start the moment one of its slots frees",
+            ahead,
         );
 
         let mut out = String::with_capacity(8192);
@@ -350,6 +371,7 @@ mod tests {
             host: "odd\"host:80".into(),
             limit: 12,
             in_flight: 3,
+            claimed_ahead: 5,
         };
         let text = Metrics::default().render(
             &QueueStats::default(),
@@ -358,6 +380,7 @@ mod tests {
         );
         assert!(text.contains("herald_host_concurrency_limit{host=\"odd\\\"host:80\"} 12\n"));
         assert!(text.contains("herald_host_callbacks_in_flight{host=\"odd\\\"host:80\"} 3\n"));
+        assert!(text.contains("herald_host_deliveries_claimed_ahead{host=\"odd\\\"host:80\"} 5\n"));
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line

@@ -161,7 +161,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             node_id,
             max_in_flight: config.max_in_flight,
             per_host_cap: config.max_per_host,
-            claim_batch: 100,
+            // As many as a results write stores at once, so a refill of a quick host's window
+            // ahead (half of it: its limit) is one claim.
+            claim_batch: 256,
             lease_margin,
             idle_poll: config.idle_poll,
             retry: config.retry_schedule.clone(),

@@ -151,6 +151,9 @@ struct HostConcurrency {
     /// The adaptive limit now.
     concurrency_limit: usize,
     in_flight: usize,
+    /// Deliveries claimed ahead for the host, each to start the moment one of its requests
+    /// ends (only while the receiver answers quickly and successfully).
+    claimed_ahead: usize,
     /// The most the limit may reach (`--max-per-host`).
     ceiling: usize,
 }
@@ -203,6 +206,7 @@ async fn health(State(herald): State<Herald>, Auth(caller): Auth) -> Result<Json
             host: h.host,
             concurrency_limit: h.limit,
             in_flight: h.in_flight,
+            claimed_ahead: h.claimed_ahead,
             ceiling,
         })
         .collect();

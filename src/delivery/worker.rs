@@ -1,14 +1,17 @@
 //! The delivery loop.
 //!
-//! One task claims batches of due deliveries under a lease and spawns one task per attempt,
-//! bounded by a semaphore, so a hanging receiver holds one slot and never the loop. Results go
-//! through a channel to a writer task that stores them in batches (one transaction per batch)
-//! and wakes the loop, since a finished delivery may unblock the next one of its instance.
-//! A housekeeping task promotes circuit-breaker probes and prunes the log.
+//! One task claims batches of due deliveries under a lease and starts a task per slot, bounded
+//! by a semaphore, so a hanging receiver holds one slot and never the loop. For a receiver that
+//! answers quickly, the claim also takes a window ahead: deliveries that wait, leased, for the
+//! host's next free slot, which its last attempt hands on at once ([`run_slot`]), so a slot is
+//! busy only while its request is (decision 0013). Results go through a channel to a writer
+//! task that stores them in batches (one transaction per batch) and wakes the loop, since a
+//! finished delivery may unblock the next one of its instance. A housekeeping task promotes
+//! circuit-breaker probes and prunes the log.
 
 use super::backpressure::WriteGate;
 use super::client::{Attempt, Callback, CallbackClient};
-use super::limits::HostLimits;
+use super::limits::{HostLimits, HostSlot, Ready};
 use super::results::{resume_to_the_end, write_results};
 use crate::domain::backpressure::{Claimed, held_back, worker_lag};
 use crate::domain::{
@@ -159,26 +162,79 @@ impl Worker {
         // over a growing quiet period instead of each triggering a claim.
         let mut empty_claims: u32 = 0;
         let mut keys = KeyCache::default();
+        // Whether the loop was woken for work it may not know of (announced, or the poll).
+        let mut new_work = true;
+
+        let slots = Arc::new(Slots {
+            client: self.client.clone(),
+            retry: self.config.retry.clone(),
+            node: self.config.node_id.clone(),
+            metrics: Arc::clone(&self.metrics),
+            limits: Arc::clone(&self.limits),
+            results: results_tx.clone(),
+            store: Arc::clone(&self.store),
+            shutdown: shutdown.clone(),
+            freed: Arc::clone(&stored),
+        });
 
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
-            let free = permits.available_permits().min(self.config.claim_batch);
+            // Deliveries claimed ahead whose host has a free slot no attempt took (its limit
+            // grew, or its last attempt failed), and those whose lease would no longer cover an
+            // attempt, which are given back.
+            let mut stale = Vec::new();
+            while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                let Some(started) =
+                    self.limits
+                        .next_startable(Millis::now(), self.client.timeout(), &mut stale)
+                else {
+                    break;
+                };
+                in_flight.spawn(run_slot(Arc::clone(&slots), started, permit));
+            }
+            give_back(
+                self.store.as_ref(),
+                &self.config.node_id,
+                &self.metrics,
+                stale,
+            )
+            .await;
+            let now = Millis::now();
+            // Each host's room on this node: its adaptive limit and its window ahead, less what
+            // is in flight and claimed ahead. A host with none is full whatever the other nodes
+            // do: the claim skips it without counting its leases.
+            let rooms = self.limits.rooms();
+            // What free slots take at once, and the windows ahead of quick hosts.
+            let free = (permits.available_permits() + rooms.ahead.min(self.config.max_in_flight))
+                .saturating_sub(self.limits.ready_len())
+                .min(self.config.claim_batch);
             if free == 0 {
                 tokio::select! {
                     _ = stored.notified() => {}
+                    _ = self.limits.refill_wanted().notified() => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
             }
-            let now = Millis::now();
-            // Each host's room on this node: its adaptive limit less what is in flight. A host
-            // with none is full whatever the other nodes do: the claim skips it without
-            // counting its leases.
-            let rooms = self.limits.rooms();
+            // Woken only by stored results or a slot's end while every host this node knows is
+            // full: a result frees room, or unblocks a delivery, only on its own host, so a claim
+            // could take nothing. Work for other hosts is announced; retries come with the poll.
+            if !new_work && rooms.hosts.is_empty() && !rooms.full.is_empty() {
+                tokio::select! {
+                    _ = stored.notified() => {}
+                    _ = self.limits.refill_wanted().notified() => {}
+                    _ = self.wake.notified() => new_work = true,
+                    _ = tokio::time::sleep(self.config.idle_poll) => new_work = true,
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            new_work = false;
+            let request_lease_until = now.plus(lease);
             let request = ClaimRequest {
                 node: &self.config.node_id,
                 now,
-                lease_until: now.plus(lease),
+                lease_until: request_lease_until,
                 limit: free as i64,
                 per_host_cap: self.config.per_host_cap as i64,
                 full_hosts: &rooms.full,
@@ -227,48 +283,40 @@ impl Worker {
             } else {
                 0
             };
+            let mut stale = Vec::new();
             for delivery in claimed {
-                let permit = Arc::clone(&permits)
-                    .try_acquire_owned()
-                    .expect("claims never exceed free permits");
-                let client = self.client.clone();
-                let retry = self.config.retry.clone();
-                let tx = results_tx.clone();
-                let node = self.config.node_id.clone();
                 let keys = signing
                     .get(&delivery.workspace_id)
                     .cloned()
                     .expect("keys were read for every workspace claimed");
-                let metrics = Arc::clone(&self.metrics);
-                metrics.attempt_started();
-                let slot = self.limits.start(&delivery.host);
-                in_flight.spawn(async move {
-                    let result = attempt(&client, &delivery, &keys, &retry, &node).await;
-                    slot.finish(Load::of(
-                        result.attempt.outcome,
-                        result
-                            .attempt
-                            .status_code
-                            .and_then(|s| u16::try_from(s).ok()),
-                        Duration::from_millis(
-                            u64::try_from(result.attempt.duration_ms).unwrap_or(0),
-                        ),
-                    ));
-                    metrics.attempt_finished(
-                        result.attempt.outcome,
-                        Duration::from_millis(
-                            u64::try_from(result.attempt.duration_ms).unwrap_or(0),
-                        ),
-                        match result.next {
-                            NextStep::Succeeded => AttemptEnd::Succeeded,
-                            NextStep::Failed => AttemptEnd::Failed,
-                            NextStep::RetryAt(_) => AttemptEnd::Retrying,
-                        },
-                    );
-                    drop(permit);
-                    let _ = tx.send(result);
-                });
+                let ready = Ready {
+                    delivery,
+                    keys,
+                    lease_until: request_lease_until,
+                };
+                // Started now if a slot of its host is free, otherwise kept, claimed ahead, for
+                // the first slot that frees (`run_slot` hands it on).
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    self.limits.keep(ready);
+                    continue;
+                };
+                match self
+                    .limits
+                    .admit(ready, now, self.client.timeout(), &mut stale)
+                {
+                    Some(started) => {
+                        in_flight.spawn(run_slot(Arc::clone(&slots), started, permit));
+                    }
+                    None => drop(permit),
+                }
             }
+            give_back(
+                self.store.as_ref(),
+                &self.config.node_id,
+                &self.metrics,
+                stale,
+            )
+            .await;
             if full_batch {
                 continue;
             }
@@ -292,12 +340,21 @@ impl Worker {
             };
             tokio::select! {
                 _ = stored.notified() => {}
-                _ = announced => {}
-                _ = tokio::time::sleep(self.config.idle_poll) => {}
+                _ = self.limits.refill_wanted().notified() => {}
+                _ = announced => new_work = true,
+                _ = tokio::time::sleep(self.config.idle_poll) => new_work = true,
                 _ = shutdown.cancelled() => break,
             }
         }
 
+        // Nothing claimed ahead will start now: other nodes may take it at once.
+        give_back(
+            self.store.as_ref(),
+            &self.config.node_id,
+            &self.metrics,
+            self.limits.take_all(),
+        )
+        .await;
         let waiting = in_flight.len();
         if waiting > 0 {
             tracing::info!(
@@ -306,10 +363,103 @@ impl Worker {
             );
         }
         while in_flight.join_next().await.is_some() {}
+        // The slots' sender too, so the writer sees the end of the results.
+        drop(slots);
         drop(results_tx);
         let _ = writer.await;
         let _ = housekeeping.await;
         tracing::info!("delivery worker stopped");
+    }
+}
+
+/// What every slot's task needs.
+struct Slots {
+    client: CallbackClient,
+    retry: RetrySchedule,
+    node: String,
+    metrics: Arc<Metrics>,
+    limits: Arc<HostLimits>,
+    results: mpsc::UnboundedSender<AttemptResult>,
+    store: Arc<dyn Queue>,
+    shutdown: CancellationToken,
+    /// Told when a slot's task ends: its permit is free for the loop.
+    freed: Arc<Notify>,
+}
+
+/// One slot, busy only while its requests are: makes the attempt it was started with, sends the
+/// result to the writer, and goes on at once with the next delivery claimed ahead for the same
+/// host while the host's limit has room for it, so the slot never waits for a results write or
+/// a claim. It stops at the first failure, whose receiver's deliveries claimed ahead are given
+/// back (the breaker may pause them; the database decides), and when the node is stopping.
+async fn run_slot(
+    slots: Arc<Slots>,
+    first: (Ready, HostSlot),
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut next = Some(first);
+    while let Some((ready, slot)) = next.take() {
+        let delivery = &ready.delivery;
+        slots.metrics.attempt_started();
+        let result = attempt(
+            &slots.client,
+            delivery,
+            &ready.keys,
+            &slots.retry,
+            &slots.node,
+        )
+        .await;
+        let took = Duration::from_millis(u64::try_from(result.attempt.duration_ms).unwrap_or(0));
+        let load = Load::of(
+            result.attempt.outcome,
+            result
+                .attempt
+                .status_code
+                .and_then(|s| u16::try_from(s).ok()),
+            took,
+        );
+        slots.metrics.attempt_finished(
+            result.attempt.outcome,
+            took,
+            match result.next {
+                NextStep::Succeeded => AttemptEnd::Succeeded,
+                NextStep::Failed => AttemptEnd::Failed,
+                NextStep::RetryAt(_) => AttemptEnd::Retrying,
+            },
+        );
+        let succeeded = result.attempt.outcome == AttemptOutcome::Success;
+        // The host's limit learns of the attempt before its result can wake the loop, so the
+        // next claim sees a receiver that holds back as such.
+        let mut stale = Vec::new();
+        next = slot.finish_then_next(
+            load,
+            succeeded && !slots.shutdown.is_cancelled(),
+            slots.client.timeout(),
+            &mut stale,
+        );
+        if !succeeded {
+            stale.extend(slots.limits.take_url(&delivery.host, &delivery.url));
+        }
+        let _ = slots.results.send(result);
+        give_back(slots.store.as_ref(), &slots.node, &slots.metrics, stale).await;
+    }
+    drop(permit);
+    slots.freed.notify_one();
+}
+
+/// Gives back deliveries claimed ahead that will not be attempted here (see
+/// [`Queue::give_back`]). If that fails, their leases end by themselves: nothing is lost, they
+/// only start later.
+async fn give_back(store: &dyn Queue, node: &str, metrics: &Metrics, ready: Vec<Ready>) {
+    if ready.is_empty() {
+        return;
+    }
+    metrics.given_back(ready.len());
+    let leases: Vec<(i64, Millis)> = ready
+        .iter()
+        .map(|r| (r.delivery.key, r.lease_until))
+        .collect();
+    if let Err(error) = store.give_back(node, &leases).await {
+        tracing::warn!(error = %error_chain(&error), deliveries = leases.len(), "giving back deliveries claimed ahead failed; their leases will end by themselves");
     }
 }
 

@@ -34,6 +34,16 @@ const BASELINE_SAMPLES: u32 = 1_000;
 /// How long a host counts as held back by its receiver after its limit last shrank.
 pub const RESTRAINT_MEMORY: Duration = Duration::from_secs(10);
 
+/// Deliveries are claimed ahead for a host only while its recent average answer is quicker than
+/// this: claiming ahead covers the few milliseconds between an answer and the next claim, and a
+/// delivery claimed ahead waits about one answer for a slot, well inside its lease (decision
+/// 0013).
+pub const AHEAD_BELOW_LATENCY: Duration = Duration::from_millis(100);
+
+/// A quick host's window ahead, in rounds of its limit: refilled when half empty, it still
+/// holds a round while the refill's claim is under way (decision 0013).
+pub const AHEAD_ROUNDS: usize = 2;
+
 /// What one finished attempt says about the receiver's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Load {
@@ -78,6 +88,8 @@ pub struct ConcurrencyLimit {
     last_decrease: Option<i64>,
     /// When the receiver last timed out, refused, dropped a connection or shed load.
     last_overload: Option<i64>,
+    /// Whether the last attempt that said anything about load was served.
+    serving: bool,
 }
 
 impl ConcurrencyLimit {
@@ -93,6 +105,7 @@ impl ConcurrencyLimit {
             average: None,
             last_decrease: None,
             last_overload: None,
+            serving: false,
         }
     }
 
@@ -116,6 +129,21 @@ impl ConcurrencyLimit {
         })
     }
 
+    /// How many deliveries may wait claimed ahead for this host, ready to start the moment one
+    /// of its slots frees: [`AHEAD_ROUNDS`] times its limit while it answers quickly and successfully
+    /// ([`AHEAD_BELOW_LATENCY`]) and its last answer that said anything about load was a
+    /// success; none otherwise, so nothing waits leased behind a slow, failing or unknown
+    /// receiver. (A receiver that has just recovered gets its window back with its first
+    /// success: its backlog is what claiming ahead is for.)
+    pub fn ahead(&self) -> usize {
+        match self.average {
+            Some(average) if average < AHEAD_BELOW_LATENCY && self.serving => {
+                AHEAD_ROUNDS * self.current()
+            }
+            _ => 0,
+        }
+    }
+
     /// Learns from one finished attempt, made while `in_flight` attempts (itself included) were
     /// in flight to the host, ending at `now_ms`. The limit grows only while it is used: a host
     /// that gets a few callbacks a second keeps its limit where it is.
@@ -123,6 +151,7 @@ impl ConcurrencyLimit {
         match load {
             Load::Neutral => {}
             Load::Overloaded => {
+                self.serving = false;
                 self.last_overload = Some(now_ms);
                 if !self.decrease(OVERLOAD_DECREASE, now_ms) {
                     // Already halved this round trip: no more in flight than there were, less
@@ -133,6 +162,7 @@ impl ConcurrencyLimit {
                 }
             }
             Load::Served(took) => {
+                self.serving = true;
                 self.samples += 1;
                 if self.samples >= BASELINE_SAMPLES {
                     self.samples = 0;
@@ -326,6 +356,32 @@ mod tests {
             t += 1;
         }
         assert!(limit.current() > INITIAL, "{}", limit.current());
+    }
+
+    #[test]
+    fn only_a_quick_healthy_receiver_gets_deliveries_claimed_ahead() {
+        let mut limit = ConcurrencyLimit::new(64);
+        assert_eq!(limit.ahead(), 0, "an unknown receiver gets none");
+        for i in 0..20 {
+            limit.observe(served(2), limit.current(), i);
+        }
+        assert_eq!(limit.ahead(), AHEAD_ROUNDS * limit.current());
+        limit.observe(Load::Overloaded, 1, 30);
+        assert_eq!(limit.ahead(), 0, "a receiver that shed load gets none");
+        limit.observe(Load::Neutral, 1, 31);
+        assert_eq!(limit.ahead(), 0, "a 4xx says nothing");
+        limit.observe(served(2), 1, 40);
+        assert_eq!(
+            limit.ahead(),
+            AHEAD_ROUNDS * limit.current(),
+            "back with its first success"
+        );
+
+        let mut slow = ConcurrencyLimit::new(64);
+        for i in 0..20 {
+            slow.observe(served(150), slow.current(), i * 200);
+        }
+        assert_eq!(slow.ahead(), 0, "a slow receiver gets none");
     }
 
     #[test]

@@ -236,6 +236,12 @@ pub trait Queue: Send + Sync + 'static {
         breaker: &BreakerPolicy,
     ) -> Result<Vec<Unfinished>>;
 
+    /// Gives back deliveries this node claimed ahead and will not attempt (their receiver
+    /// failed, their lease would no longer cover an attempt, or the node is stopping), each
+    /// given with the lease it was claimed under: those leases end now, so any node may claim
+    /// the deliveries at once. A lease that is no longer this one is left alone.
+    async fn give_back(&self, node: &str, leases: &[(i64, Millis)]) -> Result<()>;
+
     /// Holds (while the URL's breaker is still open) or releases (while it is still closed) the
     /// next [`HOLD_CHUNK`] or [`BREAKER_CHUNK`] deliveries of a URL, in one transaction; nothing once the breaker
     /// has changed again. Returns whether more may remain.

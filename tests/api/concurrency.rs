@@ -120,3 +120,90 @@ async fn a_receiver_that_answers_503_gets_fewer_at_once() {
     .await;
     assert!(limit >= 1);
 }
+
+/// Four attempts at a time on the node (`--max-in-flight 4`) to a receiver that answers in
+/// 50 ms: the host's own limit has room for more, so once it has answered, deliveries wait
+/// claimed ahead and each freed slot takes the next at once.
+async fn four_slots(app: &TestApp, receiver: &Receiver) {
+    receiver.behave("/quick", Behaviour::Delay(50));
+    app.configure(&[&receiver.url("/quick")], &[], &[]).await;
+    app.process("p").await;
+}
+
+#[tokio::test]
+async fn a_quick_receivers_backlog_is_claimed_ahead_and_each_callback_arrives_once() {
+    let app = TestApp::spawn_with(|c| c.max_in_flight = 4).await;
+    let receiver = Receiver::start().await;
+    four_slots(&app, &receiver).await;
+    burst(&app, 100).await;
+    let entry = eventually("deliveries waiting claimed ahead", || async {
+        let entry = host_entry(&app, &receiver).await?;
+        (entry["claimedAhead"].as_u64()? > 0).then_some(entry)
+    })
+    .await;
+    assert!(entry["inFlight"].as_u64().unwrap() <= 4, "{entry}");
+    let got = receiver.wait_for(Some("/quick"), 100).await;
+    eventually("every delivery is done", || async {
+        app.deliveries("status=pending")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "each callback arrived once");
+    assert_eq!(
+        receiver.peak_in_flight(),
+        4,
+        "never more than the node allows"
+    );
+    let log = app.deliveries("status=succeeded").await;
+    assert_eq!(log.len(), 100);
+    assert!(log.iter().all(|d| d["attemptCount"] == 1), "{log:?}");
+    let text = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::sample(&text, "herald_deliveries_given_back_total"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn deliveries_claimed_ahead_for_a_url_that_fails_are_given_back_and_none_is_lost() {
+    // Retries a second apart and no pause, so every delivery that fails while the receiver
+    // answers 500 succeeds on a later attempt.
+    let app = TestApp::spawn_with(|c| {
+        c.max_in_flight = 4;
+        c.retry_schedule = herald::domain::RetrySchedule::parse("1s,1s,1s,1s,1s").unwrap();
+        c.breaker.threshold = 10_000;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    four_slots(&app, &receiver).await;
+    burst(&app, 100).await;
+    eventually("deliveries waiting claimed ahead", || async {
+        let entry = host_entry(&app, &receiver).await?;
+        (entry["claimedAhead"].as_u64()? > 0).then_some(())
+    })
+    .await;
+    receiver.behave("/quick", Behaviour::Status(500));
+    // The first failure gives back what waits for the URL, to be claimed again under the
+    // breaker's rules instead of being sent from the node's window.
+    eventually("claimed-ahead deliveries given back", || async {
+        let text = crate::metrics::scrape(&app).await;
+        crate::metrics::sample(&text, "herald_deliveries_given_back_total")
+            .is_some_and(|n| n >= 1.0)
+            .then_some(())
+    })
+    .await;
+    receiver.behave("/quick", Behaviour::Delay(1));
+    // Retries (and the breaker's probe, if it opened) bring every one of them through.
+    eventually("every delivery succeeded", || async {
+        (app.deliveries("status=succeeded").await.len() == 100).then_some(())
+    })
+    .await;
+}

@@ -53,6 +53,7 @@ conformance!(
     the_outbox_queues_one_delivery_per_enabled_url,
     claims_lease_and_never_hand_out_a_delivery_twice,
     claims_keep_per_instance_order,
+    deliveries_given_back_are_claimable_at_once_and_only_under_their_own_lease,
     claims_respect_the_per_host_cap,
     claims_skip_the_hosts_the_worker_says_are_full,
     a_new_password_or_a_deactivation_ends_the_users_sessions,
@@ -572,6 +573,58 @@ async fn claims_lease_and_never_hand_out_a_delivery_twice(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+async fn deliveries_given_back_are_claimable_at_once_and_only_under_their_own_lease(
+    store: Arc<dyn Store>,
+) {
+    let ws = setup(&store).await;
+    store
+        .save_webhook_settings(ws, &settings(&["https://a.example/"], &[], &[]))
+        .await
+        .unwrap();
+    let p = process(&store, ws, "p").await;
+    for _ in 0..3 {
+        create(&store, ws, &p).await;
+    }
+    let now = Millis::now();
+    let request = claim(now, 100, 100);
+    let lease = request.lease_until;
+    let first = store.claim_due(request).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // Given back under another lease (one that ended and was taken over), or by another node:
+    // left alone.
+    store
+        .give_back(
+            NODE,
+            &[(first[0].key, lease.plus(Duration::from_millis(1)))],
+        )
+        .await
+        .unwrap();
+    store
+        .give_back("node-b", &[(first[1].key, lease)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due(claim(now, 100, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Given back under its own lease: any node may claim it at once, and nothing else moved.
+    store
+        .give_back(NODE, &[(first[0].key, lease), (first[1].key, lease)])
+        .await
+        .unwrap();
+    let again = store.claim_due(claim(now, 100, 100)).await.unwrap();
+    let keys: Vec<i64> = again.iter().map(|d| d.key).collect();
+    assert_eq!(keys, vec![first[0].key, first[1].key]);
+    assert_eq!(
+        again[0].id, first[0].id,
+        "the same delivery, under the same webhook-id"
+    );
+    assert_eq!(again[0].attempts, 0, "no attempt was counted");
 }
 
 async fn claims_keep_per_instance_order(store: Arc<dyn Store>) {

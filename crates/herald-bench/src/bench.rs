@@ -64,6 +64,11 @@ pub struct Figures {
     pub stages: Stages,
     /// The highest per-host concurrency limit in the node's `/metrics` at the end of the run.
     pub final_host_limit: usize,
+    /// After a backlog: Herald's and the database server's CPU per callback from the moment
+    /// the receiver came back until the last callback arrived (the drain alone).
+    pub drain_cpu_us_per_callback: Option<(f64, f64)>,
+    /// After a backlog: the claims and results writes of the drain alone.
+    pub drain_stages: Option<DrainStages>,
     pub note: String,
     /// Scenario 8's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +91,37 @@ pub struct Stages {
     pub instance_write_p99_within_ms: f64,
     pub claim_p99_within_ms: f64,
     pub results_write_p99_within_ms: f64,
+}
+
+/// What the worker did in a drain: claims and results writes between two scrapes.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DrainStages {
+    pub claims: f64,
+    pub deliveries_per_claim: f64,
+    pub results_writes: f64,
+    pub results_per_write: f64,
+}
+
+impl DrainStages {
+    fn between(before: &str, after: &str) -> Self {
+        let diff = |name: &str| metric_value(after, name) - metric_value(before, name);
+        let claims = diff("herald_claims_total");
+        let writes = diff("herald_results_write_duration_seconds_count");
+        Self {
+            claims,
+            deliveries_per_claim: diff("herald_claimed_deliveries_total") / claims.max(1.0),
+            results_writes: writes,
+            results_per_write: diff("herald_callback_attempt_duration_seconds_count")
+                / writes.max(1.0),
+        }
+    }
+}
+
+/// One unlabelled value of Prometheus text, 0 if absent.
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Stages {
@@ -447,6 +483,20 @@ impl Api {
     }
 
     /// Saves `urls` for `created` (the other events off) and creates the process `bench`.
+    /// The node's metrics as text, or nothing if the scrape failed.
+    async fn metrics_text(&self) -> String {
+        match self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     async fn configure(&self, urls: &[String]) -> anyhow::Result<()> {
         self.send(
             reqwest::Method::PUT,
@@ -708,6 +758,13 @@ async fn scenario_with(
         api_ops_per_sec: api_rate,
         ..Default::default()
     };
+    // The drain's own CPU and stages: from the moment the receiver comes back.
+    let drain_cpu = backlog.then(|| CpuMeter::start(node.node.pid));
+    let before_drain = if backlog {
+        api.metrics_text().await
+    } else {
+        String::new()
+    };
     if backlog {
         arrivals.down.store(false, Ordering::Relaxed);
     }
@@ -719,6 +776,14 @@ async fn scenario_with(
         );
     }
     cpu.charge(&mut figures, events, pg_admin.is_some());
+    if let Some(drain_cpu) = drain_cpu {
+        let mut drain = Figures::default();
+        drain_cpu.charge(&mut drain, expected, pg_admin.is_some());
+        figures.drain_cpu_us_per_callback = Some((
+            drain.herald_cpu_us_per_event,
+            drain.database_cpu_us_per_event,
+        ));
+    }
     // A backlog drains from the first callback that got through after the receiver came back
     // (the circuit breaker's probe); other scenarios count from the first API call.
     let since = if backlog {
@@ -757,6 +822,9 @@ async fn scenario_with(
         && let Ok(text) = r.text().await
     {
         figures.stages = Stages::from_metrics(&text);
+        if backlog {
+            figures.drain_stages = Some(DrainStages::between(&before_drain, &text));
+        }
         figures.final_host_limit = text
             .lines()
             .filter_map(|l| l.strip_prefix("herald_host_concurrency_limit{"))
@@ -1093,10 +1161,16 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<Figures>> {
         .await?;
         let connections = drain.final_host_limit.max(1);
         let bare = bare_gets(&receiver.0, n(50_000, 5_000), connections).await;
+        let (herald_cpu, server_cpu) = drain.drain_cpu_us_per_callback.unwrap_or_default();
+        let stages = drain.drain_stages.clone().unwrap_or_default();
         drain.note = format!(
-            "drain from receiver-up; {}; limit at the end {connections}: {:.0}% of a bare client with as many connections ({bare:.0} GET/s)",
+            "drain from receiver-up; {}; limit at the end {connections}: {:.0}% of a bare client with as many connections ({bare:.0} GET/s); in the drain: CPU per callback Herald {herald_cpu:.0} µs, database server {server_cpu:.0} µs; {:.0} claims of {:.1}, {:.0} results writes of {:.1}",
             drain.note,
-            100.0 * drain.callbacks_per_sec / bare.max(1e-9)
+            100.0 * drain.callbacks_per_sec / bare.max(1e-9),
+            stages.claims,
+            stages.deliveries_per_claim,
+            stages.results_writes,
+            stages.results_per_write,
         );
         eprintln!("{}: {}", drain.scenario, drain.note);
         all.push(drain);

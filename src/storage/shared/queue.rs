@@ -39,6 +39,27 @@ macro_rules! queue_upkeep {
                 Ok(())
             }
 
+            /// See [`Queue::give_back`].
+            async fn shared_give_back(&self, node: &str, leases: &[(i64, Millis)]) -> Result<()> {
+                if leases.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for (key, lease_until) in leases {
+                    sqlx::query(
+                        "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+                         WHERE id = $1 AND leased_by = $2 AND lease_until = $3 AND status = 'pending'",
+                    )
+                    .bind(key)
+                    .bind(node)
+                    .bind(lease_until.0)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             /// See [`Queue::stranded_releases`].
             async fn shared_stranded_releases(&self) -> Result<Vec<Unfinished>> {
                 let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(

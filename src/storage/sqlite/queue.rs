@@ -49,6 +49,10 @@ impl Queue for SqliteStore {
             .await
     }
 
+    async fn give_back(&self, node: &str, leases: &[(i64, Millis)]) -> Result<()> {
+        self.shared_give_back(node, leases).await
+    }
+
     async fn promote_probes(&self, now: Millis) -> Result<()> {
         self.shared_promote_probes(now).await
     }
