@@ -127,7 +127,7 @@ impl CallbackClient {
         started_at: Millis,
     ) -> Result<(reqwest::StatusCode, Option<String>, Option<Duration>), (AttemptOutcome, String)>
     {
-        let configured = cb.url.to_url();
+        let configured = cb.url.parsed();
         // Literal IP hosts never go through the resolver, so they are checked here.
         let literal = match configured.host() {
             Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),

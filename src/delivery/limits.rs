@@ -294,6 +294,13 @@ impl HostLimits {
             .is_some_and(|s| s.limit.restrained(now.0))
     }
 
+    /// Whether every slot `host`'s adaptive limit allows is busy on this node.
+    pub fn at_limit(&self, host: &str) -> bool {
+        self.lock()
+            .get(host)
+            .is_some_and(|s| s.in_flight >= s.limit.current())
+    }
+
     /// One host, if this node knows it.
     pub fn of(&self, host: &str) -> Option<HostConcurrency> {
         self.lock().get(host).map(|s| HostConcurrency {

@@ -16,4 +16,4 @@ pub use egress::EgressPolicy;
 pub use limits::{HostConcurrency, HostLimits};
 pub use results::SHUTDOWN_RESULTS_GRACE;
 pub(crate) use results::store_results;
-pub use worker::{Worker, WorkerConfig, attempt};
+pub use worker::{UrlCache, Worker, WorkerConfig, attempt};

@@ -93,35 +93,24 @@ impl Worker {
         }
     }
 
-    /// How far behind one claim shows this worker to be ([`worker_lag`]), given the rooms it
-    /// was made with and whether it took all it asked for.
-    fn lag_of(
-        &self,
-        claimed: &[ClaimedDelivery],
-        rooms: &super::limits::Rooms,
-        claim_full: bool,
-        now: Millis,
-    ) -> Duration {
-        let mut per_host: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for d in claimed {
-            *per_host.entry(&d.host).or_default() += 1;
-        }
-        let held: std::collections::HashMap<&str, bool> = per_host
-            .iter()
-            .map(|(host, n)| {
-                let room = rooms.room_of(host);
-                (
-                    *host,
-                    held_back(self.limits.restrained(host, now), *n, room, claim_full),
+    /// How far behind one claim shows this worker to be ([`worker_lag`]), given the host and due
+    /// time of each delivery it took, judged once they were started or kept ahead.
+    fn lag_of(&self, claimed: &[(String, Millis)], now: Millis) -> Duration {
+        let mut held: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+        for (host, _) in claimed {
+            held.entry(host).or_insert_with(|| {
+                held_back(
+                    self.limits.restrained(host, now),
+                    self.limits.at_limit(host),
                 )
-            })
-            .collect();
+            });
+        }
         worker_lag(
             now,
-            claimed.iter().map(|d| Claimed {
-                host: &d.host,
-                due: d.due_at,
-                held_back: held.get(d.host.as_str()).copied().unwrap_or(true),
+            claimed.iter().map(|(host, due)| Claimed {
+                host,
+                due: *due,
+                held_back: held.get(host.as_str()).copied().unwrap_or(true),
             }),
         )
     }
@@ -167,6 +156,7 @@ impl Worker {
 
         let slots = Arc::new(Slots {
             client: self.client.clone(),
+            urls: UrlCache::default(),
             retry: self.config.retry.clone(),
             node: self.config.node_id.clone(),
             metrics: Arc::clone(&self.metrics),
@@ -262,12 +252,8 @@ impl Worker {
             };
             self.metrics.claimed(claimed.len());
             let full_batch = claimed.len() == free;
-            // An empty claim while attempts are in flight says only that the rooms are full,
-            // not that the worker caught up; with nothing in flight, it has.
-            if !claimed.is_empty() || in_flight.is_empty() {
-                self.gate
-                    .report(self.lag_of(&claimed, &rooms, full_batch, now));
-            }
+            let dues: Vec<(String, Millis)> =
+                claimed.iter().map(|d| (d.host.clone(), d.due_at)).collect();
             let signing = match keys.for_claims(self.secrets.as_ref(), &claimed).await {
                 Ok(signing) => signing,
                 Err(error) => {
@@ -317,6 +303,11 @@ impl Worker {
                 stale,
             )
             .await;
+            // An empty claim while attempts are in flight says only that the rooms are full,
+            // not that the worker caught up; with nothing in flight, it has.
+            if !dues.is_empty() || in_flight.is_empty() {
+                self.gate.report(self.lag_of(&dues, now));
+            }
             if full_batch {
                 continue;
             }
@@ -375,6 +366,7 @@ impl Worker {
 /// What every slot's task needs.
 struct Slots {
     client: CallbackClient,
+    urls: UrlCache,
     retry: RetrySchedule,
     node: String,
     metrics: Arc<Metrics>,
@@ -402,6 +394,7 @@ async fn run_slot(
         slots.metrics.attempt_started();
         let result = attempt(
             &slots.client,
+            &slots.urls,
             delivery,
             &ready.keys,
             &slots.retry,
@@ -504,9 +497,35 @@ impl KeyCache {
     }
 }
 
+/// Stored URLs as parsed, so the deliveries of one URL parse it once, not once per attempt.
+#[derive(Default)]
+pub struct UrlCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<String, CallbackUrl>>,
+}
+
+impl UrlCache {
+    /// The most URLs kept; past it the cache starts again (a node calls a few hundred URLs,
+    /// rarely more).
+    const MOST: usize = 4096;
+
+    fn parse(&self, text: &str) -> Result<CallbackUrl, crate::domain::Invalid> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = parsed.get(text) {
+            return Ok(url.clone());
+        }
+        let url = CallbackUrl::parse(text)?;
+        if parsed.len() >= Self::MOST {
+            parsed.clear();
+        }
+        parsed.insert(text.to_owned(), url.clone());
+        Ok(url)
+    }
+}
+
 /// Makes one attempt of a claimed delivery and decides what follows.
 pub async fn attempt(
     client: &CallbackClient,
+    urls: &UrlCache,
     delivery: &ClaimedDelivery,
     keys: &SigningKeys,
     retry: &RetrySchedule,
@@ -526,7 +545,7 @@ pub async fn attempt(
     if let Some(parent) = &delivery.trace_parent {
         crate::telemetry::link_to_parent(&span, parent);
     }
-    let result = match CallbackUrl::parse(&delivery.url) {
+    let result = match urls.parse(&delivery.url) {
         Ok(url) => {
             let cb = Callback {
                 id: &delivery.id,

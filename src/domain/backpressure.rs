@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Whether a host was held back at a claim by something other than the worker: its receiver
-/// failed lately (`restrained`), or the claim took all `room` its limit left (`claimed` for it)
-/// although the claim as a whole was not cut short by the worker's own capacity
-/// (`claim_full`: it took as many as the worker asked for).
-pub fn held_back(restrained: bool, claimed: usize, room: usize, claim_full: bool) -> bool {
-    restrained || (!claim_full && claimed >= room)
+/// failed lately (`restrained`), or, once the claim's deliveries were started, all the slots its
+/// adaptive limit allows are busy (`at_its_limit`): the rest of its backlog waits for its
+/// receiver's answers, not for the worker. A host whose deliveries wait for the node's own
+/// capacity (`--max-in-flight`) has slots to spare and is not held back.
+pub fn held_back(restrained: bool, at_its_limit: bool) -> bool {
+    restrained || at_its_limit
 }
 
 /// The operator's policy (`--backpressure-lag`).
@@ -211,18 +212,11 @@ mod tests {
 
     #[test]
     fn a_host_is_held_back_by_its_receiver_or_its_full_limit_never_by_the_workers_capacity() {
-        assert!(held_back(true, 1, 8, true), "a failing receiver");
+        assert!(held_back(true, false), "a failing receiver");
+        assert!(held_back(false, true), "its limit full");
         assert!(
-            held_back(false, 8, 8, false),
-            "its limit full, the worker had more to give"
-        );
-        assert!(
-            !held_back(false, 8, 8, true),
-            "the worker's own capacity ran out first"
-        );
-        assert!(
-            !held_back(false, 3, 8, false),
-            "room to spare: all its due work was taken"
+            !held_back(false, false),
+            "slots to spare: what waits, waits for the worker"
         );
     }
 

@@ -117,8 +117,26 @@ pub const MAX_PROBLEMS_SHOWN: usize = 100;
 ///
 /// The text is kept as the person typed it (trimmed), so the settings read back exactly;
 /// [`CallbackUrl::redacted`] is the form for logs and listings, without credentials.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CallbackUrl(String);
+#[derive(Clone)]
+pub struct CallbackUrl {
+    text: String,
+    /// The parsed form, kept so that a callback attempt never parses its URL again.
+    parsed: url::Url,
+}
+
+impl PartialEq for CallbackUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CallbackUrl {}
+
+impl std::hash::Hash for CallbackUrl {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
 
 impl CallbackUrl {
     /// Parses one URL, or says what is wrong with it.
@@ -156,17 +174,25 @@ impl CallbackUrl {
             // The URL parser would quietly encode it; the stored text must be the URL itself.
             return Err(Invalid::new("the URL contains a space; write it as %20"));
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self {
+            text: text.to_owned(),
+            parsed,
+        })
     }
 
     /// The URL as configured (it may hold credentials: never log this).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The parsed form; always succeeds because the text was checked when built.
+    /// The parsed form, made when the URL was checked.
+    pub fn parsed(&self) -> &url::Url {
+        &self.parsed
+    }
+
+    /// The parsed form, owned.
     pub fn to_url(&self) -> url::Url {
-        url::Url::parse(&self.0).expect("CallbackUrl holds a parsed URL")
+        self.parsed.clone()
     }
 
     /// The destination host as `host:port` (port defaulted by scheme): the unit of the per-host
@@ -182,7 +208,7 @@ impl CallbackUrl {
 
     /// The URL without user name, password or fragment: safe for logs and listings.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        redact(&self.text)
     }
 
     /// The request URL of a Kianda callback: the configured URL with

@@ -100,8 +100,15 @@ impl Herald {
             .store
             .create_test_delivery(caller.workspace_id, event, url, &instance_id, request)
             .await?;
-        let result =
-            crate::delivery::attempt(&out.client, &claimed, &keys, &out.retry, &out.node_id).await;
+        let result = crate::delivery::attempt(
+            &out.client,
+            &crate::delivery::UrlCache::default(),
+            &claimed,
+            &keys,
+            &out.retry,
+            &out.node_id,
+        )
+        .await;
         // Stored as the worker stores results: one the database refuses is stored without the
         // receiver's response rather than failing the request.
         crate::delivery::store_results(
