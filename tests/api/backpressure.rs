@@ -101,15 +101,14 @@ async fn a_hanging_receiver_slows_no_write(db: TestDb) {
         },
     )
     .await;
+    // Counted from here: the late claims are behind us, and their backlog is there. (Before,
+    // a worker stalled by a loaded machine may rightly pace a write or two of the first 40.)
+    let before = sample(&scrape(&app).await, "herald_writes_paced_total");
     for n in 0..20 {
         app.instance("expense", json!({ "after": n })).await;
     }
     let text = scrape(&app).await;
-    assert_eq!(
-        sample(&text, "herald_writes_paced_total"),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(sample(&text, "herald_writes_paced_total"), before, "{text}");
     assert!(
         sample(&text, "herald_deliveries_pending").is_some_and(|n| n >= 50.0),
         "the backlog is there: {text}"
